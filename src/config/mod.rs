@@ -1,0 +1,735 @@
+//! The filter configuration: read once at load, validated with JSON paths, compiled into
+//! indexes that every request shares.
+//!
+//! Two forms are accepted:
+//! - multi-policy: `{"policies": {...}, "routes": {...}, "default_policy": ..., ...}`, where
+//!   each request's policy is chosen by its route name;
+//! - single-policy: `{"policy": {...}, ...}`, for hosts that attach one filter per route
+//!   (Kong filter chains).
+
+mod reader;
+
+use reader::{element, member, Fields};
+pub use reader::{Problem, Problems};
+
+use crate::apps::{Application, Applications};
+use crate::json;
+use crate::oidc::{issuer_and_discovery, Url};
+use serde_json::Value;
+use std::collections::HashMap;
+
+/// Safety limits, each configurable under `limits`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest credential (token or key) accepted, in bytes.
+    pub max_token_bytes: usize,
+    /// Deepest JSON nesting accepted in tokens and IdP responses.
+    pub max_json_depth: usize,
+    /// Largest IdP response body read (discovery, JWKS), in bytes.
+    pub max_response_bytes: usize,
+    /// Most keys accepted in one JWK set.
+    pub max_jwks_keys: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_token_bytes: 16 * 1024,
+            max_json_depth: 32,
+            max_response_bytes: 256 * 1024,
+            max_jwks_keys: 64,
+        }
+    }
+}
+
+/// The compiled configuration.
+#[derive(Debug)]
+pub struct Config {
+    pub policies: Vec<Policy>,
+    routes: HashMap<String, usize>,
+    default_policy: Option<usize>,
+    /// Present when the configuration lists applications: then every allowed request must map
+    /// to an approved application.
+    pub applications: Option<Applications>,
+    /// Each distinct issuer once; strategies refer to it by index, so keys are cached per
+    /// issuer, not per strategy.
+    pub issuers: Vec<Issuer>,
+    upstreams: HashMap<String, String>,
+    pub limits: Limits,
+}
+
+/// A named set of strategies guarding some routes.
+#[derive(Debug)]
+pub struct Policy {
+    pub name: String,
+    /// The API (product version) this policy guards; an application must be approved for it.
+    pub scope: Option<String>,
+    pub strategies: Vec<Strategy>,
+    pub hide_credentials: bool,
+}
+
+#[derive(Debug)]
+pub enum Strategy {
+    OpenIdConnect(OidcStrategy),
+    KeyAuth(KeyAuthStrategy),
+}
+
+impl Strategy {
+    pub fn id(&self) -> &str {
+        match self {
+            Strategy::OpenIdConnect(s) => &s.id,
+            Strategy::KeyAuth(s) => &s.id,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct KeyAuthStrategy {
+    pub id: String,
+    pub key_names: Vec<String>,
+}
+
+/// How a client may authenticate under an OpenID Connect strategy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AuthMethods {
+    pub bearer: bool,
+    pub client_credentials: bool,
+    pub introspection: bool,
+}
+
+/// A Konnect `openid_connect` strategy, compiled.
+#[derive(Debug)]
+pub struct OidcStrategy {
+    pub id: String,
+    /// Index into [`Config::issuers`].
+    pub issuer: usize,
+    /// The `iss` values accepted (the issuer itself unless `issuers_allowed` says otherwise).
+    pub issuers_allowed: Vec<String>,
+    /// Claim path whose value(s) identify the application (`["client_id"]`).
+    pub credential_claim: Vec<String>,
+    /// Scopes requested from the IdP (client_credentials), not required of tokens.
+    pub scopes: Vec<String>,
+    pub auth_methods: AuthMethods,
+    /// Alternatives (OR) of scope sets that must all be present (AND).
+    pub scopes_required: Vec<Vec<String>>,
+    pub scopes_claim: Vec<String>,
+    pub audience_required: Vec<Vec<String>>,
+    pub audience_claim: Vec<String>,
+    pub leeway: u64,
+    pub enable_hs_signatures: bool,
+    pub hide_credentials: bool,
+    /// (claim path, upstream header name).
+    pub upstream_headers: Vec<(Vec<String>, String)>,
+}
+
+/// An identity provider, shared by the strategies that name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issuer {
+    pub issuer: String,
+    pub discovery: Url,
+    pub timeout_ms: u64,
+    /// How long discovery and keys are trusted before they are fetched again.
+    pub cache_ttl_s: u64,
+    /// Least time between two fetches triggered by an unknown `kid`.
+    pub rediscovery_s: u64,
+}
+
+/// Openid-connect plugin fields that would turn off a check: refused, never ignored.
+const DANGEROUS: &[(&str, &str)] = &[
+    ("verify_signature", "false would accept forged tokens"),
+    (
+        "verify_claims",
+        "false would accept expired tokens and tokens of other issuers",
+    ),
+];
+
+impl Config {
+    /// Parses and validates a configuration document. On error, every problem found, each
+    /// with its JSON path; on success, the compiled configuration and the warnings.
+    pub fn parse(bytes: &[u8]) -> Result<(Config, Vec<Problem>), Vec<Problem>> {
+        let mut p = Problems::default();
+        let doc = match json::parse_strict(bytes, 64) {
+            Ok(doc) => doc,
+            Err(e) => {
+                p.error("$", format!("is not valid JSON: {e}"));
+                return Err(p.errors);
+            }
+        };
+        let config = compile(&mut p, &doc);
+        match config {
+            Some(c) if p.errors.is_empty() => Ok((c, p.warnings)),
+            _ => Err(p.errors),
+        }
+    }
+
+    /// The policy guarding a route: by route name, else the default policy; `None` means the
+    /// request must be denied.
+    pub fn policy_for(&self, route_name: Option<&str>) -> Option<(usize, &Policy)> {
+        let index = route_name
+            .and_then(|r| self.routes.get(r).copied())
+            .or(self.default_policy)?;
+        Some((index, self.policies.get(index)?))
+    }
+
+    /// The callout target for a URL: the cluster mapped to its authority, else the authority
+    /// itself (what Kong expects).
+    pub fn upstream_for<'a>(&'a self, url: &'a Url) -> &'a str {
+        self.upstreams
+            .get(&url.authority)
+            .map(String::as_str)
+            .unwrap_or(&url.authority)
+    }
+
+    pub fn strategy_ids(&self) -> impl Iterator<Item = &str> {
+        self.policies
+            .iter()
+            .flat_map(|p| p.strategies.iter().map(Strategy::id))
+    }
+}
+
+fn compile(p: &mut Problems, doc: &Value) -> Option<Config> {
+    let mut top = Fields::of(p, "$", doc)?;
+    let mut b = Builder::default();
+
+    let limits = top
+        .get("limits")
+        .and_then(|(path, v)| limits(p, &path, v))
+        .unwrap_or_default();
+    b.timeout_default = 10_000;
+
+    let mut policies = Vec::new();
+    let mut routes = HashMap::new();
+    let mut default_policy = None;
+    let single = top.get("policy");
+    let multi = top.get("policies");
+    match (single, multi) {
+        (Some(_), Some(_)) => p.error("$", "give either \"policy\" or \"policies\", not both"),
+        (None, None) => p.error("$", "one of \"policy\" or \"policies\" is required"),
+        (Some((path, v)), None) => {
+            for key in ["routes", "default_policy"] {
+                if top.get(key).is_some() {
+                    p.error(&member("$", key), "only allowed with \"policies\"");
+                }
+            }
+            if let Some(policy) = b.policy(p, &path, "policy", v) {
+                policies.push(policy);
+                default_policy = Some(0);
+            }
+        }
+        (None, Some((path, v))) => {
+            let mut index = HashMap::new();
+            match v.as_object() {
+                Some(map) if !map.is_empty() => {
+                    for (name, pv) in map {
+                        let ppath = member(&path, name);
+                        if let Some(policy) = b.policy(p, &ppath, name, pv) {
+                            index.insert(name.clone(), policies.len());
+                            policies.push(policy);
+                        }
+                    }
+                }
+                Some(_) => p.error(&path, "must name at least one policy"),
+                None => p.error(&path, "must be an object mapping policy names to policies"),
+            }
+            if let Some((rpath, rv)) = top.get("routes") {
+                if let Some(map) = rv.as_object() {
+                    for (route, target) in map {
+                        let tpath = member(&rpath, route);
+                        let Some(name) = reader::string(p, &tpath, target) else {
+                            continue;
+                        };
+                        match index.get(&name) {
+                            Some(i) => {
+                                routes.insert(route.clone(), *i);
+                            }
+                            None => p.error(&tpath, format!("names no policy: {name:?}")),
+                        }
+                    }
+                } else {
+                    p.error(
+                        &rpath,
+                        "must be an object mapping route names to policy names",
+                    );
+                }
+            }
+            if let Some((dpath, dv)) = top.get("default_policy") {
+                if let Some(name) = reader::string(p, &dpath, dv) {
+                    match index.get(&name) {
+                        Some(i) => default_policy = Some(*i),
+                        None => p.error(&dpath, format!("names no policy: {name:?}")),
+                    }
+                }
+            }
+        }
+    }
+
+    let mut upstreams = HashMap::new();
+    if let Some((upath, uv)) = top.get("upstreams") {
+        if let Some(map) = uv.as_object() {
+            for (authority, cluster) in map {
+                let cpath = member(&upath, authority);
+                if authority.is_empty() || authority.contains(['/', ' ', '@']) {
+                    p.error(&cpath, "must be a URL authority (host[:port])");
+                }
+                if let Some(cluster) = reader::string(p, &cpath, cluster) {
+                    upstreams.insert(authority.clone(), cluster);
+                }
+            }
+        } else {
+            p.error(
+                &upath,
+                "must be an object mapping host:port to a cluster name",
+            );
+        }
+    }
+
+    let applications = top
+        .get("applications")
+        .and_then(|(path, v)| applications(p, &path, v, &b.strategy_ids));
+    if applications.is_none() {
+        for policy in &policies {
+            for strategy in &policy.strategies {
+                if let Strategy::KeyAuth(ka) = strategy {
+                    let path = b
+                        .strategy_ids
+                        .get(&ka.id)
+                        .map(|(p, _)| p.clone())
+                        .unwrap_or_default();
+                    p.error(&path, "a key_auth strategy needs \"applications\": an API key is only valid as an application's credential");
+                }
+            }
+        }
+    } else {
+        for policy in &policies {
+            if policy.scope.is_none() {
+                p.error(
+                    &b.policy_paths.get(&policy.name).cloned().unwrap_or_default(),
+                    "\"scope\" is required when applications are listed: an application is approved per scope",
+                );
+            }
+        }
+    }
+
+    top.deny_unknown(p);
+    p.warnings.append(&mut b.warnings);
+    Some(Config {
+        policies,
+        routes,
+        default_policy,
+        applications,
+        issuers: b.issuers,
+        upstreams,
+        limits,
+    })
+}
+
+fn limits(p: &mut Problems, path: &str, v: &Value) -> Option<Limits> {
+    let mut f = Fields::of(p, path, v)?;
+    let d = Limits::default();
+    let l = Limits {
+        max_token_bytes: f
+            .uint(p, "max_token_bytes", 256, 1 << 20)
+            .map_or(d.max_token_bytes, |n| n as usize),
+        max_json_depth: f
+            .uint(p, "max_json_depth", 4, 128)
+            .map_or(d.max_json_depth, |n| n as usize),
+        max_response_bytes: f
+            .uint(p, "max_response_bytes", 1024, 16 << 20)
+            .map_or(d.max_response_bytes, |n| n as usize),
+        max_jwks_keys: f
+            .uint(p, "max_jwks_keys", 1, 1024)
+            .map_or(d.max_jwks_keys, |n| n as usize),
+    };
+    f.deny_unknown(p);
+    Some(l)
+}
+
+#[derive(Default)]
+struct Builder {
+    issuers: Vec<Issuer>,
+    /// Strategy id -> (its path, its JSON), to refuse one id with two meanings.
+    strategy_ids: HashMap<String, (String, Value)>,
+    policy_paths: HashMap<String, String>,
+    warnings: Vec<Problem>,
+    timeout_default: u64,
+}
+
+impl Builder {
+    fn policy(&mut self, p: &mut Problems, path: &str, name: &str, v: &Value) -> Option<Policy> {
+        let mut f = Fields::of(p, path, v)?;
+        self.policy_paths.insert(name.to_owned(), path.to_owned());
+        let scope = f.str(p, "scope");
+        let hide_credentials = f.bool(p, "hide_credentials").unwrap_or(false);
+        let mut strategies = Vec::new();
+        if let Some((spath, sv)) = f.require(p, "strategies") {
+            match sv {
+                Value::Array(items) if !items.is_empty() => {
+                    for (i, item) in items.iter().enumerate() {
+                        if let Some(s) = self.strategy(p, &element(&spath, i), item) {
+                            if strategies.iter().any(|o: &Strategy| o.id() == s.id()) {
+                                p.error(&element(&spath, i), "lists the same strategy id twice");
+                            }
+                            strategies.push(s);
+                        }
+                    }
+                }
+                Value::Array(_) => p.error(&spath, "must list at least one strategy"),
+                _ => p.error(&spath, "must be an array of Konnect auth strategy objects"),
+            }
+        }
+        f.deny_unknown(p);
+        Some(Policy {
+            name: name.to_owned(),
+            scope,
+            strategies,
+            hide_credentials,
+        })
+    }
+
+    fn strategy(&mut self, p: &mut Problems, path: &str, v: &Value) -> Option<Strategy> {
+        let mut f = Fields::of(p, path, v)?;
+        // Konnect metadata that rides along when a strategy is pasted from the API.
+        f.ignore(&[
+            "name",
+            "display_name",
+            "dcr_provider_id",
+            "dcr_provider",
+            "labels",
+            "active",
+            "created_at",
+            "updated_at",
+        ]);
+        let id = f.required_str(p, "id");
+        let strategy_type = f.required_str(p, "strategy_type");
+        let configs = f.require(p, "configs");
+        f.deny_unknown(p);
+        let id = id?;
+        if let Some((prev_path, prev)) = self.strategy_ids.get(&id) {
+            if prev != v {
+                p.error(
+                    &member(path, "id"),
+                    format!("{id:?} is already used by a different strategy at {prev_path}"),
+                );
+            }
+        } else {
+            self.strategy_ids
+                .insert(id.clone(), (path.to_owned(), v.clone()));
+        }
+        let (cpath, cv) = configs?;
+        let mut configs = Fields::of(p, &cpath, cv)?;
+        let strategy = match strategy_type?.as_str() {
+            "openid_connect" => {
+                let (opath, ov) = configs.require(p, "openid-connect")?;
+                self.oidc(p, &opath, id, ov).map(Strategy::OpenIdConnect)
+            }
+            "key_auth" => {
+                let (kpath, kv) = configs.require(p, "key-auth")?;
+                key_auth(p, &kpath, id, kv).map(Strategy::KeyAuth)
+            }
+            other => {
+                p.error(
+                    &member(path, "strategy_type"),
+                    format!("unknown strategy type {other:?} (expected \"openid_connect\" or \"key_auth\")"),
+                );
+                None
+            }
+        };
+        configs.deny_unknown(p);
+        strategy
+    }
+
+    fn oidc(
+        &mut self,
+        p: &mut Problems,
+        path: &str,
+        id: String,
+        v: &Value,
+    ) -> Option<OidcStrategy> {
+        let mut f = Fields::of(p, path, v)?;
+        let issuer_text = f.required_str(p, "issuer");
+        let credential_claim = f.required_str_list(p, "credential_claim");
+        let scopes = f.required_str_list(p, "scopes");
+        let methods_path = member(path, "auth_methods");
+        let methods = f.required_str_list(p, "auth_methods");
+        let scopes_required = f.str_list(p, "scopes_required").unwrap_or_default();
+        let scopes_claim = f
+            .str_list(p, "scopes_claim")
+            .unwrap_or_else(|| vec!["scope".into()]);
+        let audience_required = f.str_list(p, "audience_required").unwrap_or_default();
+        let audience_claim = f
+            .str_list(p, "audience_claim")
+            .unwrap_or_else(|| vec!["aud".into()]);
+        let issuers_allowed = f.str_list(p, "issuers_allowed");
+        let leeway = f.uint(p, "leeway", 0, 3600).unwrap_or(0);
+        let enable_hs_signatures = f.bool(p, "enable_hs_signatures").unwrap_or(false);
+        let hide_credentials = f.bool(p, "hide_credentials").unwrap_or(false);
+        let timeout_ms = f
+            .uint(p, "timeout", 1, 600_000)
+            .unwrap_or(self.timeout_default);
+        let cache_ttl_s = f.uint(p, "cache_ttl", 1, 86_400 * 7).unwrap_or(3600);
+        let rediscovery_s = f.uint(p, "rediscovery_lifetime", 0, 86_400).unwrap_or(30);
+        let claim_headers = f.str_list(p, "upstream_headers_claims").unwrap_or_default();
+        let header_names = f.str_list(p, "upstream_headers_names").unwrap_or_default();
+        for (key, why) in DANGEROUS {
+            if let Some((kpath, kv)) = f.get(key) {
+                match kv {
+                    Value::Bool(true) => {}
+                    Value::Bool(false) => p.error(&kpath, format!("is refused: {why}")),
+                    _ => p.error(&kpath, "must be a boolean"),
+                }
+            }
+        }
+        if let Some((kpath, kv)) = f.get("ignore_signature") {
+            if !matches!(kv, Value::Array(a) if a.is_empty()) {
+                p.error(
+                    &kpath,
+                    "is refused: ignoring signatures would accept forged tokens",
+                );
+            }
+        }
+        // A blank entry would otherwise vanish, and a list of blanks would require nothing.
+        for (key, entries) in [
+            ("scopes_required", &scopes_required),
+            ("audience_required", &audience_required),
+        ] {
+            for (i, entry) in entries.iter().enumerate() {
+                if entry.split_ascii_whitespace().next().is_none() {
+                    p.error(
+                        &element(&member(path, key), i),
+                        "must name at least one value",
+                    );
+                }
+            }
+        }
+        // Any other openid-connect plugin field rides along from Konnect: accepted, ignored,
+        // and said so once.
+        for unknown in f.unknown() {
+            self.warnings.push(Problem {
+                path: unknown,
+                message: "openid-connect field not used by this filter; ignored".into(),
+            });
+        }
+
+        let mut auth_methods = AuthMethods::default();
+        for (i, m) in methods.iter().flatten().enumerate() {
+            match m.as_str() {
+                "bearer" => auth_methods.bearer = true,
+                "client_credentials" => auth_methods.client_credentials = true,
+                "introspection" => auth_methods.introspection = true,
+                "password" | "authorization_code" | "userinfo" | "kong_oauth2"
+                | "refresh_token" | "session" => self.warnings.push(Problem {
+                    path: element(&methods_path, i),
+                    message: format!(
+                        "auth method {m:?} does not apply to an API gateway filter; ignored"
+                    ),
+                }),
+                other => p.error(
+                    &element(&methods_path, i),
+                    format!("unknown auth method {other:?}"),
+                ),
+            }
+        }
+        if methods.is_some() && auth_methods == AuthMethods::default() {
+            p.error(&methods_path, "names no auth method this filter enforces (bearer, client_credentials, introspection)");
+        }
+        for (kind, on) in [
+            ("client_credentials", auth_methods.client_credentials),
+            ("introspection", auth_methods.introspection),
+        ] {
+            if on {
+                self.warnings.push(Problem {
+                    path: methods_path.clone(),
+                    message: format!("auth method {kind:?} is not enforced by this version: such credentials are denied"),
+                });
+            }
+        }
+        if claim_headers.len() != header_names.len() {
+            p.error(
+                &member(path, "upstream_headers_names"),
+                "must have one entry for each entry of upstream_headers_claims",
+            );
+        }
+        let upstream_headers = claim_headers
+            .into_iter()
+            .zip(header_names)
+            .enumerate()
+            .filter_map(|(i, (claim, name))| {
+                if !is_header_name(&name) {
+                    p.error(
+                        &element(&member(path, "upstream_headers_names"), i),
+                        "must be a valid HTTP header name",
+                    );
+                    return None;
+                }
+                Some((vec![claim], name.to_ascii_lowercase()))
+            })
+            .collect();
+
+        let issuer_text = issuer_text?;
+        let (issuer, discovery_text) = issuer_and_discovery(&issuer_text);
+        let discovery = match Url::parse(&discovery_text) {
+            Ok(u) => u,
+            Err(e) => {
+                p.error(&member(path, "issuer"), e);
+                return None;
+            }
+        };
+        let candidate = Issuer {
+            issuer: issuer.clone(),
+            discovery,
+            timeout_ms,
+            cache_ttl_s,
+            rediscovery_s,
+        };
+        let issuer_index = match self.issuers.iter().position(|i| i.issuer == issuer) {
+            Some(i) => {
+                if self.issuers.get(i) != Some(&candidate) {
+                    p.error(&member(path, "issuer"), "is used by another strategy with a different timeout, cache_ttl or rediscovery_lifetime");
+                }
+                i
+            }
+            None => {
+                self.issuers.push(candidate);
+                self.issuers.len() - 1
+            }
+        };
+        Some(OidcStrategy {
+            id,
+            issuer: issuer_index,
+            issuers_allowed: issuers_allowed.unwrap_or_else(|| vec![issuer]),
+            credential_claim: credential_claim?,
+            scopes: scopes?,
+            auth_methods,
+            scopes_required: split_alternatives(scopes_required),
+            scopes_claim,
+            audience_required: split_alternatives(audience_required),
+            audience_claim,
+            leeway,
+            enable_hs_signatures,
+            hide_credentials,
+            upstream_headers,
+        })
+    }
+}
+
+/// `["a b", "c"]` means (a AND b) OR c.
+fn split_alternatives(entries: Vec<String>) -> Vec<Vec<String>> {
+    entries
+        .into_iter()
+        .map(|e| {
+            e.split_ascii_whitespace()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .filter(|set| !set.is_empty())
+        .collect()
+}
+
+fn key_auth(p: &mut Problems, path: &str, id: String, v: &Value) -> Option<KeyAuthStrategy> {
+    let mut f = Fields::of(p, path, v)?;
+    let key_names = f
+        .str_list(p, "key_names")
+        .unwrap_or_else(|| vec!["apikey".into()]);
+    f.ignore(&["ttl"]);
+    f.deny_unknown(p);
+    for (i, name) in key_names.iter().enumerate() {
+        if !is_header_name(name) {
+            p.error(
+                &element(&member(path, "key_names"), i),
+                "must be usable as a header name and a query parameter",
+            );
+        } else if key_names
+            .iter()
+            .take(i)
+            .any(|k| k.eq_ignore_ascii_case(name))
+        {
+            // Header names are case-insensitive: the same key would be found twice and every
+            // request carrying it refused as a duplicate.
+            p.error(
+                &element(&member(path, "key_names"), i),
+                "names the same key as an earlier entry (names are case-insensitive)",
+            );
+        }
+    }
+    if key_names.is_empty() {
+        p.error(&member(path, "key_names"), "must name at least one key");
+    }
+    Some(KeyAuthStrategy {
+        id,
+        key_names: key_names.iter().map(|k| k.to_ascii_lowercase()).collect(),
+    })
+}
+
+fn is_header_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+fn applications(
+    p: &mut Problems,
+    path: &str,
+    v: &Value,
+    strategies: &HashMap<String, (String, Value)>,
+) -> Option<Applications> {
+    let Value::Array(items) = v else {
+        p.error(path, "must be an array of applications");
+        return None;
+    };
+    let mut apps = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let apath = element(path, i);
+        let Some(mut f) = Fields::of(p, &apath, item) else {
+            continue;
+        };
+        f.ignore(&[
+            "name",
+            "consumer_groups",
+            "labels",
+            "created_at",
+            "updated_at",
+        ]);
+        let id = f.required_str(p, "id");
+        let client_id = f.required_str(p, "client_id");
+        let auth_strategy_id = f.required_str(p, "auth_strategy_id");
+        let scopes = f.required_str_list(p, "scopes");
+        let developer_id = f.str(p, "developer_id");
+        let portal_id = f.str(p, "portal_id");
+        let organization_id = f.str(p, "organization_id");
+        f.deny_unknown(p);
+        if let Some(sid) = &auth_strategy_id {
+            if !strategies.contains_key(sid) {
+                p.error(
+                    &member(&apath, "auth_strategy_id"),
+                    format!("names no configured strategy: {sid:?}"),
+                );
+            }
+        }
+        if let (Some(id), Some(client_id), Some(auth_strategy_id), Some(scopes)) =
+            (id, client_id, auth_strategy_id, scopes)
+        {
+            apps.push((
+                apath,
+                Application {
+                    id,
+                    client_id,
+                    auth_strategy_id,
+                    scopes,
+                    developer_id,
+                    portal_id,
+                    organization_id,
+                },
+            ));
+        }
+    }
+    match Applications::new(apps) {
+        Ok(a) => Some(a),
+        Err((apath, msg)) => {
+            p.error(&apath, msg);
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,330 @@
+//! What the request carries: a bearer token (header or `access_token` query parameter),
+//! Basic client credentials, or an API key. Strict parsing, bytes in, no allocation beyond
+//! the credential itself.
+//!
+//! Headers arrive as raw bytes: a client can send any byte, and a credential that is not
+//! printable ASCII is malformed, never a reason to crash.
+
+/// A request header as the host hands it over: lower-case name, raw value.
+pub type Header = (String, Vec<u8>);
+
+/// Where a bearer token was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Header,
+    Query,
+}
+
+/// The one credential a request presents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    Bearer {
+        token: String,
+        source: Source,
+    },
+    Basic {
+        client_id: String,
+        client_secret: String,
+    },
+    /// An `Authorization` scheme this filter does not take (Digest, Negotiate, ...).
+    OtherScheme,
+}
+
+/// Why a request's credential could not be read. Each maps to one denial.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Malformed {
+    /// RFC 6750 `invalid_request` (400): duplicated or unparsable credentials.
+    InvalidRequest(&'static str),
+    /// The token is longer than the configured limit (401 `invalid_token`).
+    TooLarge,
+    /// key-auth: the same key given twice (401 "Duplicate API key found", as Kong).
+    DuplicateApiKey,
+}
+
+const AUTHORIZATION: &str = "authorization";
+const ACCESS_TOKEN_PARAM: &str = "access_token";
+
+/// Reads the request's credential from its `Authorization` headers and its query string.
+/// `Ok(None)`: the request carries none.
+pub fn extract(
+    headers: &[Header],
+    path: &str,
+    max_token_bytes: usize,
+) -> Result<Option<Credential>, Malformed> {
+    let mut authorization = headers
+        .iter()
+        .filter(|(name, _)| name.eq_ignore_ascii_case(AUTHORIZATION));
+    let header = authorization.next();
+    if authorization.next().is_some() {
+        return Err(Malformed::InvalidRequest(
+            "more than one Authorization header",
+        ));
+    }
+    let query_token = query_param(path, ACCESS_TOKEN_PARAM)?;
+    match (header, query_token) {
+        (Some(_), Some(_)) => Err(Malformed::InvalidRequest(
+            "credentials in both the Authorization header and the query string",
+        )),
+        (Some((_, value)), None) => parse_authorization(value, max_token_bytes).map(Some),
+        (None, Some(token)) => {
+            check_token68(&token, max_token_bytes)?;
+            Ok(Some(Credential::Bearer {
+                token,
+                source: Source::Query,
+            }))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+fn parse_authorization(value: &[u8], max_token_bytes: usize) -> Result<Credential, Malformed> {
+    if value.len() > max_token_bytes + 16 {
+        return Err(Malformed::TooLarge);
+    }
+    if !value.iter().all(|b| (0x20..0x7f).contains(b)) {
+        return Err(Malformed::InvalidRequest(
+            "Authorization header has bytes that are not printable ASCII",
+        ));
+    }
+    // Envoy joins repeated headers with commas; no Bearer or Basic credential contains one.
+    if value.contains(&b',') {
+        return Err(Malformed::InvalidRequest(
+            "more than one credential in the Authorization header",
+        ));
+    }
+    let text = std::str::from_utf8(value)
+        .map_err(|_| Malformed::InvalidRequest("Authorization header is not ASCII"))?
+        .trim_matches(' ');
+    let (scheme, rest) = text.split_once(' ').unwrap_or((text, ""));
+    let param = rest.trim_start_matches(' ');
+    if scheme.eq_ignore_ascii_case("bearer") {
+        if param.is_empty() {
+            return Err(Malformed::InvalidRequest("Bearer scheme without a token"));
+        }
+        check_token68(param, max_token_bytes)?;
+        Ok(Credential::Bearer {
+            token: param.to_owned(),
+            source: Source::Header,
+        })
+    } else if scheme.eq_ignore_ascii_case("basic") {
+        parse_basic(param)
+    } else {
+        Ok(Credential::OtherScheme)
+    }
+}
+
+/// RFC 7235 token68: the only shape a bearer token may have.
+fn check_token68(token: &str, max_token_bytes: usize) -> Result<(), Malformed> {
+    if token.len() > max_token_bytes {
+        return Err(Malformed::TooLarge);
+    }
+    let body = token.trim_end_matches('=');
+    let ok = !body.is_empty()
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(Malformed::InvalidRequest(
+            "bearer token is not a token68 string",
+        ))
+    }
+}
+
+/// `Basic base64(client_id:client_secret)` with RFC 6749 §2.3.1 form-encoding of each part.
+/// Konnect's docs print the header as the literal `Basic CLIENT_ID:CLIENT_SECRET`, so a value
+/// that is not base64 but has exactly one `:` is taken as the raw pair.
+fn parse_basic(param: &str) -> Result<Credential, Malformed> {
+    use base64::Engine as _;
+    if param.is_empty() {
+        return Err(Malformed::InvalidRequest(
+            "Basic scheme without credentials",
+        ));
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(param)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok());
+    let (pair, encoded) = match decoded {
+        Some(d) => (d, true),
+        None if param.matches(':').count() == 1 => (param.to_owned(), false),
+        None => {
+            return Err(Malformed::InvalidRequest(
+                "Basic credentials are neither base64 nor client_id:client_secret",
+            ))
+        }
+    };
+    let Some((id, secret)) = pair.split_once(':') else {
+        return Err(Malformed::InvalidRequest("Basic credentials have no ':'"));
+    };
+    let (client_id, client_secret) = if encoded {
+        (form_decode(id)?, form_decode(secret)?)
+    } else {
+        (id.to_owned(), secret.to_owned())
+    };
+    if client_id.is_empty() || client_secret.is_empty() {
+        return Err(Malformed::InvalidRequest(
+            "Basic credentials with an empty part",
+        ));
+    }
+    if client_id
+        .chars()
+        .chain(client_secret.chars())
+        .any(char::is_control)
+    {
+        return Err(Malformed::InvalidRequest(
+            "Basic credentials contain control characters",
+        ));
+    }
+    Ok(Credential::Basic {
+        client_id,
+        client_secret,
+    })
+}
+
+/// The single value of query parameter `name` (percent-decoded), `None` if absent, an error if
+/// repeated or undecodable.
+pub fn query_param(path: &str, name: &str) -> Result<Option<String>, Malformed> {
+    let mut found = None;
+    for (key, value) in query_pairs(path) {
+        if key == name {
+            if found.is_some() {
+                return Err(Malformed::InvalidRequest(
+                    "query parameter given more than once",
+                ));
+            }
+            found = Some(
+                percent_decode(value, false).ok_or(Malformed::InvalidRequest(
+                    "query parameter is not valid percent-encoding",
+                ))?,
+            );
+        }
+    }
+    Ok(found)
+}
+
+/// All values of query parameter `name`, decoded; undecodable ones are an error.
+pub fn query_values(path: &str, name: &str) -> Result<Vec<String>, Malformed> {
+    query_pairs(path)
+        .filter(|(k, _)| *k == name)
+        .map(|(_, v)| {
+            percent_decode(v, true).ok_or(Malformed::InvalidRequest(
+                "query parameter is not valid percent-encoding",
+            ))
+        })
+        .collect()
+}
+
+fn query_pairs(path: &str) -> impl Iterator<Item = (&str, &str)> {
+    let query = path.split_once('?').map_or("", |(_, q)| q);
+    let query = query.split_once('#').map_or(query, |(q, _)| q);
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| p.split_once('=').unwrap_or((p, "")))
+}
+
+/// `path` without the query parameters named in `names` (for `hide_credentials`).
+pub fn strip_query_params(path: &str, names: &[&str]) -> String {
+    let Some((base, query)) = path.split_once('?') else {
+        return path.to_owned();
+    };
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .filter(|p| {
+            let key = p.split_once('=').map_or(*p, |(k, _)| k);
+            !names.contains(&key)
+        })
+        .collect();
+    if kept.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    }
+}
+
+fn percent_decode(s: &str, plus_is_space: bool) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            b'%' => {
+                let hex = bytes.get(i + 1..i + 3)?;
+                // from_str_radix would take "+1" (a sign) as a number.
+                if !hex.iter().all(u8::is_ascii_hexdigit) {
+                    return None;
+                }
+                let hex = std::str::from_utf8(hex).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' if plus_is_space => {
+                out.push(b' ');
+                i += 1;
+            }
+            _ => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// RFC 6749 §2.3.1: client id and secret are `application/x-www-form-urlencoded` before
+/// they are joined for Basic.
+fn form_decode(s: &str) -> Result<String, Malformed> {
+    percent_decode(s, true).ok_or(Malformed::InvalidRequest(
+        "Basic credentials are not valid form-encoding",
+    ))
+}
+
+/// key-auth: the single API key the request carries under any of `key_names` (headers
+/// first, then the query string). `Ok(None)` when none is present.
+pub fn extract_api_key(
+    headers: &[Header],
+    path: &str,
+    key_names: &[String],
+    max_token_bytes: usize,
+) -> Result<Option<(String, String)>, Malformed> {
+    let mut found: Option<(String, String)> = None;
+    for name in key_names {
+        let from_headers = headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| {
+                if v.len() > max_token_bytes {
+                    return Err(Malformed::TooLarge);
+                }
+                match std::str::from_utf8(v) {
+                    Ok(s) if s.bytes().all(|b| (0x21..0x7f).contains(&b)) => Ok(s.to_owned()),
+                    _ => Err(Malformed::InvalidRequest("API key is not printable ASCII")),
+                }
+            });
+        let from_query = query_values(path, name)?.into_iter().map(Ok);
+        for key in from_headers.chain(from_query) {
+            let key = key?;
+            if key.is_empty() {
+                continue;
+            }
+            if key.len() > max_token_bytes {
+                return Err(Malformed::TooLarge);
+            }
+            // Query values are percent-decoded: hold them to the same rule as header values.
+            if !key.bytes().all(|b| (0x21..0x7f).contains(&b)) {
+                return Err(Malformed::InvalidRequest("API key is not printable ASCII"));
+            }
+            if found.is_some() {
+                return Err(Malformed::DuplicateApiKey);
+            }
+            found = Some((name.clone(), key));
+        }
+    }
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests;

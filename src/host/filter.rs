@@ -1,0 +1,123 @@
+//! One request: read the headers (as bytes), ask the engine, act on its step.
+
+use super::{apply, dispatch_all, now_ms, on_callout_response, settle, SharedRef};
+use crate::engine::{Progress, Request, Step};
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::{Action, MapType};
+
+pub struct Filter {
+    id: u32,
+    shared: SharedRef,
+}
+
+impl Filter {
+    pub fn new(id: u32, shared: SharedRef) -> Filter {
+        Filter { id, shared }
+    }
+}
+
+/// The route name: Envoy's `xds.route_name`, else Kong's `kong.route_name` / service name.
+fn route_name() -> Option<String> {
+    let paths: [&[&str]; 3] = [
+        &["xds", "route_name"],
+        &["kong", "route_name"],
+        &["kong", "service_name"],
+    ];
+    paths.iter().find_map(|p| {
+        let bytes = hostcalls::get_property(p.to_vec()).ok().flatten()?;
+        String::from_utf8(bytes).ok().filter(|s| !s.is_empty())
+    })
+}
+
+impl Context for Filter {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        _headers: usize,
+        body_size: usize,
+        _trailers: usize,
+    ) {
+        on_callout_response(&self.shared, token_id, body_size);
+    }
+
+    fn on_done(&mut self) -> bool {
+        if let Ok(mut s) = self.shared.try_borrow_mut() {
+            if let Some(engine) = s.engine.as_mut() {
+                engine.forget(self.id);
+            }
+        }
+        true
+    }
+}
+
+impl HttpContext for Filter {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        // Bytes, never the string getters: one non-UTF-8 header value would trap the VM.
+        let headers = match hostcalls::get_map_bytes(MapType::HttpRequestHeaders) {
+            Ok(h) => h,
+            Err(status) => {
+                log::error!("could not read request headers ({status:?}); denying");
+                let _ = hostcalls::send_http_response(500, vec![], None);
+                return Action::Pause;
+            }
+        };
+        let pseudo = |name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .and_then(|(_, v)| std::str::from_utf8(v).ok())
+                .unwrap_or_default()
+        };
+        let route = route_name();
+        let request = Request {
+            route: route.as_deref(),
+            authority: pseudo(":authority"),
+            path: pseudo(":path"),
+            headers: &headers,
+        };
+        let step = {
+            let mut s = self.shared.borrow_mut();
+            match s.engine.as_mut() {
+                Some(engine) => engine.on_request(self.id, &request, now_ms()),
+                None => {
+                    drop(s);
+                    log::error!("request before configuration; denying");
+                    let _ = hostcalls::send_http_response(503, vec![], None);
+                    return Action::Pause;
+                }
+            }
+        };
+        match step {
+            Step::Done(method, outcome) => {
+                if apply(&self.shared, &outcome, method) {
+                    Action::Continue
+                } else {
+                    Action::Pause
+                }
+            }
+            Step::Wait(callout) => {
+                let progress = Progress {
+                    callouts: callout.into_iter().collect(),
+                    ..Progress::default()
+                };
+                // A callout that failed to send may settle this very request (and others).
+                let settled = dispatch_all(&self.shared, progress);
+                if let Some(pos) = settled.iter().position(|(id, _, _)| *id == self.id) {
+                    let mut settled = settled;
+                    let (_, method, outcome) = settled.remove(pos);
+                    settle(&self.shared, settled);
+                    let _ = hostcalls::set_effective_context(self.id);
+                    return if apply(&self.shared, &outcome, method) {
+                        Action::Continue
+                    } else {
+                        Action::Pause
+                    };
+                }
+                settle(&self.shared, settled);
+                let _ = hostcalls::set_effective_context(self.id);
+                Action::Pause
+            }
+        }
+    }
+}

@@ -1,0 +1,245 @@
+//! The proxy-wasm adapter: the only code that talks to the proxy. It reads what the engine
+//! needs, performs the callouts the engine asks for, and applies the engine's decisions.
+//! Every host call's error is handled; none is unwrapped.
+
+mod filter;
+mod root;
+
+use crate::engine::{CalloutResponse, Engine, FetchId, Method, Outcome, Progress};
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::{BufferType, LogLevel, MapType};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::{Duration, UNIX_EPOCH};
+
+pub fn start() {
+    proxy_wasm::set_log_level(LogLevel::Trace);
+    proxy_wasm::set_root_context(|context_id| Box::new(root::Root::new(context_id)));
+}
+
+/// Per-VM state shared by the root context and every request context of this worker.
+#[derive(Default)]
+pub(crate) struct Shared {
+    pub engine: Option<Engine>,
+    pub generation: u64,
+    /// Callouts under way: host token -> what they fetch.
+    pub callouts: HashMap<u32, FetchId>,
+}
+
+pub(crate) type SharedRef = Rc<RefCell<Shared>>;
+
+pub(crate) fn now_ms() -> u64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Sends the engine's callouts from the current context and remembers their tokens. A
+/// callout that cannot even be sent is answered at once as a failed one.
+pub(crate) fn dispatch_all(
+    shared: &SharedRef,
+    mut progress: Progress,
+) -> Vec<(u32, Method, Outcome)> {
+    let mut settled = std::mem::take(&mut progress.settled);
+    for line in progress.log.drain(..) {
+        log::info!("{line}");
+    }
+    let mut queue: Vec<_> = progress.callouts.drain(..).collect();
+    // Bounded: each failed dispatch can only settle waiters or start one fetch per issuer.
+    let mut budget = 64;
+    while let Some(callout) = queue.pop() {
+        budget -= 1;
+        let mut headers: Vec<(&str, &str)> = vec![
+            (":method", callout.method),
+            (":path", &callout.path),
+            (":authority", &callout.authority),
+        ];
+        if callout.https {
+            headers.push((":scheme", "https"));
+        }
+        for (n, v) in &callout.headers {
+            headers.push((n.as_str(), v.as_str()));
+        }
+        let timeout = Duration::from_millis(callout.timeout_ms.max(1));
+        match hostcalls::dispatch_http_call(
+            &callout.upstream,
+            headers,
+            callout.body.as_deref(),
+            vec![],
+            timeout,
+        ) {
+            Ok(token) => {
+                shared.borrow_mut().callouts.insert(token, callout.id);
+            }
+            Err(status) => {
+                log::warn!(
+                    "callout to {} failed to start: {status:?}",
+                    callout.upstream
+                );
+                let response = CalloutResponse {
+                    failure: Some(format!(
+                        "callout could not be sent to {:?} ({status:?})",
+                        callout.upstream
+                    )),
+                    ..CalloutResponse::default()
+                };
+                let mut s = shared.borrow_mut();
+                if let Some(engine) = s.engine.as_mut() {
+                    let mut more = engine.on_callout_response(callout.id, response, now_ms());
+                    settled.append(&mut more.settled);
+                    for line in more.log.drain(..) {
+                        log::info!("{line}");
+                    }
+                    if budget > 0 {
+                        queue.append(&mut more.callouts);
+                    }
+                }
+            }
+        }
+    }
+    settled
+}
+
+/// Reads a callout's response and hands it to the engine.
+pub(crate) fn on_callout_response(shared: &SharedRef, token: u32, body_size: usize) {
+    let id = shared.borrow_mut().callouts.remove(&token);
+    let Some(id) = id else { return };
+    let max = shared
+        .borrow()
+        .engine
+        .as_ref()
+        .map_or(0, |e| e.config().limits.max_response_bytes);
+    let mut response = CalloutResponse::default();
+    if let Ok(headers) = hostcalls::get_map_bytes(MapType::HttpCallResponseHeaders) {
+        for (name, value) in headers {
+            match name.as_str() {
+                ":status" => {
+                    response.status = std::str::from_utf8(&value)
+                        .ok()
+                        .and_then(|s| s.parse().ok());
+                }
+                // Kong (ngx_wasm_module) reports a failed call this way.
+                ":dispatch_status" => {
+                    response.failure = Some(format!(
+                        "dispatch failed: {}",
+                        String::from_utf8_lossy(&value)
+                    ));
+                }
+                _ => {}
+            }
+        }
+    }
+    if body_size > max {
+        response.failure = Some(format!(
+            "response body of {body_size} bytes exceeds the limit of {max}"
+        ));
+    } else if body_size > 0 {
+        match hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size) {
+            Ok(Some(body)) => response.body = body,
+            Ok(None) => {}
+            Err(status) => {
+                response.failure = Some(format!("response body unreadable ({status:?})"))
+            }
+        }
+    }
+    let progress = {
+        let mut s = shared.borrow_mut();
+        match s.engine.as_mut() {
+            Some(engine) => engine.on_callout_response(id, response, now_ms()),
+            None => return,
+        }
+    };
+    let settled = dispatch_all(shared, progress);
+    settle(shared, settled);
+}
+
+/// Applies outcomes to requests that were waiting (each in its own context).
+pub(crate) fn settle(shared: &SharedRef, settled: Vec<(u32, Method, Outcome)>) {
+    for (context_id, method, outcome) in settled {
+        if hostcalls::set_effective_context(context_id).is_err() {
+            // The request is gone (client hung up); nothing to answer.
+            continue;
+        }
+        if apply(shared, &outcome, method) {
+            if let Err(status) = hostcalls::resume_http_request() {
+                log::warn!("could not resume request {context_id}: {status:?}");
+            }
+        }
+    }
+}
+
+/// Applies an outcome to the effective context. Returns true when the request should go on
+/// upstream (allowed and every header change took), false when a local reply was sent.
+pub(crate) fn apply(shared: &SharedRef, outcome: &Outcome, method: Method) -> bool {
+    let _ = shared;
+    match outcome {
+        Outcome::Allow(allow) => {
+            let mut ok = true;
+            for name in &allow.remove_headers {
+                ok &= hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None).is_ok();
+            }
+            for (name, value) in &allow.set_headers {
+                ok &= hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value))
+                    .is_ok();
+            }
+            if let Some(path) = &allow.path {
+                ok &= hostcalls::set_map_value(MapType::HttpRequestHeaders, ":path", Some(path))
+                    .is_ok();
+            }
+            if !ok {
+                // Forwarding without the identity headers (or with a spoofed one left in
+                // place) is not an option: fail closed.
+                log::error!("could not rewrite request headers; denying");
+                let _ = hostcalls::send_http_response(
+                    500,
+                    vec![("content-type", "application/json")],
+                    Some(br#"{"message":"An unexpected error occurred"}"#),
+                );
+                return false;
+            }
+            log::debug!(
+                "allowed: method={} application={}",
+                method.name(),
+                allow.application_id.as_deref().unwrap_or("-")
+            );
+            true
+        }
+        Outcome::Deny(deny) => {
+            let route = hostcalls::get_property(vec!["xds", "route_name"])
+                .ok()
+                .flatten()
+                .map(|b| String::from_utf8_lossy(&b).into_owned());
+            let line = format!(
+                "denied {}: reason={} detail=\"{}\" method={} route={} strategy={} credential={}",
+                deny.reply.status,
+                deny.denial.reason(),
+                deny.denial.detail(),
+                method.name(),
+                route.as_deref().unwrap_or("-"),
+                deny.strategy_id.as_deref().unwrap_or("-"),
+                deny.credential_hash.as_deref().unwrap_or("-"),
+            );
+            if deny.reply.status >= 500 {
+                log::warn!("{line}");
+            } else {
+                log::debug!("{line}");
+            }
+            let headers: Vec<(&str, &str)> = deny
+                .reply
+                .headers
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_str()))
+                .collect();
+            if let Err(status) = hostcalls::send_http_response(
+                u32::from(deny.reply.status),
+                headers,
+                Some(deny.reply.body.as_bytes()),
+            ) {
+                log::warn!("could not send the denial: {status:?}");
+            }
+            false
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! The root context: configuration, the tick, and callouts sent from the tick.
+
+use super::{dispatch_all, now_ms, on_callout_response, settle, Shared, SharedRef};
+use crate::config::Config;
+use crate::engine::{Deny, Engine, Method, Outcome};
+use crate::response::Denial;
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{BufferType, ContextType};
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+
+/// How often keys are checked for refresh and stuck requests are released.
+const TICK: Duration = Duration::from_millis(1000);
+
+pub struct Root {
+    shared: SharedRef,
+}
+
+impl Root {
+    pub fn new(_context_id: u32) -> Root {
+        Root {
+            shared: Rc::new(RefCell::new(Shared::default())),
+        }
+    }
+}
+
+impl Context for Root {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        _headers: usize,
+        body_size: usize,
+        _trailers: usize,
+    ) {
+        on_callout_response(&self.shared, token_id, body_size);
+    }
+}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
+        let bytes = match hostcalls::get_buffer(
+            BufferType::PluginConfiguration,
+            0,
+            plugin_configuration_size,
+        ) {
+            Ok(Some(b)) => b,
+            _ => {
+                log::error!("app-auth-filter: no configuration given; refusing to start");
+                return false;
+            }
+        };
+        let config = match Config::parse(&bytes) {
+            Ok((config, warnings)) => {
+                for w in warnings {
+                    log::warn!("app-auth-filter configuration: {w}");
+                }
+                config
+            }
+            Err(errors) => {
+                for e in &errors {
+                    log::error!("app-auth-filter configuration: {e}");
+                }
+                log::error!(
+                    "app-auth-filter: configuration refused ({} problems)",
+                    errors.len()
+                );
+                return false;
+            }
+        };
+        let orphans = {
+            let mut s = self.shared.borrow_mut();
+            s.generation += 1;
+            let generation = s.generation;
+            let old = s.engine.replace(Engine::new(Rc::new(config), generation));
+            s.callouts.clear();
+            old.map(|e| e.waiting_contexts()).unwrap_or_default()
+        };
+        // Requests that waited on the old configuration's fetches: fail closed.
+        let denial = Denial::IdpUnavailable("configuration changed while waiting for keys");
+        let settled = orphans
+            .into_iter()
+            .map(|id| {
+                let deny = Deny {
+                    denial,
+                    reply: denial.reply("api"),
+                    strategy_id: None,
+                    credential_hash: None,
+                };
+                (id, Method::Bearer, Outcome::Deny(deny))
+            })
+            .collect();
+        settle(&self.shared, settled);
+        if let Err(status) = hostcalls::set_tick_period(TICK) {
+            log::warn!("app-auth-filter: no tick ({status:?}); keys are fetched on first use only");
+        }
+        log::info!("app-auth-filter: configuration loaded");
+        true
+    }
+
+    fn on_tick(&mut self) {
+        let progress = {
+            let mut s = self.shared.borrow_mut();
+            match s.engine.as_mut() {
+                Some(engine) => engine.on_tick(now_ms()),
+                None => return,
+            }
+        };
+        let settled = dispatch_all(&self.shared, progress);
+        settle(&self.shared, settled);
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(super::filter::Filter::new(
+            context_id,
+            Rc::clone(&self.shared),
+        )))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}

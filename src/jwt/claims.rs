@@ -1,0 +1,184 @@
+//! Claim rules: time (`exp`, `nbf`, `iat` with leeway), issuer, audience, scopes and the
+//! credential claim, each on a parsed but not yet trusted token.
+
+use super::{ParsedToken, TokenError};
+use serde_json::{Map, Value};
+
+/// Largest time claim accepted (year 5138): keeps arithmetic far from overflow.
+const MAX_TIME: u64 = 100_000_000_000;
+
+/// What a strategy requires of a token's claims.
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimRules<'a> {
+    pub issuers_allowed: &'a [String],
+    pub audience_required: &'a [Vec<String>],
+    pub audience_claim: &'a [String],
+    pub leeway: u64,
+    pub enable_hs_signatures: bool,
+}
+
+/// The time claims of a token that passed [`check`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Times {
+    pub exp: u64,
+}
+
+/// Checks every claim rule that needs no key. Order: shape of the time claims, expiry,
+/// validity start, issue time, issuer, audience.
+pub fn check(token: &ParsedToken, rules: &ClaimRules<'_>, now_s: u64) -> Result<Times, TokenError> {
+    let c = &token.claims;
+    let exp = time_claim(c, "exp")?.ok_or(TokenError::MissingExp)?;
+    let nbf = time_claim(c, "nbf")?;
+    let iat = time_claim(c, "iat")?;
+    // Expired once now reaches exp (RFC 7519 §4.1.4: "on or after"), leeway added.
+    if now_s >= exp.saturating_add(rules.leeway) {
+        return Err(TokenError::Expired);
+    }
+    if let Some(nbf) = nbf {
+        if now_s.saturating_add(rules.leeway) < nbf {
+            return Err(TokenError::NotYetValid);
+        }
+    }
+    if let Some(iat) = iat {
+        if iat > now_s.saturating_add(rules.leeway) {
+            return Err(TokenError::IssuedInFuture);
+        }
+    }
+    // Exact string equality: no prefix, suffix, case or trailing-slash tolerance.
+    match c.get("iss") {
+        Some(Value::String(iss)) if rules.issuers_allowed.iter().any(|a| a == iss) => {}
+        _ => return Err(TokenError::WrongIssuer),
+    }
+    if !rules.audience_required.is_empty() {
+        let aud = claim_at(c, rules.audience_claim);
+        if !satisfies(aud, rules.audience_required) {
+            return Err(TokenError::WrongAudience);
+        }
+    }
+    Ok(Times { exp })
+}
+
+/// A NumericDate: a whole, non-negative number of seconds. Strings, booleans, null,
+/// fractions, negatives and absurdly large values are malformed.
+fn time_claim(claims: &Map<String, Value>, name: &str) -> Result<Option<u64>, TokenError> {
+    match claims.get(name) {
+        None => Ok(None),
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(t) if t <= MAX_TIME => Ok(Some(t)),
+            _ => Err(TokenError::BadTimeClaim),
+        },
+        Some(_) => Err(TokenError::BadTimeClaim),
+    }
+}
+
+/// The value at a claim path (`["realm_access", "roles"]`).
+pub fn claim_at<'a>(claims: &'a Map<String, Value>, path: &[String]) -> Option<&'a Value> {
+    let (first, rest) = path.split_first()?;
+    let mut value = claims.get(first)?;
+    for key in rest {
+        value = value.as_object()?.get(key)?;
+    }
+    Some(value)
+}
+
+/// The string values of a claim that may be a string or an array of strings. With
+/// `split_spaces`, a string is a space-separated list (the OAuth `scope` form).
+fn values(claim: Option<&Value>, split_spaces: bool) -> Vec<&str> {
+    match claim {
+        Some(Value::String(s)) if split_spaces => s.split(' ').filter(|v| !v.is_empty()).collect(),
+        Some(Value::String(s)) => vec![s.as_str()],
+        Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Kong's rule: `required` lists alternatives (OR), each a set that must all be present
+/// (AND). Exact, case-sensitive matches.
+fn satisfies(claim: Option<&Value>, required: &[Vec<String>]) -> bool {
+    let present = values(claim, false);
+    required
+        .iter()
+        .any(|set| set.iter().all(|r| present.contains(&r.as_str())))
+}
+
+/// Whether verified claims carry the scopes a strategy requires.
+pub fn has_scopes(
+    claims: &VerifiedClaims,
+    scopes_claim: &[String],
+    required: &[Vec<String>],
+) -> bool {
+    if required.is_empty() {
+        return true;
+    }
+    let present = values(claim_at(&claims.claims, scopes_claim), true);
+    required
+        .iter()
+        .any(|set| set.iter().all(|r| present.contains(&r.as_str())))
+}
+
+/// Claims of a token whose signature and claim rules were checked. Only
+/// [`super::verify`] builds one, so whatever forwards identity upstream can only forward
+/// verified identity.
+#[derive(Debug, Clone)]
+pub struct VerifiedClaims {
+    claims: Map<String, Value>,
+    exp: u64,
+}
+
+impl VerifiedClaims {
+    pub(super) fn new(claims: Map<String, Value>, exp: u64) -> VerifiedClaims {
+        VerifiedClaims { claims, exp }
+    }
+
+    pub fn exp(&self) -> u64 {
+        self.exp
+    }
+
+    /// The credential claim's values: a non-empty string, or an array of them. Values with
+    /// control characters are refused: they would become header values upstream.
+    pub fn credential_values(&self, path: &[String]) -> Result<Vec<&str>, TokenError> {
+        let found = match claim_at(&self.claims, path) {
+            Some(Value::String(s)) => vec![s.as_str()],
+            Some(Value::Array(items)) if !items.is_empty() => items
+                .iter()
+                .map(|v| v.as_str().ok_or(TokenError::BadCredentialClaim))
+                .collect::<Result<Vec<_>, _>>()?,
+            _ => return Err(TokenError::BadCredentialClaim),
+        };
+        if found.iter().any(|v| !is_header_safe(v)) {
+            return Err(TokenError::BadCredentialClaim);
+        }
+        Ok(found)
+    }
+
+    /// A claim rendered as an upstream header value: strings as they are, numbers and
+    /// booleans as JSON, arrays of those joined with commas. `Ok(None)` when absent.
+    pub fn header_value(&self, path: &[String]) -> Result<Option<String>, TokenError> {
+        let scalar = |v: &Value| -> Result<String, TokenError> {
+            match v {
+                Value::String(s) => Ok(s.clone()),
+                Value::Number(n) => Ok(n.to_string()),
+                Value::Bool(b) => Ok(b.to_string()),
+                _ => Err(TokenError::BadForwardedClaim),
+            }
+        };
+        let text = match claim_at(&self.claims, path) {
+            None | Some(Value::Null) => return Ok(None),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(scalar)
+                .collect::<Result<Vec<_>, _>>()?
+                .join(","),
+            Some(v) => scalar(v)?,
+        };
+        if !is_header_safe(&text) {
+            return Err(TokenError::BadForwardedClaim);
+        }
+        Ok(Some(text))
+    }
+}
+
+/// Printable, no control characters: safe to put in an HTTP header.
+fn is_header_safe(v: &str) -> bool {
+    !v.is_empty() && !v.chars().any(char::is_control)
+}

@@ -1,0 +1,358 @@
+//! JWK sets (RFC 7517): parsed once per fetch into ready-to-use verifying keys, indexed by
+//! `kid`. A set is taken whole or refused whole.
+
+use super::{Alg, TokenError};
+use crate::json;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use jwt_simple::prelude::*;
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+
+/// A verifying key for exactly one algorithm.
+pub enum Verifier {
+    RS256(RS256PublicKey),
+    RS384(RS384PublicKey),
+    RS512(RS512PublicKey),
+    PS256(PS256PublicKey),
+    PS384(PS384PublicKey),
+    PS512(PS512PublicKey),
+    ES256(ES256PublicKey),
+    ES384(ES384PublicKey),
+    EdDSA(Ed25519PublicKey),
+    HS256(HS256Key),
+    HS384(HS384Key),
+    HS512(HS512Key),
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Verifier({})", self.alg().name())
+    }
+}
+
+impl Verifier {
+    pub fn alg(&self) -> Alg {
+        match self {
+            Verifier::RS256(_) => Alg::RS256,
+            Verifier::RS384(_) => Alg::RS384,
+            Verifier::RS512(_) => Alg::RS512,
+            Verifier::PS256(_) => Alg::PS256,
+            Verifier::PS384(_) => Alg::PS384,
+            Verifier::PS512(_) => Alg::PS512,
+            Verifier::ES256(_) => Alg::ES256,
+            Verifier::ES384(_) => Alg::ES384,
+            Verifier::EdDSA(_) => Alg::EdDSA,
+            Verifier::HS256(_) => Alg::HS256,
+            Verifier::HS384(_) => Alg::HS384,
+            Verifier::HS512(_) => Alg::HS512,
+        }
+    }
+
+    /// Checks the signature of `token` (jwt-simple also re-checks `alg` against this key and
+    /// the time claims with the same clock and leeway, so it can only be stricter).
+    pub fn verify(&self, token: &str, now_s: u64, leeway: u64) -> Result<(), TokenError> {
+        let options = VerificationOptions {
+            artificial_time: Some(UnixTimeStamp::from_secs(now_s)),
+            time_tolerance: Some(Duration::from_secs(leeway)),
+            accept_future: true,
+            max_token_length: None,
+            ..VerificationOptions::default()
+        };
+        let o = Some(options);
+        let result = match self {
+            Verifier::RS256(k) => k.verify_token::<NoCustomClaims>(token, o).map(drop),
+            Verifier::RS384(k) => k.verify_token::<NoCustomClaims>(token, o).map(drop),
+            Verifier::RS512(k) => k.verify_token::<NoCustomClaims>(token, o).map(drop),
+            Verifier::PS256(k) => k.verify_token::<NoCustomClaims>(token, o).map(drop),
+            Verifier::PS384(k) => k.verify_token::<NoCustomClaims>(token, o).map(drop),
+            Verifier::PS512(k) => k.verify_token::<NoCustomClaims>(token, o).map(drop),
+            Verifier::ES256(k) => k.verify_token::<NoCustomClaims>(token, o).map(drop),
+            Verifier::ES384(k) => k.verify_token::<NoCustomClaims>(token, o).map(drop),
+            Verifier::EdDSA(k) => k.verify_token::<NoCustomClaims>(token, o).map(drop),
+            Verifier::HS256(k) => k.verify_token::<NoCustomClaims>(token, o).map(drop),
+            Verifier::HS384(k) => k.verify_token::<NoCustomClaims>(token, o).map(drop),
+            Verifier::HS512(k) => k.verify_token::<NoCustomClaims>(token, o).map(drop),
+        };
+        result.map_err(|_| TokenError::BadSignature)
+    }
+}
+
+/// One JWK: its `kid` and a verifier for each algorithm it may be used with.
+#[derive(Debug)]
+struct Key {
+    kid: Option<String>,
+    verifiers: Vec<Verifier>,
+}
+
+impl Key {
+    fn for_alg(&self, alg: Alg) -> Option<&Verifier> {
+        self.verifiers.iter().find(|v| v.alg() == alg)
+    }
+}
+
+/// An issuer's signing keys.
+#[derive(Debug, Default)]
+pub struct KeySet {
+    keys: Vec<Key>,
+    by_kid: HashMap<String, usize>,
+}
+
+/// How many keys of a set were taken and skipped, for the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Parsed {
+    pub usable: usize,
+    pub skipped: usize,
+}
+
+impl KeySet {
+    /// Parses a JWK set document. Refused whole (never partly taken): not JSON, not
+    /// `{"keys": [...]}`, more than `max_keys` keys, a key with malformed material (bad
+    /// base64, a point off its curve), two keys with one `kid`, or no usable key at all. Keys
+    /// that are well-formed but not for us (encryption keys, unsupported types or curves, RSA
+    /// under 2048 bits) are skipped.
+    pub fn parse(
+        body: &[u8],
+        max_keys: usize,
+        max_depth: usize,
+    ) -> Result<(KeySet, Parsed), String> {
+        let doc = json::parse_strict(body, max_depth).map_err(|e| format!("not JSON: {e}"))?;
+        let Some(Value::Array(items)) = doc.get("keys") else {
+            return Err("has no \"keys\" array".into());
+        };
+        if items.len() > max_keys {
+            return Err(format!(
+                "has {} keys, more than the limit of {max_keys}",
+                items.len()
+            ));
+        }
+        let mut set = KeySet::default();
+        let mut skipped = 0;
+        for (i, item) in items.iter().enumerate() {
+            let Value::Object(jwk) = item else {
+                return Err(format!("keys[{i}] is not an object"));
+            };
+            let kid = match jwk.get("kid") {
+                None => None,
+                Some(Value::String(k)) => Some(k.clone()),
+                Some(_) => return Err(format!("keys[{i}].kid is not a string")),
+            };
+            let verifiers = verifiers(jwk).map_err(|e| format!("keys[{i}] {e}"))?;
+            if verifiers.is_empty() {
+                skipped += 1;
+                continue;
+            }
+            if let Some(kid) = &kid {
+                if set.by_kid.insert(kid.clone(), set.keys.len()).is_some() {
+                    return Err(format!("keys[{i}] repeats kid {kid:?}"));
+                }
+            }
+            set.keys.push(Key { kid, verifiers });
+        }
+        if set.keys.is_empty() {
+            return Err("has no usable signing key".into());
+        }
+        let parsed = Parsed {
+            usable: set.keys.len(),
+            skipped,
+        };
+        Ok((set, parsed))
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    pub fn has_kid(&self, kid: &str) -> bool {
+        self.by_kid.contains_key(kid)
+    }
+
+    /// The key that must verify a token with this `kid` and `alg`. `kid` is only ever a map
+    /// key. Without a `kid`, the one key that fits `alg`; several is ambiguous (refused
+    /// rather than tried one by one).
+    pub fn select(&self, kid: Option<&str>, alg: Alg) -> Result<&Verifier, TokenError> {
+        match kid {
+            Some(kid) => {
+                let key = self
+                    .by_kid
+                    .get(kid)
+                    .and_then(|i| self.keys.get(*i))
+                    .ok_or(TokenError::UnknownKid)?;
+                key.for_alg(alg).ok_or(TokenError::KeyAlgMismatch)
+            }
+            None => {
+                let mut fitting = self.keys.iter().filter_map(|k| k.for_alg(alg));
+                let first = fitting.next().ok_or(TokenError::KeyAlgMismatch)?;
+                if fitting.next().is_some() {
+                    return Err(TokenError::AmbiguousKey);
+                }
+                Ok(first)
+            }
+        }
+    }
+
+    pub fn kids(&self) -> impl Iterator<Item = &str> {
+        self.keys.iter().filter_map(|k| k.kid.as_deref())
+    }
+}
+
+fn member<'a>(jwk: &'a Map<String, Value>, name: &str) -> Result<Option<&'a str>, String> {
+    match jwk.get(name) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(format!("{name} is not a string")),
+    }
+}
+
+fn bytes(jwk: &Map<String, Value>, name: &str) -> Result<Vec<u8>, String> {
+    let text = member(jwk, name)?.ok_or_else(|| format!("has no {name}"))?;
+    URL_SAFE_NO_PAD
+        .decode(text)
+        .map_err(|_| format!("{name} is not base64url"))
+}
+
+/// The verifiers of one JWK. Empty when the key is not a signing key we can use.
+fn verifiers(jwk: &Map<String, Value>) -> Result<Vec<Verifier>, String> {
+    let kty = member(jwk, "kty")?.ok_or("has no kty")?;
+    if let Some(use_) = member(jwk, "use")? {
+        if use_ != "sig" {
+            return Ok(Vec::new());
+        }
+    }
+    match jwk.get("key_ops") {
+        Some(Value::Array(ops)) if !ops.iter().any(|o| o.as_str() == Some("verify")) => {
+            return Ok(Vec::new());
+        }
+        None | Some(Value::Array(_)) => {}
+        Some(_) => return Err("key_ops is not an array".into()),
+    }
+    // A key that names its algorithm is used for that algorithm only.
+    let named = match member(jwk, "alg")? {
+        None => None,
+        Some(name) => match Alg::from_name(name) {
+            Some(alg) => Some(alg),
+            None => return Ok(Vec::new()),
+        },
+    };
+    let wanted = |candidates: &[Alg]| -> Vec<Alg> {
+        match named {
+            Some(alg) if candidates.contains(&alg) => vec![alg],
+            Some(_) => Vec::new(),
+            None => candidates.to_vec(),
+        }
+    };
+    let bad = |e: jwt_simple::Error| e.to_string();
+    match kty {
+        "RSA" => {
+            let n = bytes(jwk, "n")?;
+            let e = bytes(jwk, "e")?;
+            let modulus_bits = significant_bits(&n);
+            // jwt-simple (and RFC 8725 practice) takes 2048..=4096-bit keys with e = 65537.
+            if !(2048..=4096).contains(&modulus_bits) || e != [1, 0, 1] {
+                return Ok(Vec::new());
+            }
+            let algs = wanted(&[
+                Alg::RS256,
+                Alg::RS384,
+                Alg::RS512,
+                Alg::PS256,
+                Alg::PS384,
+                Alg::PS512,
+            ]);
+            algs.into_iter()
+                .map(|alg| {
+                    Ok(match alg {
+                        Alg::RS256 => {
+                            Verifier::RS256(RS256PublicKey::from_components(&n, &e).map_err(bad)?)
+                        }
+                        Alg::RS384 => {
+                            Verifier::RS384(RS384PublicKey::from_components(&n, &e).map_err(bad)?)
+                        }
+                        Alg::RS512 => {
+                            Verifier::RS512(RS512PublicKey::from_components(&n, &e).map_err(bad)?)
+                        }
+                        Alg::PS256 => {
+                            Verifier::PS256(PS256PublicKey::from_components(&n, &e).map_err(bad)?)
+                        }
+                        Alg::PS384 => {
+                            Verifier::PS384(PS384PublicKey::from_components(&n, &e).map_err(bad)?)
+                        }
+                        _ => Verifier::PS512(PS512PublicKey::from_components(&n, &e).map_err(bad)?),
+                    })
+                })
+                .collect()
+        }
+        "EC" => {
+            let (alg, size) = match member(jwk, "crv")? {
+                Some("P-256") => (Alg::ES256, 32),
+                Some("P-384") => (Alg::ES384, 48),
+                _ => return Ok(Vec::new()),
+            };
+            if wanted(&[alg]).is_empty() {
+                return Ok(Vec::new());
+            }
+            let x = bytes(jwk, "x")?;
+            let y = bytes(jwk, "y")?;
+            if x.len() != size || y.len() != size {
+                return Err("has coordinates of the wrong length".into());
+            }
+            let mut point = Vec::with_capacity(1 + 2 * size);
+            point.push(0x04);
+            point.extend_from_slice(&x);
+            point.extend_from_slice(&y);
+            // from_bytes refuses points that are not on the curve.
+            let v = match alg {
+                Alg::ES256 => Verifier::ES256(
+                    ES256PublicKey::from_bytes(&point).map_err(|_| "is not a point on P-256")?,
+                ),
+                _ => Verifier::ES384(
+                    ES384PublicKey::from_bytes(&point).map_err(|_| "is not a point on P-384")?,
+                ),
+            };
+            Ok(vec![v])
+        }
+        "OKP" => {
+            if member(jwk, "crv")? != Some("Ed25519") || wanted(&[Alg::EdDSA]).is_empty() {
+                return Ok(Vec::new());
+            }
+            let x = bytes(jwk, "x")?;
+            if x.len() != 32 {
+                return Err("has an Ed25519 key of the wrong length".into());
+            }
+            Ok(vec![Verifier::EdDSA(
+                Ed25519PublicKey::from_bytes(&x).map_err(bad)?,
+            )])
+        }
+        "oct" => {
+            let k = bytes(jwk, "k")?;
+            if k.len() < 32 {
+                return Ok(Vec::new());
+            }
+            Ok(wanted(&[Alg::HS256, Alg::HS384, Alg::HS512])
+                .into_iter()
+                .map(|alg| match alg {
+                    Alg::HS256 => Verifier::HS256(HS256Key::from_bytes(&k)),
+                    Alg::HS384 => Verifier::HS384(HS384Key::from_bytes(&k)),
+                    _ => Verifier::HS512(HS512Key::from_bytes(&k)),
+                })
+                .collect())
+        }
+        _ => Ok(Vec::new()),
+    }
+}
+
+/// Bit length of a big-endian unsigned integer.
+fn significant_bits(n: &[u8]) -> usize {
+    match n.iter().position(|b| *b != 0) {
+        None => 0,
+        Some(i) => {
+            let rest = n.len() - i - 1;
+            let top = n.get(i).copied().unwrap_or(0);
+            rest * 8 + (8 - top.leading_zeros() as usize)
+        }
+    }
+}

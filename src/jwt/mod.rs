@@ -1,0 +1,184 @@
+//! JSON Web Tokens: strict parsing (`token`), key sets (`jwks`), claim rules (`claims`), and
+//! the one function that turns a parsed token into [`VerifiedClaims`].
+
+pub mod claims;
+pub mod jwks;
+pub mod token;
+
+pub use claims::{ClaimRules, VerifiedClaims};
+pub use jwks::KeySet;
+pub use token::ParsedToken;
+
+use std::fmt;
+
+/// Signature algorithms this filter verifies (`alg` header values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Alg {
+    RS256,
+    RS384,
+    RS512,
+    PS256,
+    PS384,
+    PS512,
+    ES256,
+    ES384,
+    EdDSA,
+    HS256,
+    HS384,
+    HS512,
+}
+
+impl Alg {
+    /// The `alg` header value, matched exactly (RFC 7515 names are case-sensitive, so
+    /// `none`, `None` and `NONE` are all simply unknown).
+    pub fn from_name(name: &str) -> Option<Alg> {
+        Some(match name {
+            "RS256" => Alg::RS256,
+            "RS384" => Alg::RS384,
+            "RS512" => Alg::RS512,
+            "PS256" => Alg::PS256,
+            "PS384" => Alg::PS384,
+            "PS512" => Alg::PS512,
+            "ES256" => Alg::ES256,
+            "ES384" => Alg::ES384,
+            "EdDSA" => Alg::EdDSA,
+            "HS256" => Alg::HS256,
+            "HS384" => Alg::HS384,
+            "HS512" => Alg::HS512,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Alg::RS256 => "RS256",
+            Alg::RS384 => "RS384",
+            Alg::RS512 => "RS512",
+            Alg::PS256 => "PS256",
+            Alg::PS384 => "PS384",
+            Alg::PS512 => "PS512",
+            Alg::ES256 => "ES256",
+            Alg::ES384 => "ES384",
+            Alg::EdDSA => "EdDSA",
+            Alg::HS256 => "HS256",
+            Alg::HS384 => "HS384",
+            Alg::HS512 => "HS512",
+        }
+    }
+
+    pub fn is_symmetric(self) -> bool {
+        matches!(self, Alg::HS256 | Alg::HS384 | Alg::HS512)
+    }
+}
+
+/// Why a token is not accepted. Every variant is a 401 `invalid_token` except where the
+/// engine says otherwise; the text is the `error_description` (static: never token data).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenError {
+    /// Not three base64url segments (two, four, empty ones...).
+    NotCompactJws,
+    /// Five segments: an encrypted token (JWE) where a signed one (JWS) is expected.
+    Encrypted,
+    /// A segment is not canonical unpadded base64url.
+    BadEncoding,
+    /// The header is not a JSON object with a string `alg`.
+    BadHeader,
+    /// `alg` is not one this filter verifies (includes `none`).
+    UnsupportedAlg,
+    /// `alg` is HS* and the strategy did not enable HS signatures.
+    SymmetricAlgNotEnabled,
+    /// `typ` is neither `JWT` nor `at+jwt`.
+    WrongType,
+    /// `crit` names extensions (none are understood).
+    UnknownCritical,
+    /// `kid` is not a string.
+    BadKid,
+    /// The payload is not a JSON object (or has duplicate members, or is too deep).
+    BadPayload,
+    /// A time claim (`exp`, `nbf`, `iat`) is not a whole number of seconds in range.
+    BadTimeClaim,
+    /// No `exp`.
+    MissingExp,
+    /// `exp` has passed (beyond the leeway).
+    Expired,
+    /// `nbf` is in the future (beyond the leeway).
+    NotYetValid,
+    /// `iat` is in the future (beyond the leeway).
+    IssuedInFuture,
+    /// `iss` missing or not an accepted issuer.
+    WrongIssuer,
+    /// `aud` does not satisfy `audience_required`.
+    WrongAudience,
+    /// The token's `kid` is not in the issuer's key set.
+    UnknownKid,
+    /// No `kid`, and several keys of the set could verify this `alg`.
+    AmbiguousKey,
+    /// The key named by `kid` (or every key) does not allow this `alg`.
+    KeyAlgMismatch,
+    /// The signature does not verify.
+    BadSignature,
+    /// The credential claim is missing, not a string (or array of strings), or has control
+    /// characters.
+    BadCredentialClaim,
+    /// A claim forwarded upstream has control characters or is not a scalar.
+    BadForwardedClaim,
+}
+
+impl TokenError {
+    pub fn description(self) -> &'static str {
+        match self {
+            TokenError::NotCompactJws => "token is not a compact JWS",
+            TokenError::Encrypted => "encrypted tokens (JWE) are not accepted",
+            TokenError::BadEncoding => "token is not base64url encoded",
+            TokenError::BadHeader => "token header is malformed",
+            TokenError::UnsupportedAlg => "token algorithm is not accepted",
+            TokenError::SymmetricAlgNotEnabled => "HS signatures are not enabled",
+            TokenError::WrongType => "token type is not JWT or at+jwt",
+            TokenError::UnknownCritical => "token has unknown critical header parameters",
+            TokenError::BadKid => "token kid is malformed",
+            TokenError::BadPayload => "token payload is malformed",
+            TokenError::BadTimeClaim => "token time claims are malformed",
+            TokenError::MissingExp => "token has no expiry",
+            TokenError::Expired => "token has expired",
+            TokenError::NotYetValid => "token is not valid yet",
+            TokenError::IssuedInFuture => "token is issued in the future",
+            TokenError::WrongIssuer => "token issuer is not accepted",
+            TokenError::WrongAudience => "token audience is not accepted",
+            TokenError::UnknownKid => "token signing key is unknown",
+            TokenError::AmbiguousKey => "token has no kid and several keys match",
+            TokenError::KeyAlgMismatch => "token algorithm does not match its key",
+            TokenError::BadSignature => "token signature is invalid",
+            TokenError::BadCredentialClaim => "token credential claim is missing or malformed",
+            TokenError::BadForwardedClaim => "token claim cannot be forwarded",
+        }
+    }
+}
+
+impl fmt::Display for TokenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.description())
+    }
+}
+
+/// Verifies a parsed token: claims first (cheap, and a token that fails them need not cost a
+/// signature check), then the signature with the issuer's key. Only this function builds
+/// [`VerifiedClaims`].
+pub fn verify(
+    token: &ParsedToken,
+    keys: &KeySet,
+    rules: &ClaimRules<'_>,
+    now_s: u64,
+) -> Result<VerifiedClaims, TokenError> {
+    if token.alg.is_symmetric() && !rules.enable_hs_signatures {
+        return Err(TokenError::SymmetricAlgNotEnabled);
+    }
+    let times = claims::check(token, rules, now_s)?;
+    let key = keys.select(token.kid.as_deref(), token.alg)?;
+    key.verify(token.raw(), now_s, rules.leeway)?;
+    Ok(VerifiedClaims::new(token.claims.clone(), times.exp))
+}
+
+#[cfg(test)]
+pub(crate) mod fixtures;
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,691 @@
+use super::fixtures::*;
+use super::*;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use jwt_simple::prelude::*;
+use serde_json::{json, Value};
+
+fn rules_with<'a>(
+    issuers: &'a [String],
+    audience: &'a [Vec<String>],
+    aud_claim: &'a [String],
+) -> ClaimRules<'a> {
+    ClaimRules {
+        issuers_allowed: issuers,
+        audience_required: audience,
+        audience_claim: aud_claim,
+        leeway: 0,
+        enable_hs_signatures: true,
+    }
+}
+
+fn key_set() -> KeySet {
+    KeySet::parse(jwks().as_bytes(), 64, 16).unwrap().0
+}
+
+/// Verifies at NOW with the standard rules (issuer ISS, audience AUD, HS enabled).
+fn check(token: &str) -> Result<VerifiedClaims, TokenError> {
+    check_at(token, NOW, 0)
+}
+
+fn check_at(token: &str, now: u64, leeway: u64) -> Result<VerifiedClaims, TokenError> {
+    let issuers = vec![ISS.to_owned()];
+    let audience = vec![vec![AUD.to_owned()]];
+    let aud_claim = vec!["aud".to_owned()];
+    let mut rules = rules_with(&issuers, &audience, &aud_claim);
+    rules.leeway = leeway;
+    let parsed = ParsedToken::parse(token, 16)?;
+    verify(&parsed, &key_set(), &rules, now)
+}
+
+#[test]
+fn good_tokens_of_every_algorithm_verify() {
+    let c = claims();
+    for (name, token) in [
+        ("RS256", rs_token(&c)),
+        ("RS256 at+jwt", rs_at_jwt(&c)),
+        ("ES256", es_token(&c)),
+        ("EdDSA", ed_token(&c)),
+        ("HS256", hs_with_payload(&c.to_string())),
+    ] {
+        let v = check(&token).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(v.exp(), NOW + 600, "{name}");
+        assert_eq!(
+            v.credential_values(&["client_id".into()]).unwrap(),
+            vec!["client-1"]
+        );
+    }
+}
+
+#[test]
+fn hs_tokens_need_hs_enabled() {
+    let issuers = vec![ISS.to_owned()];
+    let mut rules = rules_with(&issuers, &[], &[]);
+    rules.enable_hs_signatures = false;
+    let parsed = ParsedToken::parse(&hs_with_payload(&claims().to_string()), 16).unwrap();
+    assert_eq!(
+        verify(&parsed, &key_set(), &rules, NOW).unwrap_err(),
+        TokenError::SymmetricAlgNotEnabled
+    );
+}
+
+#[test]
+fn alg_none_in_any_spelling_is_refused() {
+    let payload = b64(claims().to_string().as_bytes());
+    for alg in ["none", "None", "NONE", "nOnE", ""] {
+        let header = b64(format!(r#"{{"alg":"{alg}","typ":"JWT"}}"#).as_bytes());
+        assert_eq!(
+            check(&format!("{header}.{payload}.")).unwrap_err(),
+            TokenError::NotCompactJws,
+            "{alg} without signature"
+        );
+        assert_eq!(
+            check(&format!("{header}.{payload}.AAAA")).unwrap_err(),
+            TokenError::UnsupportedAlg,
+            "{alg}"
+        );
+    }
+}
+
+#[test]
+fn hs_rs_confusion_is_refused() {
+    // HS256 keyed with the RSA public key's bytes, naming the RSA kid.
+    let k = keys().rs.public_key().to_components();
+    let header = b64(br#"{"alg":"HS256","kid":"rs-1","typ":"JWT"}"#);
+    let input = format!("{header}.{}", b64(claims().to_string().as_bytes()));
+    let tag = hmac_sha256::HMAC::mac(input.as_bytes(), &k.n);
+    assert_eq!(
+        check(&format!("{input}.{}", b64(&tag))).unwrap_err(),
+        TokenError::KeyAlgMismatch
+    );
+    // RS256 header naming the HS key.
+    let token = rs_token(&claims());
+    let (_, rest) = token.split_once('.').unwrap();
+    let header = b64(br#"{"alg":"RS256","kid":"hs-1","typ":"JWT"}"#);
+    assert_eq!(
+        check(&format!("{header}.{rest}")).unwrap_err(),
+        TokenError::KeyAlgMismatch
+    );
+}
+
+#[test]
+fn segment_counts_other_than_three_are_refused() {
+    let token = rs_token(&claims());
+    let parts: Vec<&str> = token.split('.').collect();
+    assert_eq!(
+        check(&parts[..2].join(".")).unwrap_err(),
+        TokenError::NotCompactJws
+    );
+    assert_eq!(
+        check(&format!("{token}.x")).unwrap_err(),
+        TokenError::NotCompactJws
+    );
+    assert_eq!(
+        check(&format!("{token}.x.y")).unwrap_err(),
+        TokenError::Encrypted
+    );
+    assert_eq!(check("").unwrap_err(), TokenError::NotCompactJws);
+    assert_eq!(check("..").unwrap_err(), TokenError::NotCompactJws);
+}
+
+#[test]
+fn only_canonical_base64url_is_accepted() {
+    let token = rs_token(&claims());
+    let (head, rest) = token.split_once('.').unwrap();
+    assert_eq!(
+        check(&format!("{head}=.{rest}")).unwrap_err(),
+        TokenError::BadEncoding,
+        "padding"
+    );
+    assert_eq!(
+        check(&format!("{head} .{rest}")).unwrap_err(),
+        TokenError::BadEncoding,
+        "space"
+    );
+    let std_b64 = token.replace('-', "+").replace('_', "/");
+    if std_b64 != token {
+        assert_eq!(
+            check(&std_b64).unwrap_err(),
+            TokenError::BadEncoding,
+            "+ and /"
+        );
+    }
+    // Non-canonical trailing bits: the header's last character bumped within its group.
+    let mut bad = head.to_owned();
+    let last = bad.pop().unwrap();
+    let alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let i = alphabet.find(last).unwrap();
+    if head.len() % 4 != 0 {
+        bad.push(alphabet.as_bytes()[(i + 1) % 64] as char);
+        assert!(
+            check(&format!("{bad}.{rest}")).is_err(),
+            "non-canonical trailing bits"
+        );
+    }
+}
+
+#[test]
+fn header_rules() {
+    let ok = |h: &str| check(&hs_with_header(h));
+    assert!(
+        ok(r#"{"alg":"HS256","kid":"hs-1"}"#).is_ok(),
+        "typ is optional"
+    );
+    assert!(ok(r#"{"alg":"HS256","kid":"hs-1","typ":"at+jwt"}"#).is_ok());
+    assert!(ok(r#"{"alg":"HS256","kid":"hs-1","typ":"application/at+JWT"}"#).is_ok());
+    assert_eq!(
+        ok(r#"{"alg":"HS256","kid":"hs-1","typ":"dpop+jwt"}"#).unwrap_err(),
+        TokenError::WrongType
+    );
+    assert_eq!(
+        ok(r#"{"alg":"HS256","kid":"hs-1","typ":"JWE"}"#).unwrap_err(),
+        TokenError::WrongType
+    );
+    assert_eq!(
+        ok(r#"{"alg":"HS256","kid":"hs-1","typ":7}"#).unwrap_err(),
+        TokenError::WrongType
+    );
+    assert_eq!(
+        ok(r#"{"alg":"HS256","kid":"hs-1","crit":["exp"]}"#).unwrap_err(),
+        TokenError::UnknownCritical
+    );
+    assert_eq!(
+        ok(r#"{"alg":"HS256","kid":"hs-1","crit":[]}"#).unwrap_err(),
+        TokenError::UnknownCritical
+    );
+    assert_eq!(
+        ok(r#"{"alg":"HS256","kid":7}"#).unwrap_err(),
+        TokenError::BadKid
+    );
+    assert_eq!(
+        ok(r#"{"alg":"HS256","kid":""}"#).unwrap_err(),
+        TokenError::BadKid
+    );
+    assert_eq!(
+        ok(r#"{"alg":"HS256","kid":"hs-1","alg":"HS256"}"#).unwrap_err(),
+        TokenError::BadHeader
+    );
+    assert_eq!(ok(r#"{"kid":"hs-1"}"#).unwrap_err(), TokenError::BadHeader);
+    assert_eq!(ok(r#"["HS256"]"#).unwrap_err(), TokenError::BadHeader);
+    assert_eq!(
+        ok(r#"{"alg":"ES512","kid":"hs-1"}"#).unwrap_err(),
+        TokenError::UnsupportedAlg
+    );
+    assert_eq!(
+        ok(r#"{"alg":"hs256","kid":"hs-1"}"#).unwrap_err(),
+        TokenError::UnsupportedAlg
+    );
+    // Embedded keys and key URLs are never used: the signature must still verify with the
+    // issuer's own key (here it does, so the token passes; an attacker's key would not).
+    assert!(
+        ok(r#"{"alg":"HS256","kid":"hs-1","jku":"https://evil/jwks","x5u":"https://evil/c"}"#)
+            .is_ok()
+    );
+}
+
+#[test]
+fn embedded_jwk_does_not_help_a_forger() {
+    // Signed with another key, carrying that key in the header: refused.
+    let forged = foreign_token(&claims());
+    assert_eq!(check(&forged).unwrap_err(), TokenError::BadSignature);
+}
+
+#[test]
+fn payload_must_be_one_unambiguous_object() {
+    let dup = r#"{"iss":"https://idp.example.com","aud":"https://api.example.com","exp":1800000600,"exp":1900000000}"#;
+    assert_eq!(
+        check(&hs_with_payload(dup)).unwrap_err(),
+        TokenError::BadPayload
+    );
+    assert_eq!(
+        check(&hs_with_payload("[1]")).unwrap_err(),
+        TokenError::BadPayload
+    );
+    assert_eq!(
+        check(&hs_with_payload("\"x\"")).unwrap_err(),
+        TokenError::BadPayload
+    );
+    let deep = format!(
+        r#"{{"exp":1800000600,"x":{}1{}}}"#,
+        "[".repeat(40),
+        "]".repeat(40)
+    );
+    assert_eq!(
+        check(&hs_with_payload(&deep)).unwrap_err(),
+        TokenError::BadPayload
+    );
+    let invalid_utf8 = hs_raw(r#"{"alg":"HS256","kid":"hs-1"}"#, "{\"iss\":\"\u{0}\"}");
+    assert!(check(&invalid_utf8).is_err());
+}
+
+#[test]
+fn time_claims_must_be_whole_seconds() {
+    for bad in [
+        json!("1800000600"),
+        json!(true),
+        json!(1.8e9 + 0.5),
+        json!(-1),
+        json!(1e20),
+        json!([1]),
+        json!({}),
+    ] {
+        let t = hs_with_payload(&claims_with(json!({"exp": bad.clone()})).to_string());
+        assert_eq!(
+            check(&t).unwrap_err(),
+            TokenError::BadTimeClaim,
+            "exp {bad}"
+        );
+        let t = hs_with_payload(&claims_with(json!({"nbf": bad.clone()})).to_string());
+        assert_eq!(
+            check(&t).unwrap_err(),
+            TokenError::BadTimeClaim,
+            "nbf {bad}"
+        );
+        let t = hs_with_payload(&claims_with(json!({"iat": bad.clone()})).to_string());
+        assert_eq!(
+            check(&t).unwrap_err(),
+            TokenError::BadTimeClaim,
+            "iat {bad}"
+        );
+    }
+    let no_exp = rs_token(&claims_with(json!({"exp": null})));
+    assert_eq!(check(&no_exp).unwrap_err(), TokenError::MissingExp);
+    let null_exp = hs_with_payload(
+        r#"{"iss":"https://idp.example.com","aud":"https://api.example.com","exp":null}"#,
+    );
+    assert_eq!(check(&null_exp).unwrap_err(), TokenError::BadTimeClaim);
+}
+
+#[test]
+fn expiry_and_validity_start_at_the_leeway_boundaries() {
+    let exp = NOW + 600;
+    let t = rs_token(&claims());
+    assert!(check_at(&t, exp - 1, 0).is_ok());
+    assert_eq!(check_at(&t, exp, 0).unwrap_err(), TokenError::Expired);
+    assert!(check_at(&t, exp + 4, 5).is_ok());
+    assert_eq!(check_at(&t, exp + 5, 5).unwrap_err(), TokenError::Expired);
+
+    let t = rs_token(&claims_with(json!({"nbf": NOW + 1, "iat": NOW})));
+    assert_eq!(check_at(&t, NOW, 0).unwrap_err(), TokenError::NotYetValid);
+    assert!(check_at(&t, NOW, 1).is_ok());
+    assert!(check_at(&t, NOW + 1, 0).is_ok());
+
+    let t = rs_token(&claims_with(json!({"iat": NOW + 1, "nbf": null})));
+    assert_eq!(
+        check_at(&t, NOW, 0).unwrap_err(),
+        TokenError::IssuedInFuture
+    );
+    assert!(check_at(&t, NOW, 1).is_ok());
+}
+
+#[test]
+fn issuer_must_match_exactly() {
+    for iss in [
+        json!("https://idp.example.com/"),
+        json!("https://idp.example.co"),
+        json!("https://IDP.example.com"),
+        json!("https://idp.example.com.evil"),
+        json!(""),
+        json!(["https://idp.example.com"]),
+        json!(null),
+    ] {
+        let t = rs_token(&claims_with(json!({"iss": iss.clone()})));
+        assert_eq!(check(&t).unwrap_err(), TokenError::WrongIssuer, "{iss}");
+    }
+}
+
+#[test]
+fn audience_near_misses_are_refused() {
+    for aud in [
+        json!("https://api.example.com/"),
+        json!("https://API.example.com"),
+        json!("api.example.com"),
+        json!([]),
+        json!(["https://other"]),
+        json!(null),
+        json!(7),
+    ] {
+        let t = rs_token(&claims_with(json!({"aud": aud.clone()})));
+        assert_eq!(check(&t).unwrap_err(), TokenError::WrongAudience, "{aud}");
+    }
+    let t = rs_token(&claims_with(json!({"aud": ["https://other", AUD]})));
+    assert!(check(&t).is_ok(), "array containing the audience");
+}
+
+#[test]
+fn audience_and_scope_alternatives() {
+    let issuers = vec![ISS.to_owned()];
+    let aud_claim = vec!["aud".to_owned()];
+    // (a AND b) OR c
+    let required = vec![vec!["a".to_owned(), "b".to_owned()], vec!["c".to_owned()]];
+    let rules = rules_with(&issuers, &required, &aud_claim);
+    let run = |aud: Value| {
+        let t = rs_token(&claims_with(json!({ "aud": aud })));
+        verify(
+            &ParsedToken::parse(&t, 16).unwrap(),
+            &key_set(),
+            &rules,
+            NOW,
+        )
+        .map(drop)
+    };
+    assert!(run(json!(["a", "b"])).is_ok());
+    assert!(run(json!("c")).is_ok());
+    assert_eq!(run(json!(["a"])), Err(TokenError::WrongAudience));
+    assert_eq!(
+        run(json!("a b")),
+        Err(TokenError::WrongAudience),
+        "aud is not space-split"
+    );
+
+    let scopes_claim = vec!["scope".to_owned()];
+    let verified =
+        |scope: Value| check(&rs_token(&claims_with(json!({ "scope": scope })))).unwrap();
+    let req = vec![
+        vec!["orders:read".to_owned(), "orders:write".to_owned()],
+        vec!["admin".to_owned()],
+    ];
+    assert!(claims::has_scopes(
+        &verified(json!("orders:write orders:read")),
+        &scopes_claim,
+        &req
+    ));
+    assert!(claims::has_scopes(
+        &verified(json!(["admin"])),
+        &scopes_claim,
+        &req
+    ));
+    assert!(!claims::has_scopes(
+        &verified(json!("orders:read")),
+        &scopes_claim,
+        &req
+    ));
+    assert!(!claims::has_scopes(
+        &verified(json!("orders:read orders:writer")),
+        &scopes_claim,
+        &req
+    ));
+    assert!(!claims::has_scopes(
+        &verified(json!("Orders:read orders:write")),
+        &scopes_claim,
+        &req
+    ));
+    assert!(!claims::has_scopes(
+        &verified(json!("orders:read  adminx")),
+        &scopes_claim,
+        &req
+    ));
+    assert!(!claims::has_scopes(
+        &verified(json!(null)),
+        &scopes_claim,
+        &req
+    ));
+    assert!(!claims::has_scopes(
+        &verified(json!(7)),
+        &scopes_claim,
+        &req
+    ));
+    assert!(
+        claims::has_scopes(&verified(json!(null)), &scopes_claim, &[]),
+        "nothing required"
+    );
+    // Nested scope claim path (Keycloak-style).
+    let nested = check(&rs_token(&claims_with(
+        json!({"realm_access": {"roles": ["admin"]}}),
+    )))
+    .unwrap();
+    assert!(claims::has_scopes(
+        &nested,
+        &["realm_access".into(), "roles".into()],
+        &req
+    ));
+}
+
+#[test]
+fn key_selection() {
+    // Unknown kid.
+    let mut t = claims();
+    t["x"] = json!(1);
+    let token = keys()
+        .rs
+        .clone()
+        .with_key_id("rs-9")
+        .sign(JWTClaims {
+            issued_at: None,
+            expires_at: None,
+            invalid_before: None,
+            issuer: None,
+            subject: None,
+            audiences: None,
+            jwt_id: None,
+            nonce: None,
+            custom: t.as_object().cloned().unwrap(),
+        })
+        .unwrap();
+    assert_eq!(check(&token).unwrap_err(), TokenError::UnknownKid);
+    // No kid: the one key that fits the algorithm.
+    let no_kid = hs_with_header(r#"{"alg":"HS256"}"#);
+    assert!(check(&no_kid).is_ok());
+    // No kid and two RSA keys: ambiguous.
+    let k = keys();
+    let two =
+        json!({"keys": [rsa_jwk(&k.rs, "a", None), rsa_jwk(&k.rs_other, "b", None)]}).to_string();
+    let set = KeySet::parse(two.as_bytes(), 64, 16).unwrap().0;
+    assert_eq!(
+        set.select(None, Alg::RS256).unwrap_err(),
+        TokenError::AmbiguousKey
+    );
+    assert!(
+        set.select(Some("a"), Alg::PS256).is_ok(),
+        "a key without alg serves RS* and PS*"
+    );
+    assert_eq!(
+        set.select(Some("a"), Alg::ES256).unwrap_err(),
+        TokenError::KeyAlgMismatch
+    );
+}
+
+#[test]
+fn every_flipped_signature_bit_is_refused() {
+    for token in [
+        rs_token(&claims()),
+        es_token(&claims()),
+        ed_token(&claims()),
+    ] {
+        let (input, sig) = token.rsplit_once('.').unwrap();
+        let sig = URL_SAFE_NO_PAD.decode(sig).unwrap();
+        let parsed_ok = check(&token);
+        assert!(parsed_ok.is_ok());
+        for bit in 0..sig.len() * 8 {
+            let mut flipped = sig.clone();
+            flipped[bit / 8] ^= 1 << (bit % 8);
+            let t = format!("{input}.{}", b64(&flipped));
+            assert_eq!(
+                check(&t).unwrap_err(),
+                TokenError::BadSignature,
+                "bit {bit}"
+            );
+        }
+    }
+}
+
+#[test]
+fn tampered_payload_is_refused() {
+    let token = rs_token(&claims());
+    let parts: Vec<&str> = token.split('.').collect();
+    let evil = b64(claims_with(json!({"client_id": "admin"}))
+        .to_string()
+        .as_bytes());
+    assert_eq!(
+        check(&format!("{}.{evil}.{}", parts[0], parts[2])).unwrap_err(),
+        TokenError::BadSignature
+    );
+}
+
+#[test]
+fn ecdsa_signature_shapes_are_strict() {
+    let token = es_token(&claims());
+    let (input, sig) = token.rsplit_once('.').unwrap();
+    let sig = URL_SAFE_NO_PAD.decode(sig).unwrap();
+    assert_eq!(sig.len(), 64);
+    let zero_r = [&[0u8; 32][..], &sig[32..]].concat();
+    let zero_s = [&sig[..32], &[0u8; 32][..]].concat();
+    let max_r = [&[0xffu8; 32][..], &sig[32..]].concat();
+    let short = sig[..63].to_vec();
+    let long = [&sig[..], &[0u8]].concat();
+    // DER form of the same (r, s).
+    let der = {
+        let int = |x: &[u8]| {
+            let mut v = x.to_vec();
+            while v.len() > 1 && v[0] == 0 {
+                v.remove(0);
+            }
+            if v[0] & 0x80 != 0 {
+                v.insert(0, 0);
+            }
+            [vec![0x02, v.len() as u8], v].concat()
+        };
+        let body = [int(&sig[..32]), int(&sig[32..])].concat();
+        [vec![0x30, body.len() as u8], body].concat()
+    };
+    for (name, bad) in [
+        ("r=0", zero_r),
+        ("s=0", zero_s),
+        ("r>n", max_r),
+        ("63 bytes", short),
+        ("65 bytes", long),
+        ("DER", der),
+    ] {
+        assert_eq!(
+            check(&format!("{input}.{}", b64(&bad))).unwrap_err(),
+            TokenError::BadSignature,
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn credential_claim_shapes() {
+    let path = vec!["client_id".to_owned()];
+    let v = |c: Value| check(&rs_token(&claims_with(json!({ "client_id": c })))).unwrap();
+    assert_eq!(
+        v(json!(["a", "b"])).credential_values(&path).unwrap(),
+        vec!["a", "b"]
+    );
+    for bad in [
+        json!(7),
+        json!([]),
+        json!(["a", 1]),
+        json!({"x": 1}),
+        json!("a\nb"),
+        json!(""),
+    ] {
+        assert_eq!(
+            v(bad.clone()).credential_values(&path).unwrap_err(),
+            TokenError::BadCredentialClaim,
+            "{bad}"
+        );
+    }
+    let missing = check(&rs_token(&claims_with(json!({"client_id": null})))).unwrap();
+    assert_eq!(
+        missing.credential_values(&path).unwrap_err(),
+        TokenError::BadCredentialClaim
+    );
+}
+
+mod jwks {
+    use super::*;
+
+    fn parse(v: Value) -> Result<KeySet, String> {
+        KeySet::parse(v.to_string().as_bytes(), 8, 16).map(|(s, _)| s)
+    }
+
+    #[test]
+    fn a_good_set_indexes_every_usable_key() {
+        let set = key_set();
+        let mut kids: Vec<&str> = set.kids().collect();
+        kids.sort();
+        assert_eq!(kids, vec!["ed-1", "es-1", "hs-1", "rs-1"]);
+    }
+
+    #[test]
+    fn unusable_keys_are_skipped_not_fatal() {
+        let k = keys();
+        let (set, parsed) = KeySet::parse(json!({"keys": [
+            rsa_jwk(&k.rs, "rs-1", Some("RS256")),
+            {"kty": "RSA", "kid": "enc", "use": "enc", "n": "AQAB", "e": "AQAB"},
+            {"kty": "RSA", "kid": "small", "n": b64(&[0xff; 128]), "e": "AQAB"},
+            {"kty": "RSA", "kid": "e3", "n": b64(&k.rs.public_key().to_components().n), "e": "Aw"},
+            {"kty": "EC", "kid": "p521", "crv": "P-521", "x": "AA", "y": "AA"},
+            {"kty": "RSA", "kid": "oaep", "alg": "RSA-OAEP", "n": "AQAB", "e": "AQAB"},
+            {"kty": "RSA", "kid": "ops", "key_ops": ["encrypt"], "n": "AQAB", "e": "AQAB"},
+            {"kty": "XYZ", "kid": "x"},
+        ]}).to_string().as_bytes(), 16, 16).unwrap();
+        assert_eq!(
+            parsed,
+            crate::jwt::jwks::Parsed {
+                usable: 1,
+                skipped: 7
+            }
+        );
+        assert!(set.has_kid("rs-1") && !set.has_kid("small"));
+    }
+
+    #[test]
+    fn garbage_sets_are_refused_whole() {
+        let k = keys();
+        let good = rsa_jwk(&k.rs, "rs-1", None);
+        let mut off_curve = ec_jwk(&k.es, "es-1");
+        off_curve["y"] = json!(b64(&[1u8; 32]));
+        let cases = [
+            ("html", KeySet::parse(b"<html>oops</html>", 8, 16).map(drop)),
+            (
+                "truncated",
+                KeySet::parse(&jwks().as_bytes()[..40], 8, 16).map(drop),
+            ),
+            ("no keys", parse(json!({"keys": []})).map(drop)),
+            ("keys not array", parse(json!({"keys": {}})).map(drop)),
+            (
+                "key not object",
+                parse(json!({"keys": [good.clone(), 7]})).map(drop),
+            ),
+            (
+                "duplicate kid",
+                parse(json!({"keys": [good.clone(), good.clone()]})).map(drop),
+            ),
+            (
+                "off-curve",
+                parse(json!({"keys": [good.clone(), off_curve]})).map(drop),
+            ),
+            (
+                "bad base64",
+                parse(json!({"keys": [{"kty": "RSA", "n": "!!", "e": "AQAB"}]})).map(drop),
+            ),
+            (
+                "kid not string",
+                parse(json!({"keys": [{"kty": "RSA", "kid": 1, "n": "AQAB", "e": "AQAB"}]}))
+                    .map(drop),
+            ),
+            (
+                "n not string",
+                parse(json!({"keys": [{"kty": "RSA", "n": 5, "e": "AQAB"}]})).map(drop),
+            ),
+            (
+                "too many",
+                parse(json!({"keys": vec![good.clone(); 9]})).map(drop),
+            ),
+            (
+                "only unusable",
+                parse(json!({"keys": [{"kty": "RSA", "use": "enc", "n": "AQAB", "e": "AQAB"}]}))
+                    .map(drop),
+            ),
+            (
+                "duplicate member",
+                KeySet::parse(br#"{"keys":[],"keys":[]}"#, 8, 16).map(drop),
+            ),
+        ];
+        for (name, result) in cases {
+            assert!(result.is_err(), "{name} should be refused");
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! Compact JWS parsing: three canonical base64url segments, a JSON header we understand, a
+//! JSON object payload. Nothing here trusts the token; it only refuses what is malformed.
+
+use super::{Alg, TokenError};
+use crate::json;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use serde_json::{Map, Value};
+
+/// Longest `kid` accepted: it is only ever a map key, but an unbounded one is a free
+/// allocation for an attacker.
+const MAX_KID_LEN: usize = 256;
+
+/// A token that is well-formed. Its claims are not yet trusted.
+#[derive(Debug, Clone)]
+pub struct ParsedToken {
+    raw: String,
+    pub alg: Alg,
+    pub kid: Option<String>,
+    pub claims: Map<String, Value>,
+}
+
+impl ParsedToken {
+    pub fn parse(token: &str, max_json_depth: usize) -> Result<ParsedToken, TokenError> {
+        let mut segments = token.split('.');
+        let (Some(header), Some(payload), Some(signature)) =
+            (segments.next(), segments.next(), segments.next())
+        else {
+            return Err(TokenError::NotCompactJws);
+        };
+        match segments.count() {
+            0 => {}
+            2 => return Err(TokenError::Encrypted),
+            _ => return Err(TokenError::NotCompactJws),
+        }
+        if header.is_empty() || payload.is_empty() || signature.is_empty() {
+            return Err(TokenError::NotCompactJws);
+        }
+        let header = decode(header)?;
+        let payload = decode(payload)?;
+        decode(signature)?;
+
+        let Ok(Value::Object(header)) = json::parse_strict(&header, 4) else {
+            return Err(TokenError::BadHeader);
+        };
+        let alg = match header.get("alg") {
+            Some(Value::String(name)) => Alg::from_name(name).ok_or(TokenError::UnsupportedAlg)?,
+            _ => return Err(TokenError::BadHeader),
+        };
+        match header.get("typ") {
+            None => {}
+            Some(Value::String(typ)) if is_access_token_type(typ) => {}
+            Some(_) => return Err(TokenError::WrongType),
+        }
+        match header.get("crit") {
+            None => {}
+            // RFC 7515 §4.1.11: we understand no extension, so any listed one is fatal, and
+            // an empty or non-array `crit` is malformed.
+            Some(_) => return Err(TokenError::UnknownCritical),
+        }
+        let kid = match header.get("kid") {
+            None => None,
+            Some(Value::String(kid)) if !kid.is_empty() && kid.len() <= MAX_KID_LEN => {
+                Some(kid.clone())
+            }
+            Some(_) => return Err(TokenError::BadKid),
+        };
+        let Ok(Value::Object(claims)) = json::parse_strict(&payload, max_json_depth) else {
+            return Err(TokenError::BadPayload);
+        };
+        Ok(ParsedToken {
+            raw: token.to_owned(),
+            alg,
+            kid,
+            claims,
+        })
+    }
+
+    /// The token as received, for the signature check.
+    pub fn raw(&self) -> &str {
+        &self.raw
+    }
+}
+
+/// `JWT` (RFC 7519) or `at+jwt` (RFC 9068), with or without the `application/` prefix,
+/// compared case-insensitively as media types are.
+fn is_access_token_type(typ: &str) -> bool {
+    let t = typ.to_ascii_lowercase();
+    let t = t.strip_prefix("application/").unwrap_or(&t);
+    t == "jwt" || t == "at+jwt"
+}
+
+/// Canonical unpadded base64url only: no `=`, no `+` or `/`, no whitespace, no stray
+/// trailing bits (so one token has exactly one spelling).
+fn decode(segment: &str) -> Result<Vec<u8>, TokenError> {
+    URL_SAFE_NO_PAD
+        .decode(segment)
+        .map_err(|_| TokenError::BadEncoding)
+}

@@ -1,0 +1,23 @@
+//! app-auth-filter: enforces developer-portal application auth strategies (Konnect
+//! `openid_connect` and `key_auth`) in Envoy and Kong Gateway, as a proxy-wasm filter.
+//!
+//! The decision engine ([`engine`]) is plain Rust with no proxy-wasm calls; the host adapter
+//! (`host`, compiled for wasm32 only) moves headers and callouts between the proxy and it.
+
+pub mod apps;
+pub mod cache;
+pub mod config;
+pub mod credential;
+pub mod engine;
+pub mod json;
+pub mod jwt;
+pub mod oidc;
+pub mod response;
+
+#[cfg(target_arch = "wasm32")]
+mod host;
+
+#[cfg(target_arch = "wasm32")]
+proxy_wasm::main! {{
+    host::start();
+}}
