@@ -202,3 +202,142 @@ mod tests {
         assert!(k.may_force(30_000, 30_000));
     }
 }
+
+/// A bounded map whose entries expire. When full, an insert first drops expired entries,
+/// then the entry closest to expiry: memory stays flat under a stream of distinct keys.
+#[derive(Debug)]
+pub struct TtlCache<V> {
+    entries: std::collections::HashMap<String, (V, u64)>,
+    capacity: usize,
+}
+
+impl<V> TtlCache<V> {
+    pub fn new(capacity: usize) -> TtlCache<V> {
+        TtlCache {
+            entries: std::collections::HashMap::new(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// The value under `key` if it has not expired at `now_ms`.
+    pub fn get(&self, key: &str, now_ms: u64) -> Option<&V> {
+        match self.entries.get(key) {
+            Some((v, until)) if now_ms < *until => Some(v),
+            _ => None,
+        }
+    }
+
+    pub fn insert(&mut self, key: String, value: V, until_ms: u64, now_ms: u64) {
+        if self.entries.len() >= self.capacity && !self.entries.contains_key(&key) {
+            self.entries.retain(|_, (_, until)| now_ms < *until);
+            if self.entries.len() >= self.capacity {
+                let soonest = self
+                    .entries
+                    .iter()
+                    .min_by_key(|(_, (_, until))| *until)
+                    .map(|(k, _)| k.clone());
+                if let Some(k) = soonest {
+                    self.entries.remove(&k);
+                }
+            }
+        }
+        self.entries.insert(key, (value, until_ms));
+    }
+
+    pub fn remove(&mut self, key: &str) {
+        self.entries.remove(key);
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// Fetches under way, keyed by what they fetch, so that concurrent requests needing the same
+/// token exchange or introspection share one callout.
+#[derive(Debug, Default)]
+pub struct Flights {
+    by_key: std::collections::HashMap<String, (u64, u64)>,
+    by_serial: std::collections::HashMap<u64, String>,
+    next: u64,
+}
+
+impl Flights {
+    /// Starts a fetch for `key` unless one is under way (and not past its deadline); returns
+    /// the new fetch's serial number.
+    pub fn start(&mut self, key: &str, now_ms: u64, timeout_ms: u64) -> Option<u64> {
+        if let Some((serial, deadline)) = self.by_key.get(key) {
+            if now_ms < *deadline {
+                return None;
+            }
+            let serial = *serial;
+            self.by_serial.remove(&serial);
+        }
+        self.next = self.next.wrapping_add(1);
+        let serial = self.next;
+        let deadline = now_ms.saturating_add(timeout_ms).saturating_add(1_000);
+        self.by_key.insert(key.to_owned(), (serial, deadline));
+        self.by_serial.insert(serial, key.to_owned());
+        Some(serial)
+    }
+
+    /// The fetch `serial` ended; returns its key if it was still the current one.
+    pub fn finish(&mut self, serial: u64) -> Option<String> {
+        let key = self.by_serial.remove(&serial)?;
+        if self.by_key.get(&key).is_some_and(|(s, _)| *s == serial) {
+            self.by_key.remove(&key);
+        }
+        Some(key)
+    }
+
+    pub fn in_flight(&self, key: &str, now_ms: u64) -> bool {
+        self.by_key
+            .get(key)
+            .is_some_and(|(_, deadline)| now_ms < *deadline)
+    }
+}
+
+#[cfg(test)]
+mod ttl_tests {
+    use super::*;
+
+    #[test]
+    fn entries_expire_and_capacity_holds() {
+        let mut c = TtlCache::new(3);
+        c.insert("a".into(), 1, 100, 0);
+        assert_eq!(c.get("a", 99), Some(&1));
+        assert_eq!(c.get("a", 100), None);
+        c.insert("b".into(), 2, 50, 0);
+        c.insert("c".into(), 3, 200, 0);
+        c.insert("d".into(), 4, 300, 0);
+        assert_eq!(c.len(), 3);
+        assert_eq!(c.get("b", 0), None, "the entry closest to expiry made room");
+        for i in 0..1000 {
+            c.insert(format!("k{i}"), i, 1_000 + i, 10);
+        }
+        assert_eq!(c.len(), 3);
+    }
+
+    #[test]
+    fn one_flight_per_key_until_it_ends_or_times_out() {
+        let mut f = Flights::default();
+        let s = f.start("k", 0, 1_000).unwrap();
+        assert_eq!(f.start("k", 10, 1_000), None);
+        assert!(f.in_flight("k", 10));
+        assert_eq!(f.finish(s).as_deref(), Some("k"));
+        assert!(!f.in_flight("k", 10));
+        let s1 = f.start("k", 0, 1_000).unwrap();
+        let s2 = f.start("k", 2_001, 1_000).unwrap();
+        assert_ne!(s1, s2);
+        assert_eq!(
+            f.finish(s1),
+            None,
+            "a lost fetch's late answer is not the current one"
+        );
+        assert_eq!(f.finish(s2).as_deref(), Some("k"));
+    }
+}

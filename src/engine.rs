@@ -3,7 +3,7 @@
 //! back). Nothing here calls the proxy.
 
 use crate::apps::Application;
-use crate::cache::{IssuerKeys, Stage};
+use crate::cache::{Flights, IssuerKeys, Stage, TtlCache};
 use crate::config::{Config, KeyAuthStrategy, OidcStrategy, Policy, Strategy};
 use crate::credential::{self, Credential, Header, Malformed, Source};
 use crate::jwt::{self, claims, ClaimRules, KeySet, ParsedToken, TokenError, VerifiedClaims};
@@ -40,6 +40,7 @@ pub enum Method {
     None,
     Bearer,
     ClientCredentials,
+    Introspection,
     KeyAuth,
 }
 
@@ -49,6 +50,7 @@ impl Method {
             Method::None => "none",
             Method::Bearer => "bearer",
             Method::ClientCredentials => "client_credentials",
+            Method::Introspection => "introspection",
             Method::KeyAuth => "key_auth",
         }
     }
@@ -90,13 +92,23 @@ pub enum Step {
     Wait(Option<Callout>),
 }
 
+/// What a fetch gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FetchKind {
+    /// An issuer's discovery document or key set.
+    Keys { issuer: usize, stage: Stage },
+    /// A client-credentials token exchange.
+    Token { serial: u64 },
+    /// A token introspection.
+    Introspection { serial: u64 },
+}
+
 /// Identifies a fetch, so that its response finds its way back, and a response for an
 /// engine that was since replaced (reconfiguration) is recognised and dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FetchId {
     pub generation: u64,
-    pub issuer: usize,
-    pub stage: Stage,
+    pub kind: FetchKind,
 }
 
 /// An HTTP request the engine needs made.
@@ -133,18 +145,71 @@ pub struct Progress {
     pub log: Vec<String>,
 }
 
-/// A request waiting for an issuer's keys.
+/// The credential a request is being checked with, in the form that survives a wait.
 #[derive(Debug)]
-struct Waiting {
+enum Pending {
+    /// A bearer JWT.
+    Bearer(ParsedToken),
+    /// Basic client credentials, exchanged for a token at the IdP. `cache_key` is
+    /// SHA-256(issuer, client_id, SHA-256(secret)); `retried` after one failed verification.
+    ClientCredentials {
+        client_id: String,
+        client_secret: String,
+        cache_key: String,
+        retried: bool,
+    },
+    /// A token checked at the introspection endpoint.
+    Introspection(String),
+}
+
+/// A request being decided (possibly across waits).
+#[derive(Debug)]
+struct Job {
     policy: usize,
     strategy: usize,
-    token: ParsedToken,
+    pending: Pending,
     source: Source,
     realm: String,
     path: String,
-    issuer: usize,
     since_ms: u64,
 }
+
+impl Job {
+    fn method(&self) -> Method {
+        match self.pending {
+            Pending::Bearer(_) => Method::Bearer,
+            Pending::ClientCredentials { .. } => Method::ClientCredentials,
+            Pending::Introspection(_) => Method::Introspection,
+        }
+    }
+
+    fn credential_hash(&self) -> String {
+        match &self.pending {
+            Pending::Bearer(t) => short_hash(t.raw()),
+            Pending::ClientCredentials { client_id, .. } => short_hash(client_id),
+            Pending::Introspection(t) => short_hash(t),
+        }
+    }
+}
+
+/// What a waiting request waits for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Awaited {
+    Keys(usize),
+    Token(String),
+    Introspection(String),
+}
+
+/// A cached introspection answer.
+#[derive(Debug, Clone)]
+enum Introspected {
+    Active(serde_json::Map<String, serde_json::Value>),
+    Inactive,
+}
+
+/// Inactive introspection answers are remembered this long (a revoked token stays revoked;
+/// a token that becomes active later is rare and only waits this long).
+const INACTIVE_TTL_MS: u64 = 5_000;
 
 /// The per-VM engine: compiled config plus what has been learnt from the IdPs.
 #[derive(Debug)]
@@ -152,7 +217,19 @@ pub struct Engine {
     config: Rc<Config>,
     generation: u64,
     issuers: Vec<IssuerKeys>,
-    waiting: HashMap<u32, Waiting>,
+    waiting: HashMap<u32, (Awaited, Job)>,
+    /// Exchanged client-credentials tokens, by `Pending::ClientCredentials::cache_key`.
+    tokens: TtlCache<String>,
+    token_flights: Flights,
+    /// Introspection answers, by SHA-256(endpoint, token).
+    introspections: TtlCache<Introspected>,
+    introspection_flights: Flights,
+}
+
+/// What checking a JWT came to.
+enum Checked {
+    Verified(VerifiedClaims),
+    Denied(Denial),
 }
 
 impl Engine {
@@ -162,11 +239,16 @@ impl Engine {
             .iter()
             .map(|_| IssuerKeys::default())
             .collect();
+        let capacity = config.limits.max_cache_entries;
         Engine {
             config,
             generation,
             issuers,
             waiting: HashMap::new(),
+            tokens: TtlCache::new(capacity),
+            token_flights: Flights::default(),
+            introspections: TtlCache::new(capacity),
+            introspection_flights: Flights::default(),
         }
     }
 
@@ -211,11 +293,11 @@ impl Engine {
                 }
             }
         }
-        let has_oidc = policy
+        if !policy
             .strategies
             .iter()
-            .any(|s| matches!(s, Strategy::OpenIdConnect(_)));
-        if !has_oidc {
+            .any(|s| matches!(s, Strategy::OpenIdConnect(_)))
+        {
             return done(
                 Method::None,
                 deny(Denial::MissingCredential, realm, None, None),
@@ -231,45 +313,90 @@ impl Engine {
             }
             Err(m) => return done(Method::None, malformed(m, realm, None)),
         };
+        let job = |strategy: usize, pending: Pending, source: Source| Job {
+            policy: policy_index,
+            strategy,
+            pending,
+            source,
+            realm: realm.to_owned(),
+            path: req.path.to_owned(),
+            since_ms: now_ms,
+        };
         match credential {
             Credential::Bearer { token, source } => {
-                let hash = short_hash(&token);
-                let token = match ParsedToken::parse(&token, limits.max_json_depth) {
-                    Ok(t) => t,
-                    Err(e) => {
-                        return done(
-                            Method::Bearer,
-                            deny(Denial::InvalidToken(e), realm, None, Some(hash)),
-                        );
+                let parsed = ParsedToken::parse(&token, limits.max_json_depth);
+                // A JWT goes to the bearer strategy that accepts its issuer; anything else
+                // (or any token, with introspect_jwt_tokens) to introspection if enabled.
+                let jwt_strategy = parsed
+                    .as_ref()
+                    .ok()
+                    .and_then(|t| self.bearer_strategy(policy, t));
+                let introspecting =
+                    policy
+                        .strategies
+                        .iter()
+                        .enumerate()
+                        .find_map(|(i, s)| match s {
+                            Strategy::OpenIdConnect(o)
+                                if o.auth_methods.introspection
+                                    && (o.introspect_jwt_tokens || jwt_strategy.is_none()) =>
+                            {
+                                Some(i)
+                            }
+                            _ => None,
+                        });
+                match (parsed, jwt_strategy, introspecting) {
+                    (_, _, Some(i)) => self.run(
+                        context_id,
+                        job(i, Pending::Introspection(token), source),
+                        now_ms,
+                    ),
+                    (Ok(t), Some(i), None) => {
+                        self.run(context_id, job(i, Pending::Bearer(t), source), now_ms)
                     }
-                };
-                let Some((strategy_index, strategy)) = bearer_strategy(policy, &token) else {
-                    let e = TokenError::WrongIssuer;
-                    return done(
+                    (Ok(_), None, None) => {
+                        let d = Denial::InvalidToken(TokenError::WrongIssuer);
+                        done(
+                            Method::Bearer,
+                            deny(d, realm, None, Some(short_hash(&token))),
+                        )
+                    }
+                    (Err(e), _, None) => done(
                         Method::Bearer,
-                        deny(Denial::InvalidToken(e), realm, None, Some(hash)),
-                    );
-                };
-                let waiting = Waiting {
-                    policy: policy_index,
-                    strategy: strategy_index,
-                    token,
-                    source,
-                    realm: realm.to_owned(),
-                    path: req.path.to_owned(),
-                    issuer: strategy.issuer,
-                    since_ms: now_ms,
-                };
-                self.bearer(context_id, waiting, now_ms)
+                        deny(
+                            Denial::InvalidToken(e),
+                            realm,
+                            None,
+                            Some(short_hash(&token)),
+                        ),
+                    ),
+                }
             }
-            Credential::Basic { client_id, .. } => {
-                // client_credentials is not enforced yet: such requests are refused.
-                let hash = short_hash(&client_id);
-                done(
+            Credential::Basic {
+                client_id,
+                client_secret,
+            } => match self.client_credentials_strategy(policy, &client_id) {
+                Ok((i, strategy)) => {
+                    let issuer = config
+                        .issuers
+                        .get(strategy.issuer)
+                        .map_or("", |i| i.issuer.as_str());
+                    let secret_hash = sha256_hex(client_secret.as_bytes());
+                    let cache_key =
+                        sha256_hex(format!("{issuer}\n{client_id}\n{secret_hash}").as_bytes());
+                    let pending = Pending::ClientCredentials {
+                        client_id,
+                        client_secret,
+                        cache_key,
+                        retried: false,
+                    };
+                    self.run(context_id, job(i, pending, Source::Header), now_ms)
+                }
+                Err(d) => done(
                     Method::ClientCredentials,
-                    deny(Denial::UnsupportedCredential, realm, None, Some(hash)),
-                )
-            }
+                    deny(d, realm, None, Some(short_hash(&client_id))),
+                ),
+            },
             Credential::OtherScheme => done(
                 Method::None,
                 deny(Denial::UnsupportedCredential, realm, None, None),
@@ -277,97 +404,443 @@ impl Engine {
         }
     }
 
-    /// A bearer JWT for one strategy: claims, then keys (waiting for them if needed), then
-    /// signature, scopes and application.
-    fn bearer(&mut self, context_id: u32, w: Waiting, now_ms: u64) -> Step {
-        let config = Rc::clone(&self.config);
-        let Some((policy, strategy)) = lookup(&config, w.policy, w.strategy) else {
-            return done(Method::Bearer, deny(Denial::NoPolicy, &w.realm, None, None));
-        };
-        let hash = short_hash(w.token.raw());
-        let fail = |d: Denial| {
-            done(
-                Method::Bearer,
-                deny(d, &w.realm, Some(&strategy.id), Some(hash.clone())),
-            )
-        };
-        let rules = rules(strategy);
-        if let Err(e) = claims::check(&w.token, &rules, now_ms / 1000) {
-            return fail(Denial::InvalidToken(e));
-        }
-        if w.token.alg.is_symmetric() && !strategy.enable_hs_signatures {
-            return fail(Denial::InvalidToken(TokenError::SymmetricAlgNotEnabled));
-        }
-        let Some(issuer) = config.issuers.get(w.issuer) else {
-            return fail(Denial::IdpUnavailable("issuer is not configured"));
-        };
-        let Some(state) = self.issuers.get_mut(w.issuer) else {
-            return fail(Denial::IdpUnavailable("issuer is not configured"));
-        };
-        let keys = state.keys(now_ms);
-        let forced = match &keys {
-            None => false,
-            Some(keys) => match w.token.kid.as_deref() {
-                // A kid we do not know: the IdP may have rotated; look again (once per
-                // cooldown) before refusing.
-                Some(kid) if !keys.has_kid(kid) => {
-                    if !state.in_flight(now_ms)
-                        && !state.may_force(now_ms, issuer.rediscovery_s * 1000)
-                    {
-                        return fail(Denial::InvalidToken(TokenError::UnknownKid));
-                    }
-                    true
+    /// The bearer strategy whose accepted issuers include the token's (unverified) `iss`.
+    /// With several (one IdP, several strategies), the application named by the token's
+    /// credential claim picks, as Kong does; verification then uses that strategy only.
+    fn bearer_strategy(&self, policy: &Policy, token: &ParsedToken) -> Option<usize> {
+        let iss = token.claims.get("iss")?.as_str()?;
+        let mut candidates = policy
+            .strategies
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| match s {
+                Strategy::OpenIdConnect(o)
+                    if o.auth_methods.bearer && o.issuers_allowed.iter().any(|a| a == iss) =>
+                {
+                    Some((i, o))
                 }
-                _ => {
-                    return done(
-                        Method::Bearer,
-                        self.finish_bearer(policy, strategy, &w, keys.as_ref(), now_ms),
-                    )
+                _ => None,
+            });
+        let first = candidates.next()?;
+        let Some(apps) = &self.config.applications else {
+            return Some(first.0);
+        };
+        std::iter::once(first)
+            .chain(candidates)
+            .find(|(_, o)| {
+                let app_strategy = claims::claim_at(&token.claims, &o.credential_claim)
+                    .and_then(serde_json::Value::as_str)
+                    .and_then(|v| apps.find(v))
+                    .map(|a| a.auth_strategy_id.as_str());
+                app_strategy == Some(o.id.as_str())
+            })
+            .map_or(Some(first.0), |(i, _)| Some(i))
+    }
+
+    /// The client-credentials strategy for a client: with a registry, the application's own
+    /// strategy (which must be on this route); without, the first that takes the method.
+    fn client_credentials_strategy<'a>(
+        &self,
+        policy: &'a Policy,
+        client_id: &str,
+    ) -> Result<(usize, &'a OidcStrategy), Denial> {
+        let mut candidates = policy
+            .strategies
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| match s {
+                Strategy::OpenIdConnect(o) if o.auth_methods.client_credentials => {
+                    Some((i, o.as_ref()))
                 }
-            },
+                _ => None,
+            });
+        let Some(apps) = &self.config.applications else {
+            return candidates.next().ok_or(Denial::UnsupportedCredential);
         };
-        // Wait for keys: join the fetch under way, or start one.
-        if state.in_flight(now_ms) {
-            self.waiting.insert(context_id, w);
-            return Step::Wait(None);
+        let mut candidates = candidates.peekable();
+        if candidates.peek().is_none() {
+            return Err(Denial::UnsupportedCredential);
         }
-        if state.in_backoff(now_ms) {
-            if forced {
-                return fail(Denial::InvalidToken(TokenError::UnknownKid));
+        // Unknown clients are refused before any callout: the IdP is not an oracle for
+        // guessing secrets of applications the portal never approved.
+        let app = apps.find(client_id).ok_or(Denial::UnknownApplication)?;
+        candidates
+            .find(|(_, o)| o.id == app.auth_strategy_id)
+            .ok_or(Denial::WrongStrategy)
+    }
+
+    /// Runs (or resumes) a job.
+    fn run(&mut self, context_id: u32, job: Job, now_ms: u64) -> Step {
+        match &job.pending {
+            Pending::Bearer(_) => self.run_bearer(context_id, job, now_ms),
+            Pending::ClientCredentials { .. } => {
+                self.run_client_credentials(context_id, job, now_ms)
             }
-            return fail(Denial::IdpUnavailable("identity provider unavailable"));
-        }
-        let Some(stage) = state.start(now_ms, issuer.timeout_ms, forced) else {
-            return fail(Denial::IdpUnavailable("identity provider unavailable"));
-        };
-        let callout = self.fetch_callout(w.issuer, stage);
-        match callout {
-            Some(c) => {
-                self.waiting.insert(context_id, w);
-                Step::Wait(Some(c))
-            }
-            None => fail(Denial::IdpUnavailable(
-                "identity provider has no key set URL",
-            )),
+            Pending::Introspection(_) => self.run_introspection(context_id, job, now_ms),
         }
     }
 
-    /// Signature, scopes, application, and the headers to forward.
-    fn finish_bearer(
+    fn fail(&self, job: &Job, denial: Denial) -> Step {
+        let strategy = lookup(&self.config, job.policy, job.strategy).map(|(_, s)| s.id.as_str());
+        done(
+            job.method(),
+            deny(denial, &job.realm, strategy, Some(job.credential_hash())),
+        )
+    }
+
+    fn wait(
+        &mut self,
+        context_id: u32,
+        awaited: Awaited,
+        job: Job,
+        callout: Option<Callout>,
+    ) -> Step {
+        self.waiting.insert(context_id, (awaited, job));
+        Step::Wait(callout)
+    }
+
+    fn run_bearer(&mut self, context_id: u32, job: Job, now_ms: u64) -> Step {
+        let config = Rc::clone(&self.config);
+        let Some((policy, strategy)) = lookup(&config, job.policy, job.strategy) else {
+            return self.fail(&job, Denial::NoPolicy);
+        };
+        let Pending::Bearer(token) = &job.pending else {
+            return self.fail(&job, Denial::NoPolicy);
+        };
+        match self.check_jwt(strategy, token, now_ms) {
+            Ok(Checked::Verified(verified)) => done(
+                job.method(),
+                self.authorize(&job, policy, strategy, &verified, None),
+            ),
+            Ok(Checked::Denied(d)) => self.fail(&job, d),
+            Err(_) => self.wait_for_keys(context_id, job, strategy.issuer, now_ms),
+        }
+    }
+
+    /// Checks a JWT for a strategy. `Err(forced)`: keys are needed first (`forced` when an
+    /// unknown `kid` asks for a fresh key set).
+    fn check_jwt(
         &self,
+        strategy: &OidcStrategy,
+        token: &ParsedToken,
+        now_ms: u64,
+    ) -> Result<Checked, bool> {
+        let rules = rules(strategy);
+        if let Err(e) = claims::check(token, &rules, now_ms / 1000) {
+            return Ok(Checked::Denied(Denial::InvalidToken(e)));
+        }
+        if token.alg.is_symmetric() && !strategy.enable_hs_signatures {
+            return Ok(Checked::Denied(Denial::InvalidToken(
+                TokenError::SymmetricAlgNotEnabled,
+            )));
+        }
+        let (Some(issuer), Some(state)) = (
+            self.config.issuers.get(strategy.issuer),
+            self.issuers.get(strategy.issuer),
+        ) else {
+            return Ok(Checked::Denied(Denial::IdpUnavailable(
+                "issuer is not configured",
+            )));
+        };
+        let Some(keys) = state.keys(now_ms) else {
+            return Err(false);
+        };
+        if let Some(kid) = token.kid.as_deref() {
+            if !keys.has_kid(kid) {
+                // A kid we do not know: the IdP may have rotated; look again (once per
+                // cooldown, or join a fetch under way) before refusing.
+                if state.in_flight(now_ms) || state.may_force(now_ms, issuer.rediscovery_s * 1000) {
+                    return Err(true);
+                }
+                return Ok(Checked::Denied(Denial::InvalidToken(
+                    TokenError::UnknownKid,
+                )));
+            }
+        }
+        match jwt::verify(token, &keys, &rules, now_ms / 1000) {
+            Ok(v) => Ok(Checked::Verified(v)),
+            Err(e) => Ok(Checked::Denied(Denial::InvalidToken(e))),
+        }
+    }
+
+    /// Holds a job until the issuer's keys (and discovery) are in: joins the fetch under
+    /// way, or starts one; refuses at once while the IdP is in backoff.
+    fn wait_for_keys(
+        &mut self,
+        context_id: u32,
+        job: Job,
+        issuer_index: usize,
+        now_ms: u64,
+    ) -> Step {
+        let forced = match &job.pending {
+            Pending::Bearer(t) => {
+                self.issuers
+                    .get(issuer_index)
+                    .and_then(|s| s.keys(now_ms))
+                    .is_some()
+                    && t.kid.is_some()
+            }
+            _ => false,
+        };
+        let (Some(issuer), Some(state)) = (
+            self.config.issuers.get(issuer_index),
+            self.issuers.get_mut(issuer_index),
+        ) else {
+            return self.fail(&job, Denial::IdpUnavailable("issuer is not configured"));
+        };
+        if state.in_flight(now_ms) {
+            return self.wait(context_id, Awaited::Keys(issuer_index), job, None);
+        }
+        if state.in_backoff(now_ms) {
+            if forced {
+                return self.fail(&job, Denial::InvalidToken(TokenError::UnknownKid));
+            }
+            return self.fail(
+                &job,
+                Denial::IdpUnavailable("identity provider unavailable"),
+            );
+        }
+        let Some(stage) = state.start(now_ms, issuer.timeout_ms, forced) else {
+            return self.fail(
+                &job,
+                Denial::IdpUnavailable("identity provider unavailable"),
+            );
+        };
+        match self.keys_callout(issuer_index, stage) {
+            Some(c) => self.wait(context_id, Awaited::Keys(issuer_index), job, Some(c)),
+            None => self.fail(
+                &job,
+                Denial::IdpUnavailable("identity provider has no key set URL"),
+            ),
+        }
+    }
+
+    fn run_client_credentials(&mut self, context_id: u32, mut job: Job, now_ms: u64) -> Step {
+        let config = Rc::clone(&self.config);
+        let Some((policy, strategy)) = lookup(&config, job.policy, job.strategy) else {
+            return self.fail(&job, Denial::NoPolicy);
+        };
+        let Pending::ClientCredentials {
+            cache_key, retried, ..
+        } = &mut job.pending
+        else {
+            return self.fail(&job, Denial::NoPolicy);
+        };
+        if let Some(token) = self.tokens.get(cache_key, now_ms).cloned() {
+            let parsed = ParsedToken::parse(&token, config.limits.max_json_depth);
+            let checked = match &parsed {
+                Ok(t) => self.check_jwt(strategy, t, now_ms),
+                Err(e) => Ok(Checked::Denied(Denial::InvalidToken(*e))),
+            };
+            match checked {
+                Ok(Checked::Verified(v)) => {
+                    return done(
+                        job.method(),
+                        self.authorize(&job, policy, strategy, &v, Some(&token)),
+                    );
+                }
+                Ok(Checked::Denied(Denial::InvalidToken(_))) if !*retried => {
+                    // The IdP's token did not verify (rotated key, clock): drop it and
+                    // exchange once more.
+                    *retried = true;
+                    self.tokens.remove(cache_key);
+                }
+                Ok(Checked::Denied(d)) => {
+                    self.tokens.remove(cache_key);
+                    return self.fail(&job, d);
+                }
+                Err(_) => return self.wait_for_keys(context_id, job, strategy.issuer, now_ms),
+            }
+        }
+        let Pending::ClientCredentials {
+            client_id,
+            client_secret,
+            cache_key,
+            ..
+        } = &job.pending
+        else {
+            return self.fail(&job, Denial::NoPolicy);
+        };
+        let endpoint = match self.endpoint(
+            strategy,
+            |d| d.token_endpoint.as_ref(),
+            strategy.token_endpoint.as_ref(),
+        ) {
+            Endpoint::Known(url) => url,
+            Endpoint::NeedDiscovery => {
+                return self.wait_for_keys(context_id, job, strategy.issuer, now_ms)
+            }
+            Endpoint::Missing => {
+                return self.fail(
+                    &job,
+                    Denial::IdpUnavailable("identity provider has no token endpoint"),
+                )
+            }
+        };
+        let timeout = config
+            .issuers
+            .get(strategy.issuer)
+            .map_or(10_000, |i| i.timeout_ms);
+        let key = cache_key.clone();
+        let Some(serial) = self.token_flights.start(&key, now_ms, timeout) else {
+            return self.wait(context_id, Awaited::Token(key), job, None);
+        };
+        let callout = Callout {
+            id: FetchId {
+                generation: self.generation,
+                kind: FetchKind::Token { serial },
+            },
+            upstream: config.upstream_for(&endpoint).to_owned(),
+            https: endpoint.https,
+            authority: endpoint.authority.clone(),
+            method: "POST",
+            path: endpoint.path.clone(),
+            headers: vec![
+                (
+                    "authorization".into(),
+                    oidc::basic_auth(client_id, client_secret),
+                ),
+                (
+                    "content-type".into(),
+                    "application/x-www-form-urlencoded".into(),
+                ),
+                ("accept".into(), "application/json".into()),
+            ],
+            body: Some(oidc::client_credentials_body(&strategy.scopes).into_bytes()),
+            timeout_ms: timeout,
+        };
+        self.wait(context_id, Awaited::Token(key), job, Some(callout))
+    }
+
+    fn run_introspection(&mut self, context_id: u32, job: Job, now_ms: u64) -> Step {
+        let config = Rc::clone(&self.config);
+        let Some((policy, strategy)) = lookup(&config, job.policy, job.strategy) else {
+            return self.fail(&job, Denial::NoPolicy);
+        };
+        let Pending::Introspection(token) = &job.pending else {
+            return self.fail(&job, Denial::NoPolicy);
+        };
+        let endpoint = match self.endpoint(
+            strategy,
+            |d| d.introspection_endpoint.as_ref(),
+            strategy.introspection_endpoint.as_ref(),
+        ) {
+            Endpoint::Known(url) => url,
+            Endpoint::NeedDiscovery => {
+                return self.wait_for_keys(context_id, job, strategy.issuer, now_ms)
+            }
+            Endpoint::Missing => {
+                return self.fail(
+                    &job,
+                    Denial::IdpUnavailable("identity provider has no introspection endpoint"),
+                )
+            }
+        };
+        let key = sha256_hex(
+            format!(
+                "{}://{}{}\n{token}",
+                endpoint.scheme(),
+                endpoint.authority,
+                endpoint.path
+            )
+            .as_bytes(),
+        );
+        if let Some(answer) = self.introspections.get(&key, now_ms) {
+            return match answer {
+                Introspected::Inactive => {
+                    self.fail(&job, Denial::InvalidToken(TokenError::Inactive))
+                }
+                Introspected::Active(claims) => {
+                    match jwt::introspected(claims.clone(), &rules(strategy), now_ms / 1000) {
+                        Ok(v) => done(
+                            job.method(),
+                            self.authorize(&job, policy, strategy, &v, None),
+                        ),
+                        Err(e) => self.fail(&job, Denial::InvalidToken(e)),
+                    }
+                }
+            };
+        }
+        let Some((client_id, client_secret)) = &strategy.client else {
+            return self.fail(
+                &job,
+                Denial::IdpUnavailable("introspection has no client credentials"),
+            );
+        };
+        let timeout = config
+            .issuers
+            .get(strategy.issuer)
+            .map_or(10_000, |i| i.timeout_ms);
+        let Some(serial) = self.introspection_flights.start(&key, now_ms, timeout) else {
+            return self.wait(context_id, Awaited::Introspection(key), job, None);
+        };
+        let callout = Callout {
+            id: FetchId {
+                generation: self.generation,
+                kind: FetchKind::Introspection { serial },
+            },
+            upstream: config.upstream_for(&endpoint).to_owned(),
+            https: endpoint.https,
+            authority: endpoint.authority.clone(),
+            method: "POST",
+            path: endpoint.path.clone(),
+            headers: vec![
+                (
+                    "authorization".into(),
+                    oidc::basic_auth(client_id, client_secret),
+                ),
+                (
+                    "content-type".into(),
+                    "application/x-www-form-urlencoded".into(),
+                ),
+                ("accept".into(), "application/json".into()),
+            ],
+            body: Some(oidc::introspection_body(token).into_bytes()),
+            timeout_ms: timeout,
+        };
+        self.wait(context_id, Awaited::Introspection(key), job, Some(callout))
+    }
+
+    /// An endpoint from configuration, else from the issuer's discovery document.
+    fn endpoint(
+        &self,
+        strategy: &OidcStrategy,
+        from: impl Fn(&oidc::Discovery) -> Option<&Url>,
+        configured: Option<&Url>,
+    ) -> Endpoint {
+        if let Some(url) = configured {
+            return Endpoint::Known(url.clone());
+        }
+        match self
+            .issuers
+            .get(strategy.issuer)
+            .and_then(|s| s.discovery())
+        {
+            None => Endpoint::NeedDiscovery,
+            Some(d) => from(d).cloned().map_or(Endpoint::Missing, Endpoint::Known),
+        }
+    }
+
+    /// Scopes, application, and the headers to forward, for claims that were verified.
+    /// `forward_token`: the access token to send upstream in place of the client's Basic
+    /// credentials (client credentials).
+    fn authorize(
+        &self,
+        job: &Job,
         policy: &Policy,
         strategy: &OidcStrategy,
-        w: &Waiting,
-        keys: &KeySet,
-        now_ms: u64,
+        verified: &VerifiedClaims,
+        forward_token: Option<&str>,
     ) -> Outcome {
-        let hash = short_hash(w.token.raw());
-        let fail = |d: Denial| deny(d, &w.realm, Some(&strategy.id), Some(hash.clone()));
-        let verified = match jwt::verify(&w.token, keys, &rules(strategy), now_ms / 1000) {
-            Ok(v) => v,
-            Err(e) => return fail(Denial::InvalidToken(e)),
+        let fail = |d: Denial| {
+            deny(
+                d,
+                &job.realm,
+                Some(&strategy.id),
+                Some(job.credential_hash()),
+            )
         };
-        if !claims::has_scopes(&verified, &strategy.scopes_claim, &strategy.scopes_required) {
+        if !claims::has_scopes(verified, &strategy.scopes_claim, &strategy.scopes_required) {
             return fail(Denial::InsufficientScope);
         }
         let values = match verified.credential_values(&strategy.credential_claim) {
@@ -382,7 +855,7 @@ impl Engine {
             || values.first().copied().unwrap_or_default(),
             |a| a.client_id.as_str(),
         );
-        let mut allow = allow_for(policy, app, identifier);
+        let mut allow = allow_for(app, identifier);
         for (claim, header) in &strategy.upstream_headers {
             match verified.header_value(claim) {
                 Ok(Some(v)) => allow.set_headers.push((header.clone(), v)),
@@ -391,15 +864,18 @@ impl Engine {
             }
             allow.remove_headers.push(header.clone());
         }
-        if policy.hide_credentials || strategy.hide_credentials {
-            match w.source {
+        if let Some(token) = forward_token {
+            allow
+                .set_headers
+                .push(("authorization".into(), format!("Bearer {token}")));
+        } else if policy.hide_credentials || strategy.hide_credentials {
+            match job.source {
                 Source::Header => allow.remove_headers.push("authorization".into()),
                 Source::Query => {
-                    allow.path = Some(credential::strip_query_params(&w.path, &["access_token"]))
+                    allow.path = Some(credential::strip_query_params(&job.path, &["access_token"]))
                 }
             }
         }
-        let _: &VerifiedClaims = &verified;
         Outcome::Allow(allow)
     }
 
@@ -450,7 +926,7 @@ impl Engine {
             Ok(None) => return fail(Denial::UnknownApplication),
             Err(d) => return fail(d),
         };
-        let mut allow = allow_for(policy, Some(app), &app.client_id);
+        let mut allow = allow_for(Some(app), &app.client_id);
         if policy.hide_credentials {
             allow.remove_headers.push(name.to_owned());
             let stripped = credential::strip_query_params(req.path, &[name]);
@@ -461,7 +937,7 @@ impl Engine {
         Outcome::Allow(allow)
     }
 
-    fn fetch_callout(&self, issuer_index: usize, stage: Stage) -> Option<Callout> {
+    fn keys_callout(&self, issuer_index: usize, stage: Stage) -> Option<Callout> {
         let issuer = self.config.issuers.get(issuer_index)?;
         let url: &Url = match stage {
             Stage::Discovery => &issuer.discovery,
@@ -470,8 +946,10 @@ impl Engine {
         Some(Callout {
             id: FetchId {
                 generation: self.generation,
-                issuer: issuer_index,
-                stage,
+                kind: FetchKind::Keys {
+                    issuer: issuer_index,
+                    stage,
+                },
             },
             upstream: self.config.upstream_for(url).to_owned(),
             https: url.https,
@@ -495,97 +973,243 @@ impl Engine {
         if id.generation != self.generation {
             return progress;
         }
-        let config = Rc::clone(&self.config);
-        let (Some(issuer), Some(state)) = (
-            config.issuers.get(id.issuer),
-            self.issuers.get_mut(id.issuer),
-        ) else {
-            return progress;
-        };
-        if state.stage(now_ms) != Some(id.stage) {
-            return progress;
-        }
-        let ttl_ms = issuer.cache_ttl_s * 1000;
-        let limits = &config.limits;
-        let body = match check_response(&response, limits.max_response_bytes) {
-            Ok(body) => body,
-            Err(e) => {
-                let what = stage_name(id.stage);
-                progress
-                    .log
-                    .push(format!("{what} fetch for {} failed: {e}", issuer.issuer));
-                state.failed(now_ms, e);
-                self.settle_issuer(id.issuer, now_ms, &mut progress);
-                return progress;
+        match id.kind {
+            FetchKind::Keys { issuer, stage } => {
+                self.on_keys_response(issuer, stage, &response, now_ms, &mut progress)
             }
-        };
-        match id.stage {
-            Stage::Discovery => {
-                match oidc::parse_discovery(body, &issuer.issuer, limits.max_json_depth) {
-                    Ok(discovery) => {
-                        state.discovered(discovery, now_ms, ttl_ms, issuer.timeout_ms);
-                        match self.fetch_callout(id.issuer, Stage::Jwks) {
-                            Some(c) => progress.callouts.push(c),
-                            None => self.fail_issuer(
-                                id.issuer,
-                                now_ms,
-                                "no key set URL".into(),
-                                &mut progress,
-                            ),
-                        }
-                    }
-                    Err(e) => self.fail_issuer(
-                        id.issuer,
-                        now_ms,
-                        format!("discovery document {e}"),
-                        &mut progress,
-                    ),
-                }
+            FetchKind::Token { serial } => {
+                self.on_token_response(serial, &response, now_ms, &mut progress)
             }
-            Stage::Jwks => match KeySet::parse(body, limits.max_jwks_keys, limits.max_json_depth) {
-                Ok((keys, parsed)) => {
-                    progress.log.push(format!(
-                        "keys of {}: {} usable, {} skipped",
-                        issuer.issuer, parsed.usable, parsed.skipped
-                    ));
-                    state.keys_fetched(keys, now_ms, ttl_ms);
-                    self.settle_issuer(id.issuer, now_ms, &mut progress);
-                }
-                Err(e) => {
-                    self.fail_issuer(id.issuer, now_ms, format!("key set {e}"), &mut progress)
-                }
-            },
+            FetchKind::Introspection { serial } => {
+                self.on_introspection_response(serial, &response, now_ms, &mut progress)
+            }
         }
         progress
     }
 
-    fn fail_issuer(&mut self, issuer: usize, now_ms: u64, error: String, progress: &mut Progress) {
-        if let (Some(state), Some(cfg)) = (
-            self.issuers.get_mut(issuer),
-            self.config.issuers.get(issuer),
-        ) {
+    fn on_keys_response(
+        &mut self,
+        index: usize,
+        stage: Stage,
+        response: &CalloutResponse,
+        now_ms: u64,
+        progress: &mut Progress,
+    ) {
+        let config = Rc::clone(&self.config);
+        let (Some(issuer), Some(state)) = (config.issuers.get(index), self.issuers.get_mut(index))
+        else {
+            return;
+        };
+        if state.stage(now_ms) != Some(stage) {
+            return;
+        }
+        let ttl_ms = issuer.cache_ttl_s * 1000;
+        let limits = &config.limits;
+        let result =
+            check_response(response, limits.max_response_bytes).and_then(|body| match stage {
+                Stage::Discovery => {
+                    oidc::parse_discovery(body, &issuer.issuer, limits.max_json_depth)
+                        .map(|d| {
+                            state.discovered(d, now_ms, ttl_ms, issuer.timeout_ms);
+                        })
+                        .map_err(|e| format!("discovery document {e}"))
+                }
+                Stage::Jwks => KeySet::parse(body, limits.max_jwks_keys, limits.max_json_depth)
+                    .map(|(keys, parsed)| {
+                        progress.log.push(format!(
+                            "keys of {}: {} usable, {} skipped",
+                            issuer.issuer, parsed.usable, parsed.skipped
+                        ));
+                        state.keys_fetched(keys, now_ms, ttl_ms);
+                    })
+                    .map_err(|e| format!("key set {e}")),
+            });
+        match (result, stage) {
+            (Ok(()), Stage::Discovery) => match self.keys_callout(index, Stage::Jwks) {
+                Some(c) => progress.callouts.push(c),
+                None => self.fail_keys(index, now_ms, "no key set URL".into(), progress),
+            },
+            (Ok(()), Stage::Jwks) => self.settle(&Awaited::Keys(index), None, now_ms, progress),
+            (Err(e), _) => self.fail_keys(index, now_ms, e, progress),
+        }
+    }
+
+    fn fail_keys(&mut self, index: usize, now_ms: u64, error: String, progress: &mut Progress) {
+        if let (Some(state), Some(cfg)) =
+            (self.issuers.get_mut(index), self.config.issuers.get(index))
+        {
             progress
                 .log
                 .push(format!("fetch for {} failed: {error}", cfg.issuer));
             state.failed(now_ms, error);
         }
-        self.settle_issuer(issuer, now_ms, progress);
+        // Waiters re-run: with stale keys they may still pass; without, the backoff
+        // refuses them with a 503.
+        self.settle(&Awaited::Keys(index), None, now_ms, progress);
     }
 
-    /// Re-runs every request waiting on this issuer, now that its fetch ended one way or
-    /// the other.
-    fn settle_issuer(&mut self, issuer: usize, now_ms: u64, progress: &mut Progress) {
+    fn on_token_response(
+        &mut self,
+        serial: u64,
+        response: &CalloutResponse,
+        now_ms: u64,
+        progress: &mut Progress,
+    ) {
+        let Some(key) = self.token_flights.finish(serial) else {
+            return;
+        };
+        let limits = &self.config.limits;
+        let answer = match (&response.failure, response.status) {
+            (Some(f), _) => Err(f.clone()),
+            (None, None) => Err("no response (connection failed, reset or timed out)".into()),
+            (None, Some(_)) if response.body.len() > limits.max_response_bytes => {
+                Err("response too large".into())
+            }
+            (None, Some(status)) => oidc::parse_token_response(
+                status,
+                &response.body,
+                limits.max_json_depth,
+                limits.max_token_bytes,
+            ),
+        };
+        let awaited = Awaited::Token(key.clone());
+        match answer {
+            Ok(oidc::TokenAnswer::Issued {
+                access_token,
+                expires_in,
+            }) => {
+                // Used until shortly before it expires, never past it: the JWT's own exp
+                // (or expires_in), less a tenth of its life (at most 5 s), capped by
+                // cache_ttl.
+                let exp_ms = ParsedToken::parse(&access_token, limits.max_json_depth)
+                    .ok()
+                    .and_then(|t| t.claims.get("exp").and_then(serde_json::Value::as_u64))
+                    .map(|s| s.saturating_mul(1000))
+                    .or_else(|| expires_in.map(|s| now_ms.saturating_add(s.saturating_mul(1000))));
+                if let Some(exp_ms) = exp_ms {
+                    let life = exp_ms.saturating_sub(now_ms);
+                    let ttl = self.waiting_strategy_ttl(&awaited);
+                    // Kept at least a moment even if already past: the waiters re-run
+                    // against the cache, where the checks refuse an expired token (and
+                    // never loop on refetching it).
+                    let until = exp_ms
+                        .saturating_sub((life / 10).min(5_000))
+                        .min(now_ms.saturating_add(ttl))
+                        .max(now_ms.saturating_add(1_000));
+                    self.tokens.insert(key, access_token.clone(), until, now_ms);
+                    self.settle(&awaited, None, now_ms, progress);
+                } else {
+                    // Not a JWT and no expires_in: usable by the requests that waited for
+                    // it, through the same checks, but never cached.
+                    self.settle(
+                        &awaited,
+                        Some(Denial::InvalidToken(TokenError::NotAJwt)),
+                        now_ms,
+                        progress,
+                    );
+                }
+            }
+            Ok(oidc::TokenAnswer::Refused(error)) => {
+                progress
+                    .log
+                    .push(format!("token endpoint refused a client: {error}"));
+                self.settle(&awaited, Some(Denial::InvalidClient), now_ms, progress);
+            }
+            Err(e) => {
+                progress.log.push(format!("token exchange failed: {e}"));
+                self.settle(
+                    &awaited,
+                    Some(Denial::IdpUnavailable("token endpoint unavailable")),
+                    now_ms,
+                    progress,
+                );
+            }
+        }
+    }
+
+    /// The cache_ttl of the strategy the first waiter of `awaited` uses, in ms.
+    fn waiting_strategy_ttl(&self, awaited: &Awaited) -> u64 {
+        self.waiting
+            .values()
+            .find(|(a, _)| a == awaited)
+            .and_then(|(_, job)| lookup(&self.config, job.policy, job.strategy))
+            .map_or(60_000, |(_, s)| s.cache_ttl_s.saturating_mul(1000))
+    }
+
+    fn on_introspection_response(
+        &mut self,
+        serial: u64,
+        response: &CalloutResponse,
+        now_ms: u64,
+        progress: &mut Progress,
+    ) {
+        let Some(key) = self.introspection_flights.finish(serial) else {
+            return;
+        };
+        let limits = &self.config.limits;
+        let answer = check_response_any_status(response, limits.max_response_bytes).and_then(
+            |(status, body)| oidc::parse_introspection(status, body, limits.max_json_depth),
+        );
+        let awaited = Awaited::Introspection(key.clone());
+        match answer {
+            Ok(oidc::Introspection::Active(claims)) => {
+                let ttl = self.waiting_strategy_ttl(&awaited);
+                let exp_ms = claims
+                    .get("exp")
+                    .and_then(serde_json::Value::as_u64)
+                    .map_or(u64::MAX, |s| s.saturating_mul(1000));
+                // As for exchanged tokens: every hit re-checks exp, so a short floor is safe.
+                let until = exp_ms
+                    .min(now_ms.saturating_add(ttl))
+                    .max(now_ms.saturating_add(1_000));
+                self.introspections
+                    .insert(key, Introspected::Active(claims), until, now_ms);
+                self.settle(&awaited, None, now_ms, progress);
+            }
+            Ok(oidc::Introspection::Inactive) => {
+                self.introspections.insert(
+                    key,
+                    Introspected::Inactive,
+                    now_ms.saturating_add(INACTIVE_TTL_MS),
+                    now_ms,
+                );
+                self.settle(&awaited, None, now_ms, progress);
+            }
+            Err(e) => {
+                progress.log.push(format!("introspection failed: {e}"));
+                self.settle(
+                    &awaited,
+                    Some(Denial::IdpUnavailable("introspection endpoint unavailable")),
+                    now_ms,
+                    progress,
+                );
+            }
+        }
+    }
+
+    /// Re-runs (or, with `denial`, refuses) every request waiting on `awaited`.
+    fn settle(
+        &mut self,
+        awaited: &Awaited,
+        denial: Option<Denial>,
+        now_ms: u64,
+        progress: &mut Progress,
+    ) {
         let ids: Vec<u32> = self
             .waiting
             .iter()
-            .filter(|(_, w)| w.issuer == issuer)
+            .filter(|(_, (a, _))| a == awaited)
             .map(|(id, _)| *id)
             .collect();
         for id in ids {
-            let Some(w) = self.waiting.remove(&id) else {
+            let Some((_, job)) = self.waiting.remove(&id) else {
                 continue;
             };
-            match self.bearer(id, w, now_ms) {
+            let step = match denial {
+                Some(d) => self.fail(&job, d),
+                None => self.run(id, job, now_ms),
+            };
+            match step {
                 Step::Done(method, outcome) => progress.settled.push((id, method, outcome)),
                 Step::Wait(callout) => progress.callouts.extend(callout),
             }
@@ -604,7 +1228,7 @@ impl Engine {
             };
             if state.wants_refresh(now_ms, issuer.cache_ttl_s * 1000) {
                 if let Some(stage) = state.start(now_ms, issuer.timeout_ms, false) {
-                    if let Some(c) = self.fetch_callout(index, stage) {
+                    if let Some(c) = self.keys_callout(index, stage) {
                         progress.callouts.push(c);
                     }
                 }
@@ -614,32 +1238,38 @@ impl Engine {
         let expired: Vec<u32> = self
             .waiting
             .iter()
-            .filter(|(_, w)| {
-                let timeout = config.issuers.get(w.issuer).map_or(0, |i| i.timeout_ms);
-                now_ms >= w.since_ms.saturating_add(timeout).saturating_add(2_000)
+            .filter(|(_, (_, job))| {
+                let timeout = lookup(&config, job.policy, job.strategy)
+                    .and_then(|(_, s)| config.issuers.get(s.issuer))
+                    .map_or(0, |i| i.timeout_ms);
+                // Up to two callouts in a row (discovery, then keys or a token).
+                now_ms
+                    >= job
+                        .since_ms
+                        .saturating_add(timeout.saturating_mul(2))
+                        .saturating_add(2_000)
             })
             .map(|(id, _)| *id)
             .collect();
         for id in expired {
-            if let Some(w) = self.waiting.remove(&id) {
-                let outcome = deny(
+            if let Some((_, job)) = self.waiting.remove(&id) {
+                let Step::Done(method, outcome) = self.fail(
+                    &job,
                     Denial::IdpUnavailable("identity provider did not answer in time"),
-                    &w.realm,
-                    None,
-                    Some(short_hash(w.token.raw())),
-                );
-                progress.settled.push((id, Method::Bearer, outcome));
+                ) else {
+                    continue;
+                };
+                progress.settled.push((id, method, outcome));
             }
         }
         progress
     }
 }
 
-fn stage_name(stage: Stage) -> &'static str {
-    match stage {
-        Stage::Discovery => "discovery",
-        Stage::Jwks => "key set",
-    }
+enum Endpoint {
+    Known(Url),
+    NeedDiscovery,
+    Missing,
 }
 
 /// A usable response body: a 200 within the size limit. Anything else is a failure whose
@@ -658,33 +1288,29 @@ fn check_response(response: &CalloutResponse, max_bytes: usize) -> Result<&[u8],
     }
 }
 
+/// A response of any status within the size limit; transport failures are errors.
+fn check_response_any_status(
+    response: &CalloutResponse,
+    max_bytes: usize,
+) -> Result<(u16, &[u8]), String> {
+    if let Some(failure) = &response.failure {
+        return Err(failure.clone());
+    }
+    match response.status {
+        None => Err("no response (connection failed, reset or timed out)".into()),
+        Some(_) if response.body.len() > max_bytes => {
+            Err(format!("response larger than {max_bytes} bytes"))
+        }
+        Some(status) => Ok((status, &response.body)),
+    }
+}
+
 fn lookup(config: &Config, policy: usize, strategy: usize) -> Option<(&Policy, &OidcStrategy)> {
     let p = config.policies.get(policy)?;
     match p.strategies.get(strategy)? {
         Strategy::OpenIdConnect(s) => Some((p, s)),
         Strategy::KeyAuth(_) => None,
     }
-}
-
-/// The bearer strategy whose accepted issuers include the token's (unverified) `iss`; the
-/// signature check that follows uses only that issuer's keys.
-fn bearer_strategy<'a>(
-    policy: &'a Policy,
-    token: &ParsedToken,
-) -> Option<(usize, &'a OidcStrategy)> {
-    let iss = token.claims.get("iss")?.as_str()?;
-    policy
-        .strategies
-        .iter()
-        .enumerate()
-        .find_map(|(i, s)| match s {
-            Strategy::OpenIdConnect(o)
-                if o.auth_methods.bearer && o.issuers_allowed.iter().any(|a| a == iss) =>
-            {
-                Some((i, o))
-            }
-            _ => None,
-        })
 }
 
 fn rules(strategy: &OidcStrategy) -> ClaimRules<'_> {
@@ -699,8 +1325,7 @@ fn rules(strategy: &OidcStrategy) -> ClaimRules<'_> {
 
 /// The forwarded identity: the application's headers (when a registry is configured) and
 /// the credential identifier, after removing any client-sent copies.
-fn allow_for(policy: &Policy, app: Option<&Application>, identifier: &str) -> Allow {
-    let _ = policy;
+fn allow_for(app: Option<&Application>, identifier: &str) -> Allow {
     let mut allow = Allow {
         remove_headers: APPLICATION_HEADERS
             .iter()

@@ -2,7 +2,7 @@
 //! Request builders and response parsers only; no I/O.
 
 use crate::json;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 /// The part of the discovery document the filter relies on.
 pub const WELL_KNOWN: &str = "/.well-known/openid-configuration";
@@ -114,6 +114,130 @@ pub fn parse_discovery(body: &[u8], issuer: &str, max_depth: usize) -> Result<Di
     })
 }
 
+/// `application/x-www-form-urlencoded` encoding of one value (RFC 6749 appendix B).
+pub fn form_encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._*".contains(&b) {
+            out.push(char::from(b));
+        } else if b == b' ' {
+            out.push('+');
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// `Basic` client authentication (RFC 6749 §2.3.1: each part form-encoded first).
+pub fn basic_auth(client_id: &str, client_secret: &str) -> String {
+    use base64::Engine as _;
+    let pair = format!("{}:{}", form_encode(client_id), form_encode(client_secret));
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(pair)
+    )
+}
+
+/// The body of a client-credentials token request.
+pub fn client_credentials_body(scopes: &[String]) -> String {
+    let mut body = "grant_type=client_credentials".to_owned();
+    if !scopes.is_empty() {
+        body.push_str("&scope=");
+        body.push_str(&form_encode(&scopes.join(" ")));
+    }
+    body
+}
+
+/// The body of an introspection request (RFC 7662 §2.1).
+pub fn introspection_body(token: &str) -> String {
+    format!("token={}&token_type_hint=access_token", form_encode(token))
+}
+
+/// What a token endpoint said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenAnswer {
+    /// An access token, and `expires_in` if given.
+    Issued {
+        access_token: String,
+        expires_in: Option<u64>,
+    },
+    /// The IdP refused the client (`invalid_client`, `unauthorized_client`, ...): a 400 or
+    /// 401 with an OAuth error.
+    Refused(String),
+}
+
+/// Parses a token endpoint response. `Err` is an infrastructure failure (5xx, garbage).
+pub fn parse_token_response(
+    status: u16,
+    body: &[u8],
+    max_depth: usize,
+    max_token: usize,
+) -> Result<TokenAnswer, String> {
+    let doc = json::parse_strict(body, max_depth);
+    match status {
+        200 => {}
+        400 | 401 | 403 => {
+            let error = doc
+                .ok()
+                .and_then(|d| d.get("error").and_then(Value::as_str).map(str::to_owned))
+                .unwrap_or_else(|| format!("HTTP {status}"));
+            return Ok(TokenAnswer::Refused(error));
+        }
+        other => return Err(format!("HTTP status {other}")),
+    }
+    let doc = doc.map_err(|e| format!("not JSON: {e}"))?;
+    let access_token = match doc.get("access_token") {
+        Some(Value::String(t)) if !t.is_empty() && t.len() <= max_token => t.clone(),
+        Some(Value::String(_)) => return Err("access_token is empty or too long".into()),
+        _ => return Err("has no access_token string".into()),
+    };
+    if !access_token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("access_token has characters a header cannot carry".into());
+    }
+    match doc.get("token_type") {
+        Some(Value::String(t)) if t.eq_ignore_ascii_case("bearer") => {}
+        None => {}
+        _ => return Err("token_type is not Bearer".into()),
+    }
+    let expires_in = match doc.get("expires_in") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(v.as_u64().ok_or("expires_in is not a whole number")?),
+    };
+    Ok(TokenAnswer::Issued {
+        access_token,
+        expires_in,
+    })
+}
+
+/// What an introspection endpoint said about a token.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Introspection {
+    /// `"active": true`, with the other members as claims.
+    Active(Map<String, Value>),
+    /// Anything else a well-formed answer can say: `false`, missing, `"true"` as a string.
+    Inactive,
+}
+
+/// Parses an introspection response (RFC 7662 §2.2). Only the JSON boolean `true` is
+/// active. `Err` is an infrastructure failure: not a 200, not a JSON object.
+pub fn parse_introspection(
+    status: u16,
+    body: &[u8],
+    max_depth: usize,
+) -> Result<Introspection, String> {
+    if status != 200 {
+        return Err(format!("HTTP status {status}"));
+    }
+    match json::parse_strict(body, max_depth).map_err(|e| format!("not JSON: {e}"))? {
+        Value::Object(map) => match map.get("active") {
+            Some(Value::Bool(true)) => Ok(Introspection::Active(map)),
+            _ => Ok(Introspection::Inactive),
+        },
+        _ => Err("not a JSON object".into()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,6 +283,90 @@ mod tests {
             issuer_and_discovery("https://idp/t/").1,
             "https://idp/t/.well-known/openid-configuration"
         );
+    }
+
+    #[test]
+    fn form_encoding_and_basic_auth() {
+        assert_eq!(form_encode("a b:c/d%é"), "a+b%3Ac%2Fd%25%C3%A9");
+        // base64("id%3A1:s+c") per RFC 6749 §2.3.1
+        assert_eq!(basic_auth("id:1", "s c"), "Basic aWQlM0ExOnMrYw==");
+        assert_eq!(
+            client_credentials_body(&["a".into(), "b:c".into()]),
+            "grant_type=client_credentials&scope=a+b%3Ac"
+        );
+        assert_eq!(
+            client_credentials_body(&[]),
+            "grant_type=client_credentials"
+        );
+        assert_eq!(
+            introspection_body("x.y+z"),
+            "token=x.y%2Bz&token_type_hint=access_token"
+        );
+    }
+
+    #[test]
+    fn token_responses() {
+        let ok = br#"{"access_token":"abc.def.ghi","token_type":"Bearer","expires_in":600}"#;
+        assert_eq!(
+            parse_token_response(200, ok, 8, 100).unwrap(),
+            TokenAnswer::Issued {
+                access_token: "abc.def.ghi".into(),
+                expires_in: Some(600)
+            }
+        );
+        assert_eq!(
+            parse_token_response(401, br#"{"error":"invalid_client"}"#, 8, 100).unwrap(),
+            TokenAnswer::Refused("invalid_client".into())
+        );
+        assert_eq!(
+            parse_token_response(400, b"<html>", 8, 100).unwrap(),
+            TokenAnswer::Refused("HTTP 400".into())
+        );
+        for (status, body) in [
+            (500, &ok[..]),
+            (200, &b"<html>"[..]),
+            (200, &br#"{"token_type":"Bearer"}"#[..]),
+            (200, &br#"{"access_token":7}"#[..]),
+            (200, &br#"{"access_token":"a b"}"#[..]),
+            (200, &br#"{"access_token":"abc","token_type":"mac"}"#[..]),
+            (200, &br#"{"access_token":"abc","expires_in":"600"}"#[..]),
+            (200, &br#"{"access_token":"abc","access_token":"def"}"#[..]),
+        ] {
+            assert!(
+                parse_token_response(status, body, 8, 100).is_err(),
+                "{status} {}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        assert!(
+            parse_token_response(200, br#"{"access_token":"aaaa"}"#, 8, 3).is_err(),
+            "too long"
+        );
+    }
+
+    #[test]
+    fn only_a_json_true_is_active() {
+        assert!(
+            matches!(parse_introspection(200, br#"{"active":true,"client_id":"c"}"#, 8), Ok(Introspection::Active(m)) if m["client_id"] == "c")
+        );
+        for body in [
+            &br#"{"active":false}"#[..],
+            br#"{"active":"true"}"#,
+            br#"{"active":1}"#,
+            br#"{}"#,
+            br#"{"active":null}"#,
+        ] {
+            assert_eq!(
+                parse_introspection(200, body, 8).unwrap(),
+                Introspection::Inactive,
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        assert!(parse_introspection(200, b"[true]", 8).is_err());
+        assert!(parse_introspection(200, b"<html>", 8).is_err());
+        assert!(parse_introspection(500, br#"{"active":true}"#, 8).is_err());
+        assert!(parse_introspection(200, br#"{"active":true,"active":false}"#, 8).is_err());
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub enum Denial {
     NotApproved,
     /// key-auth: the key appears more than once.
     DuplicateApiKey,
+    /// client_credentials: the IdP refused the client id and secret (`invalid_client`).
+    InvalidClient,
     /// The identity provider could not be reached or answered nonsense, and nothing valid is
     /// cached.
     IdpUnavailable(&'static str),
@@ -51,7 +53,8 @@ impl Denial {
             | Denial::TokenTooLarge
             | Denial::UnknownApplication
             | Denial::WrongStrategy
-            | Denial::DuplicateApiKey => 401,
+            | Denial::DuplicateApiKey
+            | Denial::InvalidClient => 401,
             Denial::NoPolicy | Denial::InsufficientScope | Denial::NotApproved => 403,
             Denial::IdpUnavailable(_) => 503,
         }
@@ -66,7 +69,8 @@ impl Denial {
             | Denial::InvalidToken(_)
             | Denial::TokenTooLarge
             | Denial::UnknownApplication
-            | Denial::WrongStrategy => "Unauthorized",
+            | Denial::WrongStrategy
+            | Denial::InvalidClient => "Unauthorized",
             Denial::DuplicateApiKey => "Duplicate API key found",
             Denial::NoPolicy | Denial::InsufficientScope => "Forbidden",
             Denial::NotApproved => "You cannot consume this service",
@@ -99,6 +103,7 @@ impl Denial {
             Denial::UnknownApplication | Denial::DuplicateApiKey => "unknown_application",
             Denial::WrongStrategy => "wrong_strategy",
             Denial::NotApproved => "not_approved",
+            Denial::InvalidClient => "invalid_client",
             Denial::IdpUnavailable(_) => "idp_unavailable",
         }
     }
@@ -169,6 +174,7 @@ mod tests {
             Denial::WrongStrategy,
             Denial::NotApproved,
             Denial::DuplicateApiKey,
+            Denial::InvalidClient,
             Denial::IdpUnavailable("down"),
         ]
     }
@@ -189,6 +195,7 @@ mod tests {
                 | Denial::WrongStrategy
                 | Denial::NotApproved
                 | Denial::DuplicateApiKey
+                | Denial::InvalidClient
                 | Denial::IdpUnavailable(_) => {}
             }
             let r = d.reply("api.example.com");

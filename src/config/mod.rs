@@ -29,6 +29,8 @@ pub struct Limits {
     pub max_response_bytes: usize,
     /// Most keys accepted in one JWK set.
     pub max_jwks_keys: usize,
+    /// Capacity of each token cache (client-credentials exchanges, introspection results).
+    pub max_cache_entries: usize,
 }
 
 impl Default for Limits {
@@ -38,6 +40,7 @@ impl Default for Limits {
             max_json_depth: 32,
             max_response_bytes: 256 * 1024,
             max_jwks_keys: 64,
+            max_cache_entries: 10_000,
         }
     }
 }
@@ -70,7 +73,7 @@ pub struct Policy {
 
 #[derive(Debug)]
 pub enum Strategy {
-    OpenIdConnect(OidcStrategy),
+    OpenIdConnect(Box<OidcStrategy>),
     KeyAuth(KeyAuthStrategy),
 }
 
@@ -120,6 +123,15 @@ pub struct OidcStrategy {
     pub hide_credentials: bool,
     /// (claim path, upstream header name).
     pub upstream_headers: Vec<(Vec<String>, String)>,
+    /// Overrides the discovery document's endpoints.
+    pub token_endpoint: Option<Url>,
+    pub introspection_endpoint: Option<Url>,
+    /// The strategy's own client, which authenticates introspection requests.
+    pub client: Option<(String, String)>,
+    /// Introspect JWTs too (by default only tokens that are not JWTs are introspected).
+    pub introspect_jwt_tokens: bool,
+    /// How long exchanged tokens and introspection results may be cached, in seconds.
+    pub cache_ttl_s: u64,
 }
 
 /// An identity provider, shared by the strategies that name it.
@@ -339,6 +351,9 @@ fn limits(p: &mut Problems, path: &str, v: &Value) -> Option<Limits> {
         max_jwks_keys: f
             .uint(p, "max_jwks_keys", 1, 1024)
             .map_or(d.max_jwks_keys, |n| n as usize),
+        max_cache_entries: f
+            .uint(p, "max_cache_entries", 1, 1_000_000)
+            .map_or(d.max_cache_entries, |n| n as usize),
     };
     f.deny_unknown(p);
     Some(l)
@@ -420,7 +435,8 @@ impl Builder {
         let strategy = match strategy_type?.as_str() {
             "openid_connect" => {
                 let (opath, ov) = configs.require(p, "openid-connect")?;
-                self.oidc(p, &opath, id, ov).map(Strategy::OpenIdConnect)
+                self.oidc(p, &opath, id, ov)
+                    .map(|s| Strategy::OpenIdConnect(Box::new(s)))
             }
             "key_auth" => {
                 let (kpath, kv) = configs.require(p, "key-auth")?;
@@ -468,6 +484,11 @@ impl Builder {
             .unwrap_or(self.timeout_default);
         let cache_ttl_s = f.uint(p, "cache_ttl", 1, 86_400 * 7).unwrap_or(3600);
         let rediscovery_s = f.uint(p, "rediscovery_lifetime", 0, 86_400).unwrap_or(30);
+        let token_endpoint = url_field(p, &mut f, "token_endpoint");
+        let introspection_endpoint = url_field(p, &mut f, "introspection_endpoint");
+        let client_id = first_of(p, &mut f, "client_id");
+        let client_secret = first_of(p, &mut f, "client_secret");
+        let introspect_jwt_tokens = f.bool(p, "introspect_jwt_tokens").unwrap_or(false);
         let claim_headers = f.str_list(p, "upstream_headers_claims").unwrap_or_default();
         let header_names = f.str_list(p, "upstream_headers_names").unwrap_or_default();
         for (key, why) in DANGEROUS {
@@ -532,16 +553,16 @@ impl Builder {
         if methods.is_some() && auth_methods == AuthMethods::default() {
             p.error(&methods_path, "names no auth method this filter enforces (bearer, client_credentials, introspection)");
         }
-        for (kind, on) in [
-            ("client_credentials", auth_methods.client_credentials),
-            ("introspection", auth_methods.introspection),
-        ] {
-            if on {
-                self.warnings.push(Problem {
-                    path: methods_path.clone(),
-                    message: format!("auth method {kind:?} is not enforced by this version: such credentials are denied"),
-                });
+        let client = match (client_id, client_secret) {
+            (Some(id), Some(secret)) => Some((id, secret)),
+            (None, None) => None,
+            _ => {
+                p.error(path, "client_id and client_secret go together");
+                None
             }
+        };
+        if auth_methods.introspection && client.is_none() {
+            p.error(path, "the introspection auth method needs client_id and client_secret (they authenticate the introspection requests)");
         }
         if claim_headers.len() != header_names.len() {
             p.error(
@@ -608,7 +629,39 @@ impl Builder {
             enable_hs_signatures,
             hide_credentials,
             upstream_headers,
+            token_endpoint,
+            introspection_endpoint,
+            client,
+            introspect_jwt_tokens,
+            cache_ttl_s,
         })
+    }
+}
+
+fn url_field(p: &mut Problems, f: &mut Fields<'_>, key: &'static str) -> Option<Url> {
+    let (path, v) = f.get(key)?;
+    let text = reader::string(p, &path, v)?;
+    match Url::parse(&text) {
+        Ok(u) => Some(u),
+        Err(e) => {
+            p.error(&path, e);
+            None
+        }
+    }
+}
+
+/// A string, or (as in Kong's openid-connect schema) an array whose first entry is used.
+fn first_of(p: &mut Problems, f: &mut Fields<'_>, key: &'static str) -> Option<String> {
+    let (path, v) = f.get(key)?;
+    match v {
+        Value::Array(items) => match items.first() {
+            Some(first) => reader::string(p, &element(&path, 0), first),
+            None => {
+                p.error(&path, "must not be empty");
+                None
+            }
+        },
+        other => reader::string(p, &path, other),
     }
 }
 

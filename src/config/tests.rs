@@ -218,6 +218,11 @@ fn example_config_compiles() {
     assert!(!s.enable_hs_signatures);
     assert!(!s.hide_credentials);
     assert_eq!(s.upstream_headers, vec![]);
+    assert_eq!(s.token_endpoint, None);
+    assert_eq!(s.introspection_endpoint, None);
+    assert_eq!(s.client, None);
+    assert!(!s.introspect_jwt_tokens);
+    assert_eq!(s.cache_ttl_s, 3600);
 
     assert_eq!(
         config.issuers,
@@ -459,12 +464,17 @@ fn unknown_openid_connect_fields_are_accepted_with_one_warning_each() {
     let mut doc = example();
     set(&mut doc, EX_OIDC_PTR, "some_field", json!(1));
     set(&mut doc, EX_OIDC_PTR, "session_secret", json!("x"));
-    set(&mut doc, EX_OIDC_PTR, "client_id", json!(["abc"]));
+    set(
+        &mut doc,
+        EX_OIDC_PTR,
+        "redirect_uri",
+        json!(["http://x/cb"]),
+    );
     let (config, warnings) = load_warned(&doc);
     assert_eq!(
         warnings,
         vec![
-            problem(&format!("{EX_OIDC}.client_id"), UNUSED_FIELD),
+            problem(&format!("{EX_OIDC}.redirect_uri"), UNUSED_FIELD),
             problem(&format!("{EX_OIDC}.session_secret"), UNUSED_FIELD),
             problem(&format!("{EX_OIDC}.some_field"), UNUSED_FIELD),
         ]
@@ -1182,15 +1192,8 @@ fn ignored_auth_methods_are_warned_about() {
 }
 
 #[test]
-fn client_credentials_is_accepted_with_a_warning() {
-    let (config, warnings) = load_warned(&with_methods(json!(["bearer", "client_credentials"])));
-    assert_eq!(
-        warnings,
-        vec![problem(
-            &format!("{OIDC}.auth_methods"),
-            "auth method \"client_credentials\" is not enforced by this version: such credentials are denied"
-        )]
-    );
+fn client_credentials_is_accepted() {
+    let config = load(&with_methods(json!(["bearer", "client_credentials"])));
     assert_eq!(
         only_oidc(&config).auth_methods,
         AuthMethods {
@@ -1202,15 +1205,16 @@ fn client_credentials_is_accepted_with_a_warning() {
 }
 
 #[test]
-fn introspection_alone_is_accepted_with_a_warning() {
-    let (config, warnings) = load_warned(&with_methods(json!(["introspection"])));
+fn introspection_needs_the_strategy_client() {
     assert_eq!(
-        warnings,
-        vec![problem(
-            &format!("{OIDC}.auth_methods"),
-            "auth method \"introspection\" is not enforced by this version: such credentials are denied"
-        )]
+        errors(&with_methods(json!(["introspection"]))),
+        vec![format!("{OIDC}: the introspection auth method needs client_id and client_secret (they authenticate the introspection requests)")]
     );
+    let config = load(&single_oidc(oidc_config_with(json!({
+        "auth_methods": ["introspection"],
+        "client_id": ["rs"],
+        "client_secret": ["rs-secret"],
+    }))));
     assert_eq!(
         only_oidc(&config).auth_methods,
         AuthMethods {
@@ -1218,6 +1222,45 @@ fn introspection_alone_is_accepted_with_a_warning() {
             client_credentials: false,
             introspection: true
         }
+    );
+    assert_eq!(
+        only_oidc(&config).client,
+        Some(("rs".to_owned(), "rs-secret".to_owned()))
+    );
+}
+
+#[test]
+fn strategy_client_and_endpoints_are_read() {
+    let config = load(&single_oidc(oidc_config_with(json!({
+        "client_id": "rs",
+        "client_secret": "rs-secret",
+        "token_endpoint": "https://idp/oauth/token",
+        "introspection_endpoint": "https://idp/oauth/introspect",
+        "introspect_jwt_tokens": true,
+    }))));
+    let s = only_oidc(&config);
+    assert_eq!(s.client, Some(("rs".to_owned(), "rs-secret".to_owned())));
+    assert_eq!(s.token_endpoint, Some(url("https://idp/oauth/token")));
+    assert_eq!(
+        s.introspection_endpoint,
+        Some(url("https://idp/oauth/introspect"))
+    );
+    assert!(s.introspect_jwt_tokens);
+}
+
+#[test]
+fn strategy_client_needs_both_parts_and_endpoints_must_be_urls() {
+    assert_eq!(
+        errors(&single_oidc(oidc_config_with(json!({
+            "client_id": ["rs"],
+            "client_secret": [],
+            "token_endpoint": "idp/token",
+        })))),
+        vec![
+            format!("{OIDC}.token_endpoint: must be an http:// or https:// URL"),
+            format!("{OIDC}.client_secret: must not be empty"),
+            format!("{OIDC}: client_id and client_secret go together"),
+        ]
     );
 }
 
@@ -1539,6 +1582,7 @@ fn limits_default_and_can_be_set() {
             max_json_depth: 32,
             max_response_bytes: 256 * 1024,
             max_jwks_keys: 64,
+            max_cache_entries: 10_000,
         }
     );
     let mut doc = example();
@@ -1546,7 +1590,7 @@ fn limits_default_and_can_be_set() {
         &mut doc,
         "",
         "limits",
-        json!({"max_token_bytes": 256, "max_json_depth": 128, "max_response_bytes": 1024, "max_jwks_keys": 1}),
+        json!({"max_token_bytes": 256, "max_json_depth": 128, "max_response_bytes": 1024, "max_jwks_keys": 1, "max_cache_entries": 1}),
     );
     assert_eq!(
         load(&doc).limits,
@@ -1555,6 +1599,7 @@ fn limits_default_and_can_be_set() {
             max_json_depth: 128,
             max_response_bytes: 1024,
             max_jwks_keys: 1,
+            max_cache_entries: 1,
         }
     );
     let mut doc = example();
@@ -1575,7 +1620,7 @@ fn limits_out_of_range_are_refused() {
         &mut doc,
         "",
         "limits",
-        json!({"max_token_bytes": 255, "max_json_depth": 129, "max_response_bytes": 1023, "max_jwks_keys": 0}),
+        json!({"max_token_bytes": 255, "max_json_depth": 129, "max_response_bytes": 1023, "max_jwks_keys": 0, "max_cache_entries": 1_000_001}),
     );
     assert_eq!(
         errors(&doc),
@@ -1584,6 +1629,7 @@ fn limits_out_of_range_are_refused() {
             "$.limits.max_json_depth: 129 is out of range 4..=128",
             "$.limits.max_response_bytes: 1023 is out of range 1024..=16777216",
             "$.limits.max_jwks_keys: 0 is out of range 1..=1024",
+            "$.limits.max_cache_entries: 1000001 is out of range 1..=1000000",
         ]
     );
 }

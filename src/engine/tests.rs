@@ -98,7 +98,8 @@ fn ok(body: &str) -> CalloutResponse {
 }
 
 fn discovery_doc() -> String {
-    json!({"issuer": ISS, "jwks_uri": "https://idp.example.com/jwks", "token_endpoint": "https://idp.example.com/token"}).to_string()
+    json!({"issuer": ISS, "jwks_uri": "https://idp.example.com/jwks", "token_endpoint": "https://idp.example.com/token",
+           "introspection_endpoint": "https://idp.example.com/token/introspection"}).to_string()
 }
 
 fn callout(step: &Step) -> Callout {
@@ -588,7 +589,11 @@ fn tick_warms_keys_and_releases_stuck_requests() {
         bearer(&mut e, 1, &rs_token(&claims()), T0 + 1_000),
         Step::Wait(None)
     );
-    let p = e.on_tick(T0 + 5_000);
+    assert!(
+        e.on_tick(T0 + 6_999).settled.is_empty(),
+        "two callouts' time (2 x 2 s) plus 2 s"
+    );
+    let p = e.on_tick(T0 + 7_000);
     let [(1, _, Outcome::Deny(d))] = p.settled.as_slice() else {
         panic!("{:?}", p.settled)
     };
@@ -643,4 +648,387 @@ fn stale_keys_serve_while_refresh_fails_then_stop() {
     );
     // Nothing usable: a fresh fetch is attempted rather than a stale allow.
     assert!(matches!(step, Step::Wait(Some(_))));
+}
+
+mod methods {
+    //! client_credentials, introspection, several strategies on one route.
+    use super::*;
+
+    fn config() -> Value {
+        let mut c = config_value();
+        c["policies"]["cc-v1"] = json!({
+            "scope": "cc-v1",
+            "strategies": [
+                {"id": "s-key2", "strategy_type": "key_auth", "configs": {"key-auth": {"key_names": ["x-api-key"]}}},
+                {"id": "s-cc", "strategy_type": "openid_connect",
+                 "configs": {"openid-connect": {"issuer": ISS, "credential_claim": ["client_id"],
+                    "scopes": ["orders:read", "email"], "auth_methods": ["client_credentials", "bearer", "introspection"],
+                    "scopes_required": ["orders:read"], "audience_required": [AUD],
+                    "client_id": ["rs-client", "ignored"], "client_secret": "rs-secret",
+                    "timeout": 2000, "cache_ttl": 300, "enable_hs_signatures": true}}}],
+        });
+        c["routes"]["cc"] = json!("cc-v1");
+        c["applications"].as_array_mut().unwrap().extend([
+            json!({"id": "app-cc", "client_id": "client-1", "auth_strategy_id": "s-cc", "scopes": ["cc-v1"]}),
+            json!({"id": "app-key2", "client_id": sha256_hex(b"k2"), "auth_strategy_id": "s-key2", "scopes": ["cc-v1"]}),
+        ]);
+        // client-1 now belongs to s-cc; the orders route's app is client-9.
+        c["applications"][0]["client_id"] = json!("client-9");
+        c
+    }
+
+    /// An engine with keys loaded (through a cc-route bearer request).
+    fn warm_cc() -> Engine {
+        let mut e = engine_with(config());
+        let step = request_on(
+            &mut e,
+            1,
+            "cc",
+            "/cc",
+            &[("authorization", &format!("Bearer {}", rs_token(&claims())))],
+            T0,
+        );
+        let settled = serve_keys(&mut e, &callout(&step), &jwks(), T0);
+        assert!(
+            matches!(settled.as_slice(), [(1, Method::Bearer, Outcome::Allow(_))]),
+            "{settled:?}"
+        );
+        e
+    }
+
+    fn basic(e: &mut Engine, ctx: u32, value: &str, now: u64) -> Step {
+        request_on(e, ctx, "cc", "/cc", &[("authorization", value)], now)
+    }
+
+    fn token_answer(token: &str) -> CalloutResponse {
+        ok(&json!({"access_token": token, "token_type": "Bearer", "expires_in": 600}).to_string())
+    }
+
+    #[test]
+    fn client_credentials_exchange_verify_forward_and_cache() {
+        let mut e = warm_cc();
+        // "client-1:s3cret" in base64
+        let step = basic(&mut e, 2, "Basic Y2xpZW50LTE6czNjcmV0", T0);
+        let c = callout(&step);
+        assert_eq!(
+            (c.method, c.path.as_str(), c.upstream.as_str()),
+            ("POST", "/token", "idp")
+        );
+        assert_eq!(
+            String::from_utf8(c.body.clone().unwrap()).unwrap(),
+            "grant_type=client_credentials&scope=orders%3Aread+email"
+        );
+        assert!(c
+            .headers
+            .contains(&("authorization".into(), "Basic Y2xpZW50LTE6czNjcmV0".into())));
+        // A second request with the same credentials shares the exchange.
+        assert_eq!(
+            basic(&mut e, 3, "Basic client-1:s3cret", T0),
+            Step::Wait(None),
+            "raw pair form, same client"
+        );
+        let token = rs_token(&claims_with(json!({"exp": NOW + 60})));
+        let p = e.on_callout_response(c.id, token_answer(&token), T0 + 10);
+        assert_eq!(p.settled.len(), 2);
+        for (_, method, outcome) in &p.settled {
+            assert_eq!(*method, Method::ClientCredentials);
+            let Outcome::Allow(a) = outcome else {
+                panic!("{outcome:?}")
+            };
+            assert_eq!(
+                header(a, "authorization"),
+                Some(format!("Bearer {token}").as_str()),
+                "Basic replaced by the token"
+            );
+            assert_eq!(header(a, "x-application-id"), Some("app-cc"));
+        }
+        // Cached: no callout until shortly before exp (exp = NOW+60; margin: a tenth of the
+        // life, at most 5 s).
+        allowed(&basic(&mut e, 4, "Basic Y2xpZW50LTE6czNjcmV0", T0 + 54_999));
+        assert!(matches!(
+            basic(&mut e, 5, "Basic Y2xpZW50LTE6czNjcmV0", T0 + 55_000),
+            Step::Wait(Some(_))
+        ));
+        // A wrong secret is never served from the cache.
+        assert!(matches!(
+            basic(&mut e, 6, "Basic client-1:wrong", T0 + 20),
+            Step::Wait(Some(_))
+        ));
+    }
+
+    #[test]
+    fn client_credentials_failures() {
+        let mut e = warm_cc();
+        let c = callout(&basic(&mut e, 2, "Basic client-1:bad", T0));
+        let p = e.on_callout_response(
+            c.id,
+            CalloutResponse {
+                status: Some(401),
+                body: br#"{"error":"invalid_client"}"#.to_vec(),
+                failure: None,
+            },
+            T0,
+        );
+        assert!(
+            matches!(p.settled.as_slice(), [(2, _, Outcome::Deny(d))] if d.denial == Denial::InvalidClient && d.reply.status == 401)
+        );
+        // Not cached: the next try asks again.
+        let c = callout(&basic(&mut e, 3, "Basic client-1:bad", T0 + 1));
+        let p = e.on_callout_response(
+            c.id,
+            CalloutResponse {
+                status: Some(502),
+                ..CalloutResponse::default()
+            },
+            T0 + 2,
+        );
+        assert!(
+            matches!(p.settled.as_slice(), [(3, _, Outcome::Deny(d))] if d.reply.status == 503)
+        );
+        let c = callout(&basic(&mut e, 4, "Basic client-1:bad", T0 + 3));
+        let p = e.on_callout_response(c.id, CalloutResponse::default(), T0 + 4);
+        assert!(
+            matches!(p.settled.as_slice(), [(4, _, Outcome::Deny(d))] if d.reply.status == 503),
+            "timeout"
+        );
+        // Unknown applications never reach the IdP.
+        assert_eq!(
+            denied(&basic(&mut e, 5, "Basic nobody:x", T0)),
+            Denial::UnknownApplication
+        );
+        assert_eq!(
+            denied(&basic(&mut e, 5, "Basic client-2:x", T0)),
+            Denial::WrongStrategy
+        );
+        assert!(matches!(
+            denied(&basic(&mut e, 5, "Basic a:b:c", T0)),
+            Denial::InvalidRequest(_)
+        ));
+    }
+
+    #[test]
+    fn an_exchanged_token_that_fails_verification_is_fetched_once_more() {
+        let mut e = warm_cc();
+        let c = callout(&basic(&mut e, 2, "Basic client-1:s3cret", T0));
+        // Signed by a key the issuer does not have (kid rs-1): bad signature.
+        let p = e.on_callout_response(c.id, token_answer(&foreign_token(&claims())), T0);
+        let again = p.callouts.first().expect("refetched once");
+        assert_eq!(again.path, "/token");
+        let p = e.on_callout_response(again.id, token_answer(&foreign_token(&claims())), T0);
+        assert!(
+            matches!(p.settled.as_slice(), [(2, _, Outcome::Deny(d))] if d.denial == Denial::InvalidToken(TokenError::BadSignature))
+        );
+        // Expired at issue: likewise refused, never allowed.
+        let c = callout(&basic(&mut e, 3, "Basic client-1:s3cret", T0));
+        let expired = rs_token(&claims_with(json!({"exp": NOW - 1})));
+        let p = e.on_callout_response(c.id, token_answer(&expired), T0);
+        assert!(p.settled.is_empty());
+        let again = p.callouts.first().expect("refetched once");
+        let p = e.on_callout_response(again.id, token_answer(&expired), T0);
+        assert!(
+            matches!(p.settled.as_slice(), [(3, _, Outcome::Deny(d))] if d.denial == Denial::InvalidToken(TokenError::Expired))
+        );
+    }
+
+    #[test]
+    fn introspection_of_opaque_tokens() {
+        let mut e = warm_cc();
+        let step = request_on(
+            &mut e,
+            2,
+            "cc",
+            "/cc",
+            &[("authorization", "Bearer opaque-1")],
+            T0,
+        );
+        let c = callout(&step);
+        assert_eq!(
+            (c.method, c.path.as_str()),
+            ("POST", "/token/introspection")
+        );
+        assert_eq!(
+            String::from_utf8(c.body.clone().unwrap()).unwrap(),
+            "token=opaque-1&token_type_hint=access_token"
+        );
+        assert!(
+            c.headers.contains(&(
+                "authorization".into(),
+                "Basic cnMtY2xpZW50OnJzLXNlY3JldA==".into()
+            )),
+            "first client_id of the array"
+        );
+        assert_eq!(
+            request_on(
+                &mut e,
+                3,
+                "cc",
+                "/cc",
+                &[("authorization", "Bearer opaque-1")],
+                T0
+            ),
+            Step::Wait(None),
+            "shared"
+        );
+        let active = json!({"active": true, "client_id": "client-1", "scope": "orders:read", "aud": AUD, "iss": ISS, "exp": NOW + 60});
+        let p = e.on_callout_response(c.id, ok(&active.to_string()), T0);
+        assert_eq!(p.settled.len(), 2);
+        assert!(p
+            .settled
+            .iter()
+            .all(|(_, m, o)| *m == Method::Introspection && matches!(o, Outcome::Allow(_))));
+        // Cached until exp.
+        allowed(&request_on(
+            &mut e,
+            4,
+            "cc",
+            "/cc",
+            &[("authorization", "Bearer opaque-1")],
+            T0 + 59_000,
+        ));
+        assert!(matches!(
+            request_on(
+                &mut e,
+                5,
+                "cc",
+                "/cc",
+                &[("authorization", "Bearer opaque-1")],
+                T0 + 60_000
+            ),
+            Step::Wait(Some(_))
+        ));
+    }
+
+    #[test]
+    fn introspection_refusals() {
+        let cases = [
+            (
+                json!({"active": false}),
+                Some(Denial::InvalidToken(TokenError::Inactive)),
+            ),
+            (
+                json!({"active": "true", "client_id": "client-1", "scope": "orders:read", "aud": AUD}),
+                Some(Denial::InvalidToken(TokenError::Inactive)),
+            ),
+            (
+                json!({"client_id": "client-1"}),
+                Some(Denial::InvalidToken(TokenError::Inactive)),
+            ),
+            (
+                json!({"active": true, "client_id": "client-1", "scope": "orders:read", "aud": AUD, "exp": NOW - 1}),
+                Some(Denial::InvalidToken(TokenError::Expired)),
+            ),
+            (
+                json!({"active": true, "client_id": "client-1", "scope": "orders:read", "aud": AUD, "iss": "https://evil"}),
+                Some(Denial::InvalidToken(TokenError::WrongIssuer)),
+            ),
+            (
+                json!({"active": true, "client_id": "client-1", "scope": "orders:read", "aud": "x"}),
+                Some(Denial::InvalidToken(TokenError::WrongAudience)),
+            ),
+            (
+                json!({"active": true, "client_id": "client-1", "scope": "email", "aud": AUD}),
+                Some(Denial::InsufficientScope),
+            ),
+            (
+                json!({"active": true, "client_id": "nobody", "scope": "orders:read", "aud": AUD}),
+                Some(Denial::UnknownApplication),
+            ),
+            (
+                json!({"active": true, "client_id": "client-1", "scope": "orders:read", "aud": AUD, "exp": "soon"}),
+                Some(Denial::InvalidToken(TokenError::BadTimeClaim)),
+            ),
+        ];
+        for (i, (answer, want)) in cases.into_iter().enumerate() {
+            let mut e = warm_cc();
+            let c = callout(&request_on(
+                &mut e,
+                2,
+                "cc",
+                "/cc",
+                &[("authorization", "Bearer opaque-1")],
+                T0,
+            ));
+            let p = e.on_callout_response(c.id, ok(&answer.to_string()), T0);
+            let [(2, _, Outcome::Deny(d))] = p.settled.as_slice() else {
+                panic!("case {i}: {:?}", p.settled)
+            };
+            assert_eq!(Some(d.denial), want, "case {i}");
+        }
+        for bad in [
+            CalloutResponse::default(),
+            CalloutResponse {
+                status: Some(500),
+                ..Default::default()
+            },
+            ok("<html>"),
+            ok("[true]"),
+            CalloutResponse {
+                status: Some(401),
+                body: br#"{"active":true}"#.to_vec(),
+                failure: None,
+            },
+        ] {
+            let mut e = warm_cc();
+            let c = callout(&request_on(
+                &mut e,
+                2,
+                "cc",
+                "/cc",
+                &[("authorization", "Bearer opaque-1")],
+                T0,
+            ));
+            let p = e.on_callout_response(c.id, bad.clone(), T0);
+            assert!(
+                matches!(p.settled.as_slice(), [(2, _, Outcome::Deny(d))] if d.reply.status == 503),
+                "{bad:?}"
+            );
+            // Errors are not cached: the next request asks again.
+            assert!(matches!(
+                request_on(
+                    &mut e,
+                    3,
+                    "cc",
+                    "/cc",
+                    &[("authorization", "Bearer opaque-1")],
+                    T0
+                ),
+                Step::Wait(Some(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn key_auth_comes_first_on_a_route_with_several_strategies() {
+        let mut e = warm_cc();
+        let a = allowed(&request_on(
+            &mut e,
+            1,
+            "cc",
+            "/cc",
+            &[("x-api-key", "k2"), ("authorization", "Bearer whatever")],
+            T0,
+        ));
+        assert_eq!(header(&a, "x-application-id"), Some("app-key2"));
+        // A JWT on the same route goes to the bearer strategy.
+        allowed(&request_on(
+            &mut e,
+            2,
+            "cc",
+            "/cc",
+            &[("authorization", &format!("Bearer {}", es_token(&claims())))],
+            T0,
+        ));
+        // The orders route's key strategy does not accept this route's key.
+        assert_eq!(
+            denied(&request_on(
+                &mut e,
+                3,
+                ROUTE,
+                "/orders",
+                &[("apikey", "k2")],
+                T0
+            )),
+            Denial::WrongStrategy
+        );
+    }
 }

@@ -20,19 +20,41 @@ pub struct ClaimRules<'a> {
 /// The time claims of a token that passed [`check`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Times {
-    pub exp: u64,
+    /// Always present for a JWT; an introspection answer may omit it.
+    pub exp: Option<u64>,
+}
+
+/// Where claims came from: a JWT must carry `exp` and `iss`; an introspection answer
+/// (RFC 7662 §2.2) may omit them, and what it does carry is checked the same way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Jwt,
+    Introspection,
 }
 
 /// Checks every claim rule that needs no key. Order: shape of the time claims, expiry,
 /// validity start, issue time, issuer, audience.
 pub fn check(token: &ParsedToken, rules: &ClaimRules<'_>, now_s: u64) -> Result<Times, TokenError> {
-    let c = &token.claims;
-    let exp = time_claim(c, "exp")?.ok_or(TokenError::MissingExp)?;
+    check_claims(&token.claims, rules, now_s, Origin::Jwt)
+}
+
+pub fn check_claims(
+    c: &Map<String, Value>,
+    rules: &ClaimRules<'_>,
+    now_s: u64,
+    origin: Origin,
+) -> Result<Times, TokenError> {
+    let exp = time_claim(c, "exp")?;
+    if exp.is_none() && origin == Origin::Jwt {
+        return Err(TokenError::MissingExp);
+    }
     let nbf = time_claim(c, "nbf")?;
     let iat = time_claim(c, "iat")?;
     // Expired once now reaches exp (RFC 7519 §4.1.4: "on or after"), leeway added.
-    if now_s >= exp.saturating_add(rules.leeway) {
-        return Err(TokenError::Expired);
+    if let Some(exp) = exp {
+        if now_s >= exp.saturating_add(rules.leeway) {
+            return Err(TokenError::Expired);
+        }
     }
     if let Some(nbf) = nbf {
         if now_s.saturating_add(rules.leeway) < nbf {
@@ -45,8 +67,9 @@ pub fn check(token: &ParsedToken, rules: &ClaimRules<'_>, now_s: u64) -> Result<
         }
     }
     // Exact string equality: no prefix, suffix, case or trailing-slash tolerance.
-    match c.get("iss") {
-        Some(Value::String(iss)) if rules.issuers_allowed.iter().any(|a| a == iss) => {}
+    match (c.get("iss"), origin) {
+        (Some(Value::String(iss)), _) if rules.issuers_allowed.iter().any(|a| a == iss) => {}
+        (None, Origin::Introspection) => {}
         _ => return Err(TokenError::WrongIssuer),
     }
     if !rules.audience_required.is_empty() {
