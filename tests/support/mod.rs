@@ -77,6 +77,10 @@ impl Process {
         let _ = self.child.wait();
     }
 
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -144,6 +148,10 @@ impl Idp {
         let port_arg = port.to_string();
         let (process, port) = start_node("idp", &script, &["--port", &port_arg], dir);
         Idp { process, port }
+    }
+
+    pub fn process_id(&self) -> u32 {
+        self.process.id()
     }
 
     pub fn issuer(&self) -> String {
@@ -328,21 +336,21 @@ impl Envoy {
         self.get(path, &[("authorization", auth.as_bytes())])
     }
 
-    /// Lines of Envoy's log that show a Wasm VM failure (a trap, a panic, a failed VM).
+    /// Lines of Envoy's log that show a Wasm VM failure: a Rust panic, a trap (a runtime
+    /// error in a proxy_on_* callback), a VM that failed or could not load.
     pub fn vm_failures(&self) -> Vec<String> {
+        const SIGNS: [&str; 6] = [
+            "panicked at",
+            "RuntimeError",
+            "Function: proxy_",
+            "VM failed",
+            "Failed to load Wasm",
+            "wasm trap",
+        ];
         self.process
             .log_text()
             .lines()
-            .filter(|l| {
-                let l = l.to_ascii_lowercase();
-                (l.contains("wasm")
-                    && (l.contains("panicked")
-                        || l.contains("trap")
-                        || l.contains("failed")
-                            && !l.contains("fetch for")
-                            && !l.contains("callout")))
-                    || l.contains("unreachable")
-            })
+            .filter(|l| SIGNS.iter().any(|s| l.contains(s)))
             .map(str::to_owned)
             .collect()
     }
