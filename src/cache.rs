@@ -5,7 +5,7 @@ use crate::jwt::KeySet;
 use crate::oidc::Discovery;
 use std::rc::Rc;
 
-/// How long past its expiry a key set keeps serving while refreshes fail.
+/// How long past its expiry a key set keeps serving while refreshes fail, by default.
 pub const MAX_STALE_MS: u64 = 3_600_000;
 /// Backoff after a failed fetch: doubles from the first value up to the second.
 const BACKOFF_MS: (u64, u64) = (1_000, 10_000);
@@ -37,14 +37,42 @@ pub struct IssuerKeys {
     retry_at_ms: u64,
     /// The last failure, for the log and for the denial it causes.
     pub last_error: Option<String>,
+    /// The version of the shared record these keys came from (0: none).
+    pub shared_version: u64,
 }
 
 impl IssuerKeys {
     /// Keys that may verify a token now: fresh ones, or expired ones within the staleness
     /// bound (served while a refresh is tried).
-    pub fn keys(&self, now_ms: u64) -> Option<Rc<KeySet>> {
+    pub fn keys(&self, now_ms: u64, max_stale_ms: u64) -> Option<Rc<KeySet>> {
         let (keys, expires_ms) = self.keys.as_ref()?;
-        (now_ms < expires_ms.saturating_add(MAX_STALE_MS)).then(|| Rc::clone(keys))
+        (now_ms < expires_ms.saturating_add(max_stale_ms)).then(|| Rc::clone(keys))
+    }
+
+    /// Whether the keys are past their expiry (served stale, if at all).
+    pub fn stale(&self, now_ms: u64) -> bool {
+        self.keys
+            .as_ref()
+            .is_some_and(|(_, expires_ms)| now_ms >= *expires_ms)
+    }
+
+    /// Takes keys another VM fetched and published. Our own fetch, if any, goes on; its
+    /// result will simply be newer.
+    pub fn adopt(&mut self, discovery: Discovery, keys: KeySet, expires_ms: u64, version: u64) {
+        self.discovery = Some((discovery, expires_ms));
+        self.keys = Some((Rc::new(keys), expires_ms));
+        self.failures = 0;
+        self.last_error = None;
+        self.shared_version = version;
+    }
+
+    /// When the backoff after the last failure ends.
+    pub fn retry_at(&self) -> u64 {
+        if self.failures > 0 {
+            self.retry_at_ms
+        } else {
+            0
+        }
     }
 
     /// Whether keys are missing, expired, or within the last tenth of their lifetime.
@@ -106,6 +134,9 @@ impl IssuerKeys {
     /// A new key set replaces the old one whole (never merged).
     pub fn keys_fetched(&mut self, keys: KeySet, now_ms: u64, ttl_ms: u64) {
         self.keys = Some((Rc::new(keys), now_ms.saturating_add(ttl_ms)));
+        if let Some((_, expires_ms)) = &mut self.discovery {
+            *expires_ms = now_ms.saturating_add(ttl_ms);
+        }
         self.in_flight = None;
         self.failures = 0;
         self.last_error = None;
@@ -164,11 +195,11 @@ mod tests {
         k.discovered(discovery(), 0, 10_000, 1_000);
         assert_eq!(k.stage(1), Some(Stage::Jwks));
         k.keys_fetched(KeySet::default(), 0, 10_000);
-        assert!(k.keys(9_999).is_some());
+        assert!(k.keys(9_999, MAX_STALE_MS).is_some());
         assert!(!k.wants_refresh(8_999, 10_000));
         assert!(k.wants_refresh(9_000, 10_000));
-        assert!(k.keys(10_000 + MAX_STALE_MS - 1).is_some());
-        assert!(k.keys(10_000 + MAX_STALE_MS).is_none());
+        assert!(k.keys(10_000 + MAX_STALE_MS - 1, MAX_STALE_MS).is_some());
+        assert!(k.keys(10_000 + MAX_STALE_MS, MAX_STALE_MS).is_none());
         // Discovery still valid: the next fetch is the key set only.
         assert_eq!(k.start(5_000, 1_000, false), Some(Stage::Jwks));
     }
@@ -203,11 +234,16 @@ mod tests {
     }
 }
 
-/// A bounded map whose entries expire. When full, an insert first drops expired entries,
-/// then the entry closest to expiry: memory stays flat under a stream of distinct keys.
+/// A bounded map whose entries expire. When full, an insert evicts the oldest entry (first
+/// in, first out: O(1), so a stream of distinct keys costs the same per insert as a hit),
+/// and memory stays flat whatever the keys.
 #[derive(Debug)]
 pub struct TtlCache<V> {
-    entries: std::collections::HashMap<String, (V, u64)>,
+    entries: std::collections::HashMap<String, (V, u64, u64)>,
+    /// Insertion order: (key, serial). A key overwritten later has a newer serial; its old
+    /// position is skipped when it comes up.
+    order: std::collections::VecDeque<(String, u64)>,
+    serial: u64,
     capacity: usize,
 }
 
@@ -215,6 +251,8 @@ impl<V> TtlCache<V> {
     pub fn new(capacity: usize) -> TtlCache<V> {
         TtlCache {
             entries: std::collections::HashMap::new(),
+            order: std::collections::VecDeque::new(),
+            serial: 0,
             capacity: capacity.max(1),
         }
     }
@@ -222,26 +260,36 @@ impl<V> TtlCache<V> {
     /// The value under `key` if it has not expired at `now_ms`.
     pub fn get(&self, key: &str, now_ms: u64) -> Option<&V> {
         match self.entries.get(key) {
-            Some((v, until)) if now_ms < *until => Some(v),
+            Some((v, until, _)) if now_ms < *until => Some(v),
             _ => None,
         }
     }
 
-    pub fn insert(&mut self, key: String, value: V, until_ms: u64, now_ms: u64) {
-        if self.entries.len() >= self.capacity && !self.entries.contains_key(&key) {
-            self.entries.retain(|_, (_, until)| now_ms < *until);
-            if self.entries.len() >= self.capacity {
-                let soonest = self
+    pub fn insert(&mut self, key: String, value: V, until_ms: u64, _now_ms: u64) {
+        self.serial = self.serial.wrapping_add(1);
+        let serial = self.serial;
+        if !self.entries.contains_key(&key) {
+            while self.entries.len() >= self.capacity {
+                let Some((old, old_serial)) = self.order.pop_front() else {
+                    break;
+                };
+                if self
                     .entries
-                    .iter()
-                    .min_by_key(|(_, (_, until))| *until)
-                    .map(|(k, _)| k.clone());
-                if let Some(k) = soonest {
-                    self.entries.remove(&k);
+                    .get(&old)
+                    .is_some_and(|(_, _, s)| *s == old_serial)
+                {
+                    self.entries.remove(&old);
                 }
             }
         }
-        self.entries.insert(key, (value, until_ms));
+        self.order.push_back((key.clone(), serial));
+        self.entries.insert(key, (value, until_ms, serial));
+        // Overwrites leave stale positions behind; keep the queue within twice the map.
+        if self.order.len() > self.capacity.saturating_mul(2) {
+            let entries = &self.entries;
+            self.order
+                .retain(|(k, s)| entries.get(k).is_some_and(|(_, _, cur)| cur == s));
+        }
     }
 
     pub fn remove(&mut self, key: &str) {
@@ -313,13 +361,21 @@ mod ttl_tests {
         assert_eq!(c.get("a", 100), None);
         c.insert("b".into(), 2, 50, 0);
         c.insert("c".into(), 3, 200, 0);
+        c.insert("a".into(), 5, 100, 0);
         c.insert("d".into(), 4, 300, 0);
         assert_eq!(c.len(), 3);
-        assert_eq!(c.get("b", 0), None, "the entry closest to expiry made room");
+        assert_eq!(c.get("b", 0), None, "the oldest entry made room");
+        assert_eq!(c.get("a", 0), Some(&5), "an overwrite counts as new");
         for i in 0..1000 {
             c.insert(format!("k{i}"), i, 1_000 + i, 10);
+            c.insert("hot".into(), i, 5_000, 10);
         }
         assert_eq!(c.len(), 3);
+        assert!(
+            c.order.len() <= 6,
+            "the order queue stays bounded: {}",
+            c.order.len()
+        );
     }
 
     #[test]

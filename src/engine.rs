@@ -7,8 +7,10 @@ use crate::cache::{Flights, IssuerKeys, Stage, TtlCache};
 use crate::config::{Config, KeyAuthStrategy, OidcStrategy, Policy, Strategy};
 use crate::credential::{self, Credential, Header, Malformed, Source};
 use crate::jwt::{self, claims, ClaimRules, KeySet, ParsedToken, TokenError, VerifiedClaims};
+use crate::metrics::{self, Counters};
 use crate::oidc::{self, Url};
 use crate::response::{Denial, Reply};
+use crate::shared::{KeyRecord, Lease, Refusal, SharedStore, Slots};
 use std::collections::HashMap;
 use std::rc::Rc;
 
@@ -134,6 +136,8 @@ pub struct CalloutResponse {
     pub body: Vec<u8>,
     /// Why the host says the call failed (Kong's `:dispatch_status`, an oversize body).
     pub failure: Option<String>,
+    /// `Cache-Control: max-age`, in seconds, if the response had one.
+    pub max_age_s: Option<u64>,
 }
 
 /// Requests settled and callouts to send, after a callout response or a tick.
@@ -224,6 +228,27 @@ pub struct Engine {
     /// Introspection answers, by SHA-256(endpoint, token).
     introspections: TtlCache<Introspected>,
     introspection_flights: Flights,
+    /// Tokens that passed every check, by (policy, token): the next request with one skips
+    /// parsing and signature verification.
+    verified: TtlCache<Verified>,
+    /// Shared data across VMs (the issuer's keys and fetch lease), and the three keys of
+    /// each issuer in it.
+    store: Rc<dyn SharedStore>,
+    slots: Vec<Slots>,
+    counters: Rc<dyn Counters>,
+    /// Bumped whenever any issuer's key set changes; remembered verifications of an older
+    /// generation are not used.
+    verified_generation: usize,
+}
+
+/// A remembered verification: what the request needs to be allowed again without redoing
+/// the work, valid until the token's `exp` and only with the key set it was verified with.
+#[derive(Debug, Clone)]
+struct Verified {
+    policy: usize,
+    generation: usize,
+    hide_credentials: bool,
+    allow: Allow,
 }
 
 /// What checking a JWT came to.
@@ -233,11 +258,32 @@ enum Checked {
 }
 
 impl Engine {
+    /// An engine with state of its own only (one VM), counting nothing.
     pub fn new(config: Rc<Config>, generation: u64) -> Engine {
+        Engine::with_host(
+            config,
+            generation,
+            Rc::new(crate::shared::MemoryStore::default()),
+            Rc::new(metrics::NoCounters),
+        )
+    }
+
+    /// An engine that shares key state through `store` and counts into `counters`.
+    pub fn with_host(
+        config: Rc<Config>,
+        generation: u64,
+        store: Rc<dyn SharedStore>,
+        counters: Rc<dyn Counters>,
+    ) -> Engine {
         let issuers = config
             .issuers
             .iter()
             .map(|_| IssuerKeys::default())
+            .collect();
+        let slots = config
+            .issuers
+            .iter()
+            .map(|i| Slots::for_issuer(&i.issuer))
             .collect();
         let capacity = config.limits.max_cache_entries;
         Engine {
@@ -249,6 +295,11 @@ impl Engine {
             token_flights: Flights::default(),
             introspections: TtlCache::new(capacity),
             introspection_flights: Flights::default(),
+            verified: TtlCache::new(capacity),
+            store,
+            slots,
+            counters,
+            verified_generation: 0,
         }
     }
 
@@ -324,6 +375,13 @@ impl Engine {
         };
         match credential {
             Credential::Bearer { token, source } => {
+                // The hot path: a token this policy already accepted, still valid.
+                if let Some(allow) = self.remembered(&token, policy_index, req.path, source, now_ms)
+                {
+                    self.counters.add(metrics::CACHE_VERIFIED_HIT);
+                    return done(Method::Bearer, Outcome::Allow(allow));
+                }
+                self.counters.add(metrics::CACHE_VERIFIED_MISS);
                 let parsed = ParsedToken::parse(&token, limits.max_json_depth);
                 // A JWT goes to the bearer strategy that accepts its issuer; anything else
                 // (or any token, with introspect_jwt_tokens) to introspection if enabled.
@@ -508,13 +566,71 @@ impl Engine {
             return self.fail(&job, Denial::NoPolicy);
         };
         match self.check_jwt(strategy, token, now_ms) {
-            Ok(Checked::Verified(verified)) => done(
-                job.method(),
-                self.authorize(&job, policy, strategy, &verified, None),
-            ),
+            Ok(Checked::Verified(verified)) => {
+                let outcome = self.authorize(&job, policy, strategy, &verified, None);
+                self.remember(
+                    token.raw(),
+                    &job,
+                    policy,
+                    strategy,
+                    verified.exp(),
+                    &outcome,
+                    now_ms,
+                );
+                done(job.method(), outcome)
+            }
             Ok(Checked::Denied(d)) => self.fail(&job, d),
             Err(_) => self.wait_for_keys(context_id, job, strategy.issuer, now_ms),
         }
+    }
+
+    /// A remembered allow for `token` under this policy: verified with the current key
+    /// sets, before its `exp`.
+    fn remembered(
+        &self,
+        token: &str,
+        policy: usize,
+        path: &str,
+        source: Source,
+        now_ms: u64,
+    ) -> Option<Allow> {
+        let v = self.verified.get(token, now_ms)?;
+        if v.policy != policy || v.generation != self.verified_generation {
+            return None;
+        }
+        let mut allow = v.allow.clone();
+        if v.hide_credentials && source == Source::Query {
+            allow.path = Some(credential::strip_query_params(path, &["access_token"]));
+        }
+        Some(allow)
+    }
+
+    /// Remembers an allowed token until its `exp` (what the request needs to be allowed
+    /// again: the headers to set and remove; never past expiry, never across a key change).
+    #[allow(clippy::too_many_arguments)]
+    fn remember(
+        &mut self,
+        token: &str,
+        job: &Job,
+        policy: &Policy,
+        strategy: &OidcStrategy,
+        exp_s: u64,
+        outcome: &Outcome,
+        now_ms: u64,
+    ) {
+        let Outcome::Allow(allow) = outcome else {
+            return;
+        };
+        let mut allow = allow.clone();
+        allow.path = None;
+        let entry = Verified {
+            policy: job.policy,
+            generation: self.verified_generation,
+            hide_credentials: policy.hide_credentials || strategy.hide_credentials,
+            allow,
+        };
+        self.verified
+            .insert(token.to_owned(), entry, exp_s.saturating_mul(1000), now_ms);
     }
 
     /// Checks a JWT for a strategy. `Err(forced)`: keys are needed first (`forced` when an
@@ -542,9 +658,12 @@ impl Engine {
                 "issuer is not configured",
             )));
         };
-        let Some(keys) = state.keys(now_ms) else {
+        let Some(keys) = state.keys(now_ms, issuer.max_stale_s * 1000) else {
             return Err(false);
         };
+        if state.stale(now_ms) {
+            self.counters.add(metrics::KEYS_STALE_SERVE);
+        }
         if let Some(kid) = token.kid.as_deref() {
             if !keys.has_kid(kid) {
                 // A kid we do not know: the IdP may have rotated; look again (once per
@@ -563,8 +682,10 @@ impl Engine {
         }
     }
 
-    /// Holds a job until the issuer's keys (and discovery) are in: joins the fetch under
-    /// way, or starts one; refuses at once while the IdP is in backoff.
+    /// Holds a job until the issuer's keys (and discovery) are in. First looks at what
+    /// another VM may have published; then joins the fetch under way (here or in another
+    /// VM: the shared lease says), or starts one; refuses at once while the IdP is in
+    /// backoff, or when an unknown `kid` already caused a fetch within the cooldown.
     fn wait_for_keys(
         &mut self,
         context_id: u32,
@@ -572,46 +693,119 @@ impl Engine {
         issuer_index: usize,
         now_ms: u64,
     ) -> Step {
-        let forced = match &job.pending {
-            Pending::Bearer(t) => {
-                self.issuers
-                    .get(issuer_index)
-                    .and_then(|s| s.keys(now_ms))
-                    .is_some()
-                    && t.kid.is_some()
-            }
-            _ => false,
-        };
-        let (Some(issuer), Some(state)) = (
-            self.config.issuers.get(issuer_index),
-            self.issuers.get_mut(issuer_index),
-        ) else {
+        if self.sync_shared(issuer_index, now_ms) {
+            // Newer keys from another VM: try again with them (sync only adopts a version
+            // once, so this cannot loop).
+            return self.run(context_id, job, now_ms);
+        }
+        let Some(issuer) = self.config.issuers.get(issuer_index) else {
             return self.fail(&job, Denial::IdpUnavailable("issuer is not configured"));
         };
+        let (timeout_ms, cooldown_ms, max_stale_ms) = (
+            issuer.timeout_ms,
+            issuer.rediscovery_s * 1000,
+            issuer.max_stale_s * 1000,
+        );
+        let Some(state) = self.issuers.get_mut(issuer_index) else {
+            return self.fail(&job, Denial::IdpUnavailable("issuer is not configured"));
+        };
+        let forced = matches!(&job.pending, Pending::Bearer(t) if t.kid.is_some())
+            && state.keys(now_ms, max_stale_ms).is_some();
         if state.in_flight(now_ms) {
             return self.wait(context_id, Awaited::Keys(issuer_index), job, None);
         }
-        if state.in_backoff(now_ms) {
+        let refused = |engine: &Self, job: &Job, forced: bool| {
             if forced {
-                return self.fail(&job, Denial::InvalidToken(TokenError::UnknownKid));
+                engine.fail(job, Denial::InvalidToken(TokenError::UnknownKid))
+            } else {
+                engine.fail(job, Denial::IdpUnavailable("identity provider unavailable"))
             }
-            return self.fail(
-                &job,
-                Denial::IdpUnavailable("identity provider unavailable"),
-            );
+        };
+        if state.in_backoff(now_ms) {
+            return refused(self, &job, forced);
         }
-        let Some(stage) = state.start(now_ms, issuer.timeout_ms, forced) else {
-            return self.fail(
-                &job,
-                Denial::IdpUnavailable("identity provider unavailable"),
-            );
+        // Two callouts in a row at most (discovery, then keys).
+        let hold_ms = timeout_ms.saturating_mul(2).saturating_add(1_000);
+        let lease_key = self
+            .slots
+            .get(issuer_index)
+            .map(|s| s.lease.clone())
+            .unwrap_or_default();
+        match Lease::acquire(
+            self.store.as_ref(),
+            &lease_key,
+            now_ms,
+            hold_ms,
+            forced,
+            cooldown_ms,
+        ) {
+            Ok(()) => {}
+            Err(Refusal::Held) => {
+                self.counters.add(metrics::KEYS_LEASE_WAIT);
+                return self.wait(context_id, Awaited::Keys(issuer_index), job, None);
+            }
+            Err(Refusal::Backoff) => return refused(self, &job, forced),
+            Err(Refusal::Cooldown) => {
+                return self.fail(&job, Denial::InvalidToken(TokenError::UnknownKid))
+            }
+        }
+        let Some(stage) = self
+            .issuers
+            .get_mut(issuer_index)
+            .and_then(|s| s.start(now_ms, timeout_ms, forced))
+        else {
+            Lease::release(self.store.as_ref(), &lease_key, 0);
+            return refused(self, &job, forced);
         };
         match self.keys_callout(issuer_index, stage) {
             Some(c) => self.wait(context_id, Awaited::Keys(issuer_index), job, Some(c)),
-            None => self.fail(
-                &job,
-                Denial::IdpUnavailable("identity provider has no key set URL"),
-            ),
+            None => {
+                Lease::release(self.store.as_ref(), &lease_key, 0);
+                self.fail(
+                    &job,
+                    Denial::IdpUnavailable("identity provider has no key set URL"),
+                )
+            }
+        }
+    }
+
+    /// Adopts the issuer's shared record if another VM published a newer one. Returns
+    /// whether keys were adopted. A record that does not parse is skipped (and not read
+    /// again until a newer version appears).
+    fn sync_shared(&mut self, index: usize, now_ms: u64) -> bool {
+        let (Some(slots), Some(state)) = (self.slots.get(index), self.issuers.get(index)) else {
+            return false;
+        };
+        let version = KeyRecord::version(self.store.as_ref(), slots);
+        if version <= state.shared_version {
+            return false;
+        }
+        let record = KeyRecord::read(self.store.as_ref(), slots);
+        let limits = &self.config.limits;
+        let parsed = record.and_then(|r| {
+            let keys = KeySet::parse(
+                r.jwks.as_bytes(),
+                limits.max_jwks_keys,
+                limits.max_json_depth,
+            )
+            .ok()?
+            .0;
+            Some((r, keys))
+        });
+        let Some(state) = self.issuers.get_mut(index) else {
+            return false;
+        };
+        match parsed {
+            Some((record, keys)) if record.version >= version => {
+                state.adopt(record.discovery, keys, record.expires_ms, record.version);
+                self.counters.add(metrics::KEYS_FROM_SHARED_DATA);
+                let _ = now_ms;
+                true
+            }
+            _ => {
+                state.shared_version = version;
+                false
+            }
         }
     }
 
@@ -626,7 +820,17 @@ impl Engine {
         else {
             return self.fail(&job, Denial::NoPolicy);
         };
-        if let Some(token) = self.tokens.get(cache_key, now_ms).cloned() {
+        let cached = self.tokens.get(cache_key, now_ms).cloned();
+        self.counters.add(if cached.is_some() {
+            metrics::CACHE_TOKEN_HIT
+        } else {
+            metrics::CACHE_TOKEN_MISS
+        });
+        if let Some(token) = cached {
+            if let Some(allow) = self.remembered(&token, job.policy, &job.path, job.source, now_ms)
+            {
+                return done(job.method(), Outcome::Allow(allow));
+            }
             let parsed = ParsedToken::parse(&token, config.limits.max_json_depth);
             let checked = match &parsed {
                 Ok(t) => self.check_jwt(strategy, t, now_ms),
@@ -634,10 +838,9 @@ impl Engine {
             };
             match checked {
                 Ok(Checked::Verified(v)) => {
-                    return done(
-                        job.method(),
-                        self.authorize(&job, policy, strategy, &v, Some(&token)),
-                    );
+                    let outcome = self.authorize(&job, policy, strategy, &v, Some(&token));
+                    self.remember(&token, &job, policy, strategy, v.exp(), &outcome, now_ms);
+                    return done(job.method(), outcome);
                 }
                 Ok(Checked::Denied(Denial::InvalidToken(_))) if !*retried => {
                     // The IdP's token did not verify (rotated key, clock): drop it and
@@ -745,7 +948,13 @@ impl Engine {
             )
             .as_bytes(),
         );
-        if let Some(answer) = self.introspections.get(&key, now_ms) {
+        let cached = self.introspections.get(&key, now_ms);
+        self.counters.add(if cached.is_some() {
+            metrics::CACHE_INTROSPECTION_HIT
+        } else {
+            metrics::CACHE_INTROSPECTION_MISS
+        });
+        if let Some(answer) = cached {
             return match answer {
                 Introspected::Inactive => {
                     self.fail(&job, Denial::InvalidToken(TokenError::Inactive))
@@ -1003,7 +1212,11 @@ impl Engine {
         if state.stage(now_ms) != Some(stage) {
             return;
         }
-        let ttl_ms = issuer.cache_ttl_s * 1000;
+        // The IdP's Cache-Control max-age, if it gives one, within [30 s, cache_ttl].
+        let ttl_ms = match response.max_age_s {
+            Some(age) => age.clamp(30, issuer.cache_ttl_s.max(30)) * 1000,
+            None => issuer.cache_ttl_s * 1000,
+        };
         let limits = &config.limits;
         let result =
             check_response(response, limits.max_response_bytes).and_then(|body| match stage {
@@ -1025,12 +1238,45 @@ impl Engine {
                     .map_err(|e| format!("key set {e}")),
             });
         match (result, stage) {
-            (Ok(()), Stage::Discovery) => match self.keys_callout(index, Stage::Jwks) {
-                Some(c) => progress.callouts.push(c),
-                None => self.fail_keys(index, now_ms, "no key set URL".into(), progress),
-            },
-            (Ok(()), Stage::Jwks) => self.settle(&Awaited::Keys(index), None, now_ms, progress),
-            (Err(e), _) => self.fail_keys(index, now_ms, e, progress),
+            (Ok(()), Stage::Discovery) => {
+                self.counters.add(metrics::CALLOUT_DISCOVERY_OK);
+                match self.keys_callout(index, Stage::Jwks) {
+                    Some(c) => progress.callouts.push(c),
+                    None => self.fail_keys(index, now_ms, "no key set URL".into(), progress),
+                }
+            }
+            (Ok(()), Stage::Jwks) => {
+                self.counters.add(metrics::CALLOUT_JWKS_OK);
+                // Publish for the other VMs, then let them fetch again when due.
+                if let (Some(slots), Some(state)) =
+                    (self.slots.get(index), self.issuers.get_mut(index))
+                {
+                    if let (Some(discovery), Ok(jwks)) = (
+                        state.discovery().cloned(),
+                        std::str::from_utf8(&response.body),
+                    ) {
+                        state.shared_version = KeyRecord::publish(
+                            self.store.as_ref(),
+                            slots,
+                            now_ms.saturating_add(ttl_ms),
+                            &discovery,
+                            jwks,
+                        );
+                    }
+                    Lease::release(self.store.as_ref(), &slots.lease, 0);
+                }
+                // Verifications remembered under the old set are void: a key removed at
+                // the IdP stops verifying now.
+                self.verified_generation = self.verified_generation.wrapping_add(1);
+                self.settle(&Awaited::Keys(index), None, now_ms, progress);
+            }
+            (Err(e), stage) => {
+                self.counters.add(match stage {
+                    Stage::Discovery => metrics::CALLOUT_DISCOVERY_FAILED,
+                    Stage::Jwks => metrics::CALLOUT_JWKS_FAILED,
+                });
+                self.fail_keys(index, now_ms, e, progress)
+            }
         }
     }
 
@@ -1042,6 +1288,10 @@ impl Engine {
                 .log
                 .push(format!("fetch for {} failed: {error}", cfg.issuer));
             state.failed(now_ms, error);
+            // Every VM backs off with us: the lease carries the retry time.
+            if let Some(slots) = self.slots.get(index) {
+                Lease::release(self.store.as_ref(), &slots.lease, state.retry_at());
+            }
         }
         // Waiters re-run: with stale keys they may still pass; without, the backoff
         // refuses them with a 503.
@@ -1073,6 +1323,11 @@ impl Engine {
             ),
         };
         let awaited = Awaited::Token(key.clone());
+        self.counters.add(if answer.is_ok() {
+            metrics::CALLOUT_TOKEN_OK
+        } else {
+            metrics::CALLOUT_TOKEN_FAILED
+        });
         match answer {
             Ok(oidc::TokenAnswer::Issued {
                 access_token,
@@ -1151,6 +1406,11 @@ impl Engine {
             |(status, body)| oidc::parse_introspection(status, body, limits.max_json_depth),
         );
         let awaited = Awaited::Introspection(key.clone());
+        self.counters.add(if answer.is_ok() {
+            metrics::CALLOUT_INTROSPECTION_OK
+        } else {
+            metrics::CALLOUT_INTROSPECTION_FAILED
+        });
         match answer {
             Ok(oidc::Introspection::Active(claims)) => {
                 let ttl = self.waiting_strategy_ttl(&awaited);
@@ -1220,21 +1480,52 @@ impl Engine {
     /// that waited longer than their fetch could take.
     pub fn on_tick(&mut self, now_ms: u64) -> Progress {
         let mut progress = Progress::default();
+        let config = Rc::clone(&self.config);
         for index in 0..self.issuers.len() {
-            let (Some(issuer), Some(state)) =
-                (self.config.issuers.get(index), self.issuers.get_mut(index))
+            // Keys another VM published: adopt them and release whoever waited here.
+            let adopted = self.sync_shared(index, now_ms);
+            let waiters = self
+                .waiting
+                .values()
+                .any(|(a, _)| *a == Awaited::Keys(index));
+            let (Some(issuer), Some(state)) = (config.issuers.get(index), self.issuers.get(index))
             else {
                 continue;
             };
-            if state.wants_refresh(now_ms, issuer.cache_ttl_s * 1000) {
-                if let Some(stage) = state.start(now_ms, issuer.timeout_ms, false) {
-                    if let Some(c) = self.keys_callout(index, stage) {
-                        progress.callouts.push(c);
-                    }
-                }
+            if adopted || (waiters && !state.in_flight(now_ms)) {
+                // Waiters whose fetch is another VM's re-run: with its keys now, or
+                // refused if it failed (the shared backoff says so).
+                self.settle(&Awaited::Keys(index), None, now_ms, &mut progress);
+            }
+            let Some(state) = self.issuers.get(index) else {
+                continue;
+            };
+            if !state.wants_refresh(now_ms, issuer.cache_ttl_s * 1000)
+                || state.in_flight(now_ms)
+                || state.in_backoff(now_ms)
+            {
+                continue;
+            }
+            // Refresh before expiry, in the background, by one VM: the lease picks it.
+            let hold_ms = issuer.timeout_ms.saturating_mul(2).saturating_add(1_000);
+            let lease_key = self
+                .slots
+                .get(index)
+                .map(|s| s.lease.clone())
+                .unwrap_or_default();
+            if Lease::acquire(self.store.as_ref(), &lease_key, now_ms, hold_ms, false, 0).is_err() {
+                continue;
+            }
+            let timeout_ms = issuer.timeout_ms;
+            match self
+                .issuers
+                .get_mut(index)
+                .and_then(|s| s.start(now_ms, timeout_ms, false))
+            {
+                Some(stage) => progress.callouts.extend(self.keys_callout(index, stage)),
+                None => Lease::release(self.store.as_ref(), &lease_key, 0),
             }
         }
-        let config = Rc::clone(&self.config);
         let expired: Vec<u32> = self
             .waiting
             .iter()

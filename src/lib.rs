@@ -11,8 +11,10 @@ pub mod credential;
 pub mod engine;
 pub mod json;
 pub mod jwt;
+pub mod metrics;
 pub mod oidc;
 pub mod response;
+pub mod shared;
 
 #[cfg(target_arch = "wasm32")]
 mod host;

@@ -144,6 +144,8 @@ pub struct Issuer {
     pub cache_ttl_s: u64,
     /// Least time between two fetches triggered by an unknown `kid`.
     pub rediscovery_s: u64,
+    /// How long past expiry the last good keys keep serving while refreshes fail.
+    pub max_stale_s: u64,
 }
 
 /// Openid-connect plugin fields that would turn off a check: refused, never ignored.
@@ -484,6 +486,7 @@ impl Builder {
             .unwrap_or(self.timeout_default);
         let cache_ttl_s = f.uint(p, "cache_ttl", 1, 86_400 * 7).unwrap_or(3600);
         let rediscovery_s = f.uint(p, "rediscovery_lifetime", 0, 86_400).unwrap_or(30);
+        let max_stale_s = f.uint(p, "keys_max_stale", 0, 86_400 * 7).unwrap_or(3600);
         let token_endpoint = url_field(p, &mut f, "token_endpoint");
         let introspection_endpoint = url_field(p, &mut f, "introspection_endpoint");
         let client_id = first_of(p, &mut f, "client_id");
@@ -601,11 +604,12 @@ impl Builder {
             timeout_ms,
             cache_ttl_s,
             rediscovery_s,
+            max_stale_s,
         };
         let issuer_index = match self.issuers.iter().position(|i| i.issuer == issuer) {
             Some(i) => {
                 if self.issuers.get(i) != Some(&candidate) {
-                    p.error(&member(path, "issuer"), "is used by another strategy with a different timeout, cache_ttl or rediscovery_lifetime");
+                    p.error(&member(path, "issuer"), "is used by another strategy with a different timeout, cache_ttl, rediscovery_lifetime or keys_max_stale");
                 }
                 i
             }

@@ -236,6 +236,7 @@ fn example_config_compiles() {
             timeout_ms: 10_000,
             cache_ttl_s: 3600,
             rediscovery_s: 30,
+            max_stale_s: 3600,
         }]
     );
     assert_eq!(config.strategy_ids().collect::<Vec<_>>(), vec!["s-oidc"]);
@@ -876,6 +877,7 @@ fn issuer_given_as_discovery_url_is_split() {
             timeout_ms: 10_000,
             cache_ttl_s: 3600,
             rediscovery_s: 30,
+            max_stale_s: 3600,
         }]
     );
     assert_eq!(
@@ -970,7 +972,7 @@ fn one_issuer_with_two_fetch_settings_is_refused() {
     ]));
     assert_eq!(
         errors(&doc),
-        vec!["$.policy.strategies[1].configs[\"openid-connect\"].issuer: is used by another strategy with a different timeout, cache_ttl or rediscovery_lifetime"]
+        vec!["$.policy.strategies[1].configs[\"openid-connect\"].issuer: is used by another strategy with a different timeout, cache_ttl, rediscovery_lifetime or keys_max_stale"]
     );
 }
 

@@ -94,6 +94,7 @@ fn ok(body: &str) -> CalloutResponse {
         status: Some(200),
         body: body.as_bytes().to_vec(),
         failure: None,
+        max_age_s: None,
     }
 }
 
@@ -244,11 +245,11 @@ fn idp_down_at_start_is_503_then_backs_off_then_recovers() {
 #[test]
 fn broken_idp_answers_are_never_cached_and_never_allow() {
     let bad_discovery = [
-        CalloutResponse { status: Some(500), body: discovery_doc().into_bytes(), failure: None },
+        CalloutResponse { status: Some(500), body: discovery_doc().into_bytes(), failure: None, max_age_s: None },
         ok("<html>hello</html>"),
         ok(&json!({"issuer": "https://evil.example.com", "jwks_uri": "https://idp.example.com/jwks"}).to_string()),
         ok(&discovery_doc()[..20]),
-        CalloutResponse { status: Some(200), body: discovery_doc().into_bytes(), failure: Some("dispatch failed: timeout".into()) },
+        CalloutResponse { status: Some(200), body: discovery_doc().into_bytes(), failure: Some("dispatch failed: timeout".into()), max_age_s: None },
         ok(&format!("{}{}", discovery_doc(), " ".repeat(300 * 1024))),
     ];
     for (i, response) in bad_discovery.into_iter().enumerate() {
@@ -766,6 +767,7 @@ mod methods {
                 status: Some(401),
                 body: br#"{"error":"invalid_client"}"#.to_vec(),
                 failure: None,
+                max_age_s: None,
             },
             T0,
         );
@@ -966,6 +968,7 @@ mod methods {
                 status: Some(401),
                 body: br#"{"active":true}"#.to_vec(),
                 failure: None,
+                max_age_s: None,
             },
         ] {
             let mut e = warm_cc();

@@ -6,8 +6,10 @@ mod filter;
 mod root;
 
 use crate::engine::{CalloutResponse, Engine, FetchId, Method, Outcome, Progress};
+use crate::metrics::{self, Counters};
+use crate::shared::SharedStore;
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::{BufferType, LogLevel, MapType};
+use proxy_wasm::types::{BufferType, LogLevel, MapType, MetricType, Status};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -23,8 +25,75 @@ pub fn start() {
 pub(crate) struct Shared {
     pub engine: Option<Engine>,
     pub generation: u64,
-    /// Callouts under way: host token -> what they fetch.
-    pub callouts: HashMap<u32, FetchId>,
+    /// Callouts under way: host token -> (what they fetch, when they were sent).
+    pub callouts: HashMap<u32, (FetchId, u64)>,
+    pub counters: Rc<HostCounters>,
+}
+
+/// Proxy-wasm shared data: process-wide in Envoy (every worker's VM), per worker process in
+/// Kong (nginx).
+#[derive(Debug, Default)]
+pub(crate) struct HostStore;
+
+impl SharedStore for HostStore {
+    fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        match hostcalls::get_shared_data(key) {
+            Ok((Some(value), Some(cas))) => Some((value, cas)),
+            Ok((Some(value), None)) => Some((value, 0)),
+            _ => None,
+        }
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
+        match hostcalls::set_shared_data(key, Some(value), cas) {
+            Ok(()) => true,
+            Err(Status::CasMismatch) => false,
+            Err(status) => {
+                log::warn!("shared data {key} not written ({status:?})");
+                false
+            }
+        }
+    }
+}
+
+/// Counters in the proxy's stats (Envoy shows them as `wasmcustom.app_auth.*`). Defined
+/// once per VM; a metric the host refused is simply not counted.
+#[derive(Debug, Default)]
+pub(crate) struct HostCounters {
+    ids: HashMap<&'static str, u32>,
+    latency: Option<u32>,
+}
+
+impl HostCounters {
+    pub fn define() -> HostCounters {
+        let mut ids = HashMap::new();
+        for name in metrics::ALL {
+            if let Ok(id) = hostcalls::define_metric(MetricType::Counter, name) {
+                ids.insert(*name, id);
+            }
+        }
+        let latency =
+            hostcalls::define_metric(MetricType::Histogram, metrics::CALLOUT_LATENCY_MS).ok();
+        HostCounters { ids, latency }
+    }
+
+    pub fn ids_defined(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn record_latency(&self, ms: u64) {
+        if let Some(id) = self.latency {
+            let _ = hostcalls::record_metric(id, ms);
+        }
+    }
+}
+
+impl Counters for HostCounters {
+    fn add(&self, name: &'static str) {
+        if let Some(id) = self.ids.get(name) {
+            let _ = hostcalls::increment_metric(*id, 1);
+        }
+    }
 }
 
 pub(crate) type SharedRef = Rc<RefCell<Shared>>;
@@ -71,7 +140,10 @@ pub(crate) fn dispatch_all(
             timeout,
         ) {
             Ok(token) => {
-                shared.borrow_mut().callouts.insert(token, callout.id);
+                shared
+                    .borrow_mut()
+                    .callouts
+                    .insert(token, (callout.id, now_ms()));
             }
             Err(status) => {
                 log::warn!(
@@ -104,8 +176,10 @@ pub(crate) fn dispatch_all(
 
 /// Reads a callout's response and hands it to the engine.
 pub(crate) fn on_callout_response(shared: &SharedRef, token: u32, body_size: usize) {
-    let id = shared.borrow_mut().callouts.remove(&token);
-    let Some(id) = id else { return };
+    let sent = shared.borrow_mut().callouts.remove(&token);
+    let Some((id, sent_ms)) = sent else { return };
+    let counters = Rc::clone(&shared.borrow().counters);
+    counters.record_latency(now_ms().saturating_sub(sent_ms));
     let max = shared
         .borrow()
         .engine
@@ -127,6 +201,7 @@ pub(crate) fn on_callout_response(shared: &SharedRef, token: u32, body_size: usi
                         String::from_utf8_lossy(&value)
                     ));
                 }
+                "cache-control" => response.max_age_s = max_age(&value),
                 _ => {}
             }
         }
@@ -155,6 +230,22 @@ pub(crate) fn on_callout_response(shared: &SharedRef, token: u32, body_size: usi
     settle(shared, settled);
 }
 
+/// `max-age` of a `Cache-Control` value (`no-store`/`no-cache` mean 0).
+fn max_age(value: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(value).ok()?;
+    let mut age = None;
+    for directive in text.split(',').map(str::trim) {
+        let lower = directive.to_ascii_lowercase();
+        if lower == "no-store" || lower == "no-cache" {
+            return Some(0);
+        }
+        if let Some(v) = lower.strip_prefix("max-age=") {
+            age = v.trim_matches('"').parse().ok();
+        }
+    }
+    age
+}
+
 /// Applies outcomes to requests that were waiting (each in its own context).
 pub(crate) fn settle(shared: &SharedRef, settled: Vec<(u32, Method, Outcome)>) {
     for (context_id, method, outcome) in settled {
@@ -173,7 +264,9 @@ pub(crate) fn settle(shared: &SharedRef, settled: Vec<(u32, Method, Outcome)>) {
 /// Applies an outcome to the effective context. Returns true when the request should go on
 /// upstream (allowed and every header change took), false when a local reply was sent.
 pub(crate) fn apply(shared: &SharedRef, outcome: &Outcome, method: Method) -> bool {
-    let _ = shared;
+    if let Ok(s) = shared.try_borrow() {
+        s.counters.add(metrics::outcome_counter(method, outcome));
+    }
     match outcome {
         Outcome::Allow(allow) => {
             let mut ok = true;

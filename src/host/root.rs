@@ -12,7 +12,9 @@ use std::rc::Rc;
 use std::time::Duration;
 
 /// How often keys are checked for refresh and stuck requests are released.
-const TICK: Duration = Duration::from_millis(1000);
+/// Short enough that a worker waiting for another worker's key fetch picks up the result
+/// quickly; each tick reads one small shared-data value per issuer.
+const TICK: Duration = Duration::from_millis(200);
 
 pub struct Root {
     shared: SharedRef,
@@ -73,7 +75,17 @@ impl RootContext for Root {
             let mut s = self.shared.borrow_mut();
             s.generation += 1;
             let generation = s.generation;
-            let old = s.engine.replace(Engine::new(Rc::new(config), generation));
+            if s.counters.ids_defined() == 0 {
+                s.counters = Rc::new(super::HostCounters::define());
+            }
+            let counters: Rc<dyn crate::metrics::Counters> = s.counters.clone();
+            let engine = Engine::with_host(
+                Rc::new(config),
+                generation,
+                Rc::new(super::HostStore),
+                counters,
+            );
+            let old = s.engine.replace(engine);
             s.callouts.clear();
             old.map(|e| e.waiting_contexts()).unwrap_or_default()
         };

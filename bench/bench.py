@@ -1,0 +1,980 @@
+#!/usr/bin/env python3
+"""Benchmark: app-auth-filter against Envoy's native jwt_authn, in one run.
+
+Started by bench/run.sh (which installs wrk and builds both filters first). Standard library
+only. Method:
+
+* One Envoy process per case (--concurrency 1), pinned to core 0 once it is ready; wrk pinned
+  to core 1, 1 thread, 16 keep-alive HTTP/1.1 connections. Every route answers with a
+  direct_response, so no upstream is involved: the numbers are Envoy plus the filter.
+* Per round and case: requests/s, p50 and p99 (wrk --latency), non-2xx count, and Envoy's own
+  CPU time per request: the utime+stime delta of the Envoy process (/proc/PID/stat) over the
+  round, divided by the requests Envoy completed in the round (its admin counters; wrk's count
+  when those are unavailable).
+* Rounds are interleaved (for each round, every case once); the table shows medians.
+
+Writes bench/results/latest.md and bench/results/latest.json. With --smoke: 1 round of ~1 s
+per case, and the exit status is non-zero unless every case answered only 2xx.
+"""
+
+import argparse
+import datetime
+import hashlib
+import http.client
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.parse
+
+BENCH = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(BENCH)
+WASM = os.environ.get("BENCH_WASM") or os.path.join(ROOT, "target/wasm32-wasip1/release/app_auth_filter.wasm")
+NOOP_WASM = os.path.join(BENCH, "noop-filter/target/wasm32-wasip1/release/noop_filter.wasm")
+KEYS = os.path.join(BENCH, ".keys/keys.json")
+CACHE = os.path.join(BENCH, ".cache")
+RESULTS = os.path.join(BENCH, "results")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PATH = "/orders/1"
+API_KEY = "bench-api-key-3c1f0e9a7d"
+TOKEN_TTL = 7200  # what idp.js mint puts in exp
+
+JWT_AUTHN_TYPE = "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication"
+WASM_TYPE = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
+HCM_TYPE = ("type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3."
+            "HttpConnectionManager")
+ROUTER_TYPE = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+
+
+class BenchError(Exception):
+    pass
+
+
+def log(msg):
+    print(msg, flush=True)
+
+
+# ---- cases -------------------------------------------------------------------------------
+#
+# A case: which Envoy configuration ("envoy" key: no-filter, noop, jwt_authn, jwt_authn-cache,
+# filter, filter-100k, filter-k20) and what each request carries ("load": a static header or a
+# stream of distinct tokens).
+
+CASES = [
+    ("no-filter", "none", ("bearer", "rs256")),
+    ("noop-wasm", "noop", ("bearer", "rs256")),
+    ("jwt_authn-nocache", "jwt_authn", ("bearer", "rs256")),
+    ("jwt_authn-cache", "jwt_authn-cache", ("bearer", "rs256")),
+    ("filter-rs256-repeat", "filter", ("bearer", "rs256")),
+    ("filter-rs256-distinct", "filter", ("distinct", "rs256")),
+    ("jwt_authn-nocache-distinct", "jwt_authn", ("distinct", "rs256")),
+    ("filter-es256-repeat", "filter", ("bearer", "es256")),
+    ("filter-es256-distinct", "filter", ("distinct", "es256")),
+    ("jwt_authn-es256-distinct", "jwt_authn", ("distinct", "es256")),
+    ("filter-cc-cached", "filter", ("basic", None)),
+    ("filter-introspection-cached", "filter", ("bearer", "opaque")),
+    ("filter-key-auth", "filter", ("apikey", None)),
+    ("filter-rs256-repeat-100k-apps", "filter-100k", ("bearer", "rs256")),
+    ("filter-rs256-repeat-20-keys", "filter-k20", ("bearer", "rs256-k20")),
+]
+CASE_NAMES = [c[0] for c in CASES]
+# (growth case, its base case, what grows)
+GROWTH = [
+    ("filter-rs256-repeat-100k-apps", "filter-rs256-repeat", "100,000 applications / 10"),
+    ("filter-rs256-repeat-20-keys", "filter-rs256-repeat", "JWKS of 20 RSA keys / 1"),
+]
+
+
+# ---- processes ---------------------------------------------------------------------------
+
+class Procs:
+    """Every child process this run started; all are stopped (by pid) on the way out."""
+
+    def __init__(self):
+        self.items = []
+
+    def start(self, name, argv, log_path, env=None):
+        out = open(log_path, "wb")
+        try:
+            p = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                 env=env, cwd=ROOT)
+        finally:
+            out.close()
+        self.items.append((name, p))
+        return p
+
+    def stop_all(self):
+        for _, p in self.items:
+            if p.poll() is None:
+                try:
+                    p.terminate()
+                except OSError:
+                    pass
+        deadline = time.time() + 10
+        for _, p in self.items:
+            try:
+                p.wait(timeout=max(0.1, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                try:
+                    p.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    pass
+        self.items = []
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_free(port):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # As node's listen(): connections of an earlier run in TIME_WAIT do not make it busy.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def tail(path, lines=40):
+    try:
+        with open(path, "rb") as f:
+            data = f.read()[-20000:].decode("utf-8", "replace").splitlines()
+        return "\n".join(data[-lines:])
+    except OSError as e:
+        return f"(no log: {e})"
+
+
+def request(port, path, headers=None, method="GET", body=None, timeout=5.0):
+    """One HTTP/1.1 request to 127.0.0.1:port. Returns (status, headers dict, body text)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        r = conn.getresponse()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read().decode("utf-8", "replace")
+    finally:
+        conn.close()
+
+
+def wait_until(what, limit_s, probe, proc=None, log_path=None):
+    """Calls probe() every 100 ms until it returns a truthy value, at most limit_s seconds."""
+    deadline = time.time() + limit_s
+    last = None
+    while time.time() < deadline:
+        try:
+            got = probe()
+            if got:
+                return got
+        except (OSError, http.client.HTTPException) as e:
+            last = e
+        if proc is not None and proc.poll() is not None:
+            raise BenchError(f"{what}: the process exited ({proc.returncode})"
+                             + (f"; log tail:\n{tail(log_path)}" if log_path else ""))
+        time.sleep(0.1)
+    raise BenchError(f"{what}: not within {limit_s} s (last error: {last})"
+                     + (f"; log tail:\n{tail(log_path)}" if log_path else ""))
+
+
+# ---- /proc accounting --------------------------------------------------------------------
+
+def cpu_ticks(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        s = f.read()
+    rest = s[s.rindex(")") + 2:].split()
+    return int(rest[11]) + int(rest[12])  # utime + stime (fields 14, 15)
+
+
+def cpu_ns_schedstat(pid):
+    """Sum of every thread's on-CPU time (ns): a finer-grained cross-check of cpu_ticks."""
+    total = 0
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                    total += int(f.read().split()[0])
+            except (OSError, ValueError, IndexError):
+                pass
+    except OSError:
+        return None
+    return total
+
+
+def vm_rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return None
+
+
+def pin_all_threads(pid, cpu):
+    r = subprocess.run(["taskset", "-a", "-p", "-c", str(cpu), str(pid)], capture_output=True, text=True,
+                       timeout=10)
+    if r.returncode != 0:
+        raise BenchError(f"taskset could not pin Envoy {pid} to core {cpu}: {r.stderr.strip()}")
+
+
+# ---- the IdP and tokens ------------------------------------------------------------------
+
+def keys_fingerprint():
+    with open(KEYS, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()[:16]
+
+
+def mint(issuer, alg, kid, count, out, workers, max_age_s):
+    """Mints `count` tokens into `out` (idp.js mint, split over `workers` processes). Reuses a
+    file minted earlier for the same issuer, key and keys file while its tokens stay valid long
+    enough for this run (max_age_s)."""
+    meta_path = out + ".meta.json"
+    want = {"issuer": issuer, "alg": alg, "kid": kid, "count": count, "keys": keys_fingerprint()}
+    try:
+        with open(meta_path) as f:
+            meta = json.load(f)
+        if ({k: meta.get(k) for k in want} == want and time.time() - meta.get("minted_at", 0) < max_age_s
+                and os.path.exists(out)):
+            return False
+    except (OSError, ValueError):
+        pass
+    parts = []
+    procs = []
+    per = -(-count // workers)
+    left = count
+    for w in range(workers):
+        n = min(per, left)
+        left -= n
+        if n <= 0:
+            break
+        part = f"{out}.part{w}"
+        parts.append(part)
+        procs.append(subprocess.Popen(
+            ["node", os.path.join(BENCH, "idp.js"), "mint", "--keys", KEYS, "--issuer", issuer, "--alg", alg,
+             "--kid", kid, "--count", str(n), "--out", part], cwd=ROOT, stdin=subprocess.DEVNULL,
+            stderr=subprocess.PIPE))
+    try:
+        for p in procs:
+            _, err = p.communicate(timeout=900)
+            if p.returncode != 0:
+                raise BenchError(f"idp.js mint failed: {err.decode(errors='replace')}")
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(timeout=5)
+    minted_at = time.time()
+    with open(out, "wb") as dst:
+        for part in parts:
+            with open(part, "rb") as src:
+                shutil.copyfileobj(src, dst)
+            os.remove(part)
+    with open(meta_path, "w") as f:
+        json.dump({**want, "minted_at": minted_at}, f)
+    return True
+
+
+def first_line(path):
+    with open(path) as f:
+        return f.readline().strip()
+
+
+# ---- configurations ----------------------------------------------------------------------
+
+def filter_config(fx, idp_port, issuer, n_apps):
+    oidc = {
+        "id": "s-oidc", "name": "bench-oidc", "display_name": "Bench IdP", "strategy_type": "openid_connect",
+        "configs": {"openid-connect": {
+            "issuer": issuer,
+            "credential_claim": ["client_id"],
+            "scopes": ["orders:read"],
+            "auth_methods": ["bearer", "client_credentials", "introspection"],
+            "scopes_required": ["orders:read"],
+            "audience_required": [fx["audience"]],
+            "client_id": [fx["rs_client_id"]],
+            "client_secret": [fx["rs_client_secret"]],
+            "leeway": 0,
+        }},
+    }
+    key = {"id": "s-key", "name": "bench-key", "display_name": "API key", "strategy_type": "key_auth",
+           "configs": {"key-auth": {"key_names": ["apikey"]}}}
+
+    def app(i, client_id, strategy):
+        return {"id": f"app-{i}", "client_id": client_id, "auth_strategy_id": strategy, "scopes": ["bench-v1"],
+                "developer_id": f"dev-{len(apps) % 97}", "portal_id": "portal-1", "organization_id": "org-1"}
+
+    apps = []
+    # The applications the benchmark calls as sit in the middle of the list.
+    middle = n_apps // 2
+    for i in range(n_apps - 2):
+        if i == middle:
+            apps.append(app("bench", fx["client_id"], "s-oidc"))
+            apps.append(app("bench-key", hashlib.sha256(API_KEY.encode()).hexdigest(), "s-key"))
+        filler = hashlib.sha256(f"filler-{i}".encode()).hexdigest()[:24]
+        apps.append(app(i, f"filler-{filler}", "s-oidc"))
+    if n_apps - 2 <= middle:
+        apps.append(app("bench", fx["client_id"], "s-oidc"))
+        apps.append(app("bench-key", hashlib.sha256(API_KEY.encode()).hexdigest(), "s-key"))
+    assert len(apps) == n_apps
+    return {
+        "policy": {"scope": "bench-v1", "strategies": [key, oidc], "hide_credentials": False},
+        "applications": apps,
+        "upstreams": {f"127.0.0.1:{idp_port}": "bench_idp"},
+    }
+
+
+def wasm_filter(name, path, configuration):
+    config = {
+        "name": name,
+        "root_id": name,
+        "vm_config": {"vm_id": name, "runtime": "envoy.wasm.runtime.v8", "code": {"local": {"filename": path}}},
+    }
+    if configuration is not None:
+        config["configuration"] = {"@type": "type.googleapis.com/google.protobuf.StringValue",
+                                   "value": json.dumps(configuration, separators=(",", ":"))}
+    return {"name": "envoy.filters.http.wasm", "typed_config": {"@type": WASM_TYPE, "config": config}}
+
+
+def jwt_authn_filter(fx, cache):
+    provider = {
+        "issuer": fx["issuer"],
+        "audiences": [fx["audience"]],
+        "local_jwks": {"inline_string": json.dumps(fx["jwks"])},
+        "forward": True,
+    }
+    if cache:
+        provider["jwt_cache_config"] = {"jwt_cache_size": 1000}
+    return {"name": "envoy.filters.http.jwt_authn", "typed_config": {
+        "@type": JWT_AUTHN_TYPE,
+        "providers": {"bench": provider},
+        "rules": [{"match": {"prefix": "/"}, "requires": {"provider_name": "bench"}}],
+    }}
+
+
+def bootstrap(port, admin_port, idp_port, http_filters):
+    return {
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
+        "static_resources": {
+            "listeners": [{
+                "name": "bench",
+                "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+                "filter_chains": [{"filters": [{
+                    "name": "envoy.filters.network.http_connection_manager",
+                    "typed_config": {
+                        "@type": HCM_TYPE,
+                        "stat_prefix": "bench",
+                        "codec_type": "HTTP1",
+                        "route_config": {"name": "bench", "virtual_hosts": [{
+                            "name": "bench", "domains": ["*"],
+                            "routes": [{"name": "orders", "match": {"prefix": "/"},
+                                        "direct_response": {"status": 200, "body": {"inline_string": "ok\n"}}}],
+                        }]},
+                        "http_filters": http_filters + [
+                            {"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER_TYPE}}],
+                    },
+                }]}],
+            }],
+            "clusters": [{
+                "name": "bench_idp", "type": "STATIC", "connect_timeout": "1s",
+                "load_assignment": {"cluster_name": "bench_idp", "endpoints": [{"lb_endpoints": [{"endpoint": {
+                    "address": {"socket_address": {"address": "127.0.0.1", "port_value": idp_port}}}}]}]},
+            }],
+        },
+    }
+
+
+def http_filters_for(kind, fx, idp_port, wasm, noop_wasm):
+    if kind == "none":
+        return []
+    if kind == "noop":
+        return [wasm_filter("noop", noop_wasm, None)]
+    if kind == "jwt_authn":
+        return [jwt_authn_filter(fx, cache=False)]
+    if kind == "jwt_authn-cache":
+        return [jwt_authn_filter(fx, cache=True)]
+    if kind == "filter":
+        return [wasm_filter("app_auth_filter", wasm, filter_config(fx, idp_port, fx["issuer"], 10))]
+    if kind == "filter-100k":
+        return [wasm_filter("app_auth_filter", wasm, filter_config(fx, idp_port, fx["issuer"], 100_000))]
+    if kind == "filter-k20":
+        return [wasm_filter("app_auth_filter", wasm, filter_config(fx, idp_port, fx["issuer_k20"], 10))]
+    raise ValueError(kind)
+
+
+# ---- Envoy -------------------------------------------------------------------------------
+
+class Envoy:
+    def __init__(self, case, kind, workdir, procs, envoy_bin, wasm_log_level, config):
+        self.case = case
+        self.kind = kind
+        self.port = free_port()
+        self.admin_port = free_port()
+        self.dir = os.path.join(workdir, case)
+        os.makedirs(self.dir, exist_ok=True)
+        self.config_path = os.path.join(self.dir, "envoy.json")
+        self.log_path = os.path.join(self.dir, "envoy.log")
+        with open(self.config_path, "w") as f:
+            json.dump(bootstrap(self.port, self.admin_port, config["idp_port"], config["http_filters"]), f)
+        self.started = time.time()
+        self.proc = procs.start(f"envoy:{case}", [
+            envoy_bin, "-c", self.config_path, "--concurrency", "1", "--disable-hot-restart",
+            "--log-level", "warn", "--component-log-level", f"wasm:{wasm_log_level}",
+        ], self.log_path)
+        self.pid = self.proc.pid
+        self.ready_s = None
+        self.rss_ready_kb = None
+
+    def wait_ready(self, limit_s):
+        def ready():
+            status, _, _ = request(self.admin_port, "/ready", timeout=2)
+            return status == 200
+        wait_until(f"Envoy for {self.case} ready on 127.0.0.1:{self.admin_port}", limit_s, ready, self.proc,
+                   self.log_path)
+        self.ready_s = time.time() - self.started
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def rq_counters(self):
+        """Envoy's own request counters for the listener (admin, outside any CPU window)."""
+        try:
+            status, _, text = request(self.admin_port, "/stats?filter=" + urllib.parse.quote(r"^http\.bench\.downstream_rq_"),
+                                      timeout=5)
+        except (OSError, http.client.HTTPException):
+            return None
+        if status != 200:
+            return None
+        out = {}
+        for line in text.splitlines():
+            name, _, value = line.partition(":")
+            name = name.strip()
+            if name.startswith("http.bench.downstream_rq_"):
+                try:
+                    out[name[len("http.bench.downstream_rq_"):]] = int(value.strip())
+                except ValueError:
+                    pass
+        return out
+
+    def failure_signs(self):
+        signs = ("panicked at", "RuntimeError", "Function: proxy_", "VM failed", "Failed to load Wasm",
+                 "wasm trap", "configuration refused")
+        try:
+            with open(self.log_path, "rb") as f:
+                text = f.read().decode("utf-8", "replace")
+        except OSError:
+            return []
+        return [line for line in text.splitlines() if any(s in line for s in signs)][:10]
+
+
+# ---- wrk ---------------------------------------------------------------------------------
+
+UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
+
+
+def parse_latency_ms(text):
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", text.strip())
+    if not m:
+        return None
+    return float(m.group(1)) * UNITS[m.group(2)]
+
+
+def parse_wrk(out):
+    r = {"requests": None, "rps": None, "p50_ms": None, "p99_ms": None, "non2xx": 0, "socket_errors": {}}
+    m = re.search(r"^\s*(\d+) requests in ([\d.]+\w+),", out, re.M)
+    if m:
+        r["requests"] = int(m.group(1))
+    m = re.search(r"^Requests/sec:\s+([\d.]+)", out, re.M)
+    if m:
+        r["rps"] = float(m.group(1))
+    for pct, key in (("50", "p50_ms"), ("99", "p99_ms")):
+        m = re.search(rf"^\s+{pct}(?:\.0+)?%\s+(\S+)", out, re.M)
+        if m:
+            r[key] = parse_latency_ms(m.group(1))
+    m = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    if m:
+        r["non2xx"] = int(m.group(1))
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if m:
+        r["socket_errors"] = dict(zip(("connect", "read", "write", "timeout"), map(int, m.groups())))
+    return r
+
+
+class Load:
+    """What the requests of a case carry."""
+
+    def __init__(self, kind, what, fx, tokens):
+        self.kind = kind
+        self.what = what
+        self.header = None
+        self.tokens_file = None
+        self.tokens_count = None
+        if kind == "bearer":
+            value = {"rs256": tokens["rs256-repeat"], "es256": tokens["es256-repeat"],
+                     "rs256-k20": tokens["rs256-k20-repeat"], "opaque": fx["opaque_token"]}[what]
+            self.header = ("Authorization", f"Bearer {value}")
+        elif kind == "basic":
+            import base64
+            pair = f"{fx['client_id']}:{fx['client_secret']}".encode()
+            self.header = ("Authorization", "Basic " + base64.b64encode(pair).decode())
+        elif kind == "apikey":
+            self.header = ("apikey", API_KEY)
+        elif kind == "distinct":
+            self.tokens_file = tokens[f"{what}-distinct"]
+            self.tokens_count = tokens[f"{what}-distinct-count"]
+            self.header = ("Authorization", f"Bearer {first_line(self.tokens_file)}")
+        else:
+            raise ValueError(kind)
+
+    def describe(self):
+        if self.kind == "distinct":
+            return f"{self.what.upper()} bearer, {self.tokens_count} distinct tokens"
+        if self.kind == "bearer":
+            return f"{self.what.upper() if self.what != 'opaque' else 'opaque'} bearer, one token repeated"
+        return {"basic": "Basic base64(client_id:secret) repeated", "apikey": "apikey header repeated"}[self.kind]
+
+
+def run_wrk(port, load, seconds, connections, wrk_cpu):
+    argv = ["taskset", "-c", str(wrk_cpu), "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency",
+            "--timeout", "5s"]
+    env = dict(os.environ)
+    if load.kind == "distinct":
+        argv += ["-s", os.path.join(BENCH, "distinct.lua")]
+        env["BENCH_TOKENS"] = load.tokens_file
+    else:
+        argv += ["-H", f"{load.header[0]}: {load.header[1]}"]
+    argv.append(f"http://127.0.0.1:{port}{PATH}")
+    try:
+        r = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=seconds + 60)
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"wrk did not finish within {seconds + 60} s")
+    if r.returncode != 0:
+        raise BenchError(f"wrk failed ({r.returncode}): {r.stderr.strip()} {r.stdout.strip()}")
+    parsed = parse_wrk(r.stdout)
+    if parsed["requests"] is None or parsed["rps"] is None:
+        raise BenchError(f"cannot read wrk's output:\n{r.stdout}\n{r.stderr}")
+    parsed["raw"] = r.stdout
+    return parsed
+
+
+def measure(envoy, load, seconds, connections, wrk_cpu):
+    """One round of one case."""
+    if not envoy.alive():
+        raise BenchError(f"Envoy for {envoy.case} is gone; log tail:\n{tail(envoy.log_path)}")
+    before_counters = envoy.rq_counters()
+    rss_before = vm_rss_kb(envoy.pid)
+    loadavg = os.getloadavg()[0]
+    t0 = cpu_ticks(envoy.pid)
+    ns0 = cpu_ns_schedstat(envoy.pid)
+    w = run_wrk(envoy.port, load, seconds, connections, wrk_cpu)
+    t1 = cpu_ticks(envoy.pid)
+    ns1 = cpu_ns_schedstat(envoy.pid)
+    rss_after = vm_rss_kb(envoy.pid)
+    after_counters = envoy.rq_counters()
+    served = w["requests"]
+    envoy_counts = None
+    if before_counters is not None and after_counters is not None:
+        envoy_counts = {k: after_counters.get(k, 0) - before_counters.get(k, 0)
+                        for k in ("completed", "2xx", "4xx", "5xx")}
+        if envoy_counts["completed"] > 0:
+            served = envoy_counts["completed"]
+    cpu_us = (t1 - t0) * 1e6 / CLK_TCK
+    round_ = {
+        "rps": w["rps"], "p50_ms": w["p50_ms"], "p99_ms": w["p99_ms"],
+        "requests_wrk": w["requests"], "requests_envoy": envoy_counts, "served": served,
+        "non2xx": w["non2xx"], "socket_errors": w["socket_errors"],
+        "cpu_us": cpu_us, "cpu_us_per_req": cpu_us / served if served else None,
+        "cpu_us_per_req_schedstat": ((ns1 - ns0) / 1e3 / served) if (served and ns0 is not None
+                                                                      and ns1 is not None) else None,
+        "rss_kb_before": rss_before, "rss_kb_after": rss_after, "loadavg_1m": loadavg,
+        "tokens_wrapped": bool(load.tokens_count and w["requests"] > load.tokens_count),
+    }
+    if envoy_counts and (envoy_counts["4xx"] or envoy_counts["5xx"]) and not round_["non2xx"]:
+        round_["non2xx"] = envoy_counts["4xx"] + envoy_counts["5xx"]
+    return round_
+
+
+def probe(envoy, load):
+    status, headers, body = request(envoy.port, PATH, headers={load.header[0]: load.header[1]}, timeout=10)
+    return status, headers.get("www-authenticate"), body.strip()[:200]
+
+
+# ---- report ------------------------------------------------------------------------------
+
+def med(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def fmt(v, digits=1, unit=""):
+    if v is None:
+        return "–"
+    return f"{v:,.{digits}f}{unit}"
+
+
+def ratio(a, b, digits=2):
+    if a is None or b is None or b == 0:
+        return "–"
+    return f"{a / b:.{digits}f}"
+
+
+def summarize(results):
+    summary = {}
+    for case, data in results.items():
+        rounds = data["rounds"]
+        summary[case] = {
+            "rps": med(r["rps"] for r in rounds),
+            "p50_ms": med(r["p50_ms"] for r in rounds),
+            "p99_ms": med(r["p99_ms"] for r in rounds),
+            "cpu_us_per_req": med(r["cpu_us_per_req"] for r in rounds),
+            "cpu_us_per_req_schedstat": med(r["cpu_us_per_req_schedstat"] for r in rounds),
+            "non2xx": sum(r["non2xx"] for r in rounds),
+            "socket_errors": sum(sum(r["socket_errors"].values()) for r in rounds),
+            "requests": sum(r["served"] or 0 for r in rounds),
+            "tokens_wrapped": any(r["tokens_wrapped"] for r in rounds),
+        }
+    return summary
+
+
+def render(meta, results, summary):
+    base = summary.get("no-filter", {})
+    noop = summary.get("noop-wasm", {})
+    lines = []
+    lines.append("# app-auth-filter vs Envoy jwt_authn")
+    lines.append("")
+    lines.append(f"{meta['date']} · {meta['mode']} · {meta['rounds']} round(s) × {meta['seconds']} s per case, "
+                 f"interleaved · Envoy {meta['envoy_version']} `--concurrency 1` on core 0 · wrk 1 thread, "
+                 f"{meta['connections']} keep-alive HTTP/1.1 connections on core 1 · direct_response 200 · "
+                 f"{meta['cpu_model']} · load average at start {meta['loadavg_start']:.2f}")
+    lines.append("")
+    lines.append(f"app_auth_filter.wasm: {meta['wasm_bytes']:,} bytes · noop_filter.wasm: "
+                 f"{meta['noop_wasm_bytes']:,} bytes")
+    lines.append("")
+    lines.append("Medians over rounds. CPU = Envoy process utime+stime per request served (judge by this). "
+                 "Ratios: req/s case ÷ no-filter and ÷ noop-wasm; CPU noop ÷ case (higher is better, like "
+                 "req/s). Δ CPU = case − no-filter, µs per request.")
+    lines.append("")
+    lines.append("| case | req/s | p50 ms | p99 ms | CPU µs/req | req/s vs no-filter | req/s vs noop | "
+                 "CPU noop/case | Δ CPU µs | non-2xx | notes |")
+    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    for case in results:
+        s = summary[case]
+        notes = []
+        if s["non2xx"]:
+            notes.append("**not 2xx: meaningless**")
+        if s["socket_errors"]:
+            notes.append(f"{s['socket_errors']} socket errors")
+        if s["tokens_wrapped"]:
+            notes.append("token stream wrapped")
+        delta = (s["cpu_us_per_req"] - base["cpu_us_per_req"]) if (
+            s["cpu_us_per_req"] is not None and base.get("cpu_us_per_req") is not None) else None
+        lines.append(
+            f"| {'⚠ ' if s['non2xx'] else ''}{case} | {fmt(s['rps'], 0)} | {fmt(s['p50_ms'], 3)} | "
+            f"{fmt(s['p99_ms'], 3)} | {fmt(s['cpu_us_per_req'], 1)} | {ratio(s['rps'], base.get('rps'))} | "
+            f"{ratio(s['rps'], noop.get('rps'))} | {ratio(noop.get('cpu_us_per_req'), s['cpu_us_per_req'])} | "
+            f"{fmt(delta, 1)} | {s['non2xx']:,} | {'; '.join(notes)} |")
+    lines.append("")
+    lines.append("Requests: " + " · ".join(f"`{case}` {data['load']} (Envoy: {data['envoy']})"
+                                          for case, data in results.items()))
+    lines.append("")
+    growth = [(g, b, w) for g, b, w in GROWTH if g in summary and b in summary]
+    if growth:
+        lines.append("Cost growth (growth case ÷ base case; CPU > 1 and req/s < 1 mean it costs more):")
+        lines.append("")
+        lines.append("| what | CPU µs/req ratio | req/s ratio | Δ CPU µs/req |")
+        lines.append("|---|---:|---:|---:|")
+        for g, b, what in growth:
+            cg, cb = summary[g]["cpu_us_per_req"], summary[b]["cpu_us_per_req"]
+            lines.append(f"| {what} (`{g}` ÷ `{b}`) | {ratio(cg, cb)} | {ratio(summary[g]['rps'], summary[b]['rps'])}"
+                         f" | {fmt(cg - cb if cg is not None and cb is not None else None, 1)} |")
+        lines.append("")
+    lines.append("Envoy memory (VmRSS, MiB): after start, and over the measured rounds (first round's start → "
+                 "last round's end):")
+    lines.append("")
+    lines.append("| case | ready in s | RSS ready | RSS first round start | RSS last round end | growth |")
+    lines.append("|---|---:|---:|---:|---:|---:|")
+    for case, data in results.items():
+        rounds = data["rounds"]
+        a = rounds[0]["rss_kb_before"] if rounds else None
+        b = rounds[-1]["rss_kb_after"] if rounds else None
+        mib = lambda kb: None if kb is None else kb / 1024  # noqa: E731
+        lines.append(f"| {case} | {fmt(data['ready_s'], 1)} | {fmt(mib(data['rss_ready_kb']), 1)} | "
+                     f"{fmt(mib(a), 1)} | {fmt(mib(b), 1)} | "
+                     f"{fmt(mib(b - a) if a is not None and b is not None else None, 1)} |")
+    lines.append("")
+    diag = [(c, d["diagnosis"]) for c, d in results.items() if d.get("diagnosis")]
+    if diag:
+        lines.append("Cases that were not answered with 2xx only (one request replayed after the round):")
+        lines.append("")
+        for case, d in diag:
+            lines.append(f"- `{case}`: {d}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+# ---- main --------------------------------------------------------------------------------
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--smoke", action="store_true", help="every case ~1 s, 1 round; fail unless all 2xx")
+    ap.add_argument("--rounds", type=int, default=None, help="rounds (default 5; smoke 1)")
+    ap.add_argument("--seconds", type=float, default=None, help="seconds per case and round (default 5; smoke 1)")
+    ap.add_argument("--warmup", type=float, default=None,
+                    help="seconds of unmeasured load per case before round 1 (default 2; smoke 0)")
+    ap.add_argument("--cases", default=None, help="comma-separated case names (default: all)")
+    ap.add_argument("--connections", type=int, default=16)
+    ap.add_argument("--tokens", type=int, default=None,
+                    help="distinct tokens minted per algorithm (default 150000; smoke 3000)")
+    ap.add_argument("--idp-port", type=int, default=int(os.environ.get("BENCH_IDP_PORT", "18980")),
+                    help="bench IdP port (fixed so minted tokens can be reused across runs; 0: any)")
+    ap.add_argument("--envoy-cpu", type=int, default=0)
+    ap.add_argument("--wrk-cpu", type=int, default=1)
+    ap.add_argument("--wasm-log-level", default=None, help="Envoy wasm component log level (default info; "
+                    "smoke debug, so denials are explained in the log)")
+    ap.add_argument("--out", default=RESULTS, help="results folder (latest.md, latest.json)")
+    args = ap.parse_args()
+
+    smoke = args.smoke
+    rounds = args.rounds if args.rounds is not None else (1 if smoke else 5)
+    seconds = args.seconds if args.seconds is not None else (1 if smoke else 5)
+    warmup = args.warmup if args.warmup is not None else (0 if smoke else 2)
+    n_tokens = args.tokens if args.tokens is not None else (3000 if smoke else 150_000)
+    wasm_log_level = args.wasm_log_level or ("debug" if smoke else "info")
+    if rounds < 1 or seconds < 1 or n_tokens < 1:
+        raise BenchError("--rounds, --seconds and --tokens must be at least 1")
+    wrk_seconds = max(1, int(round(seconds)))
+    selected = CASE_NAMES if not args.cases else [c.strip() for c in args.cases.split(",") if c.strip()]
+    unknown = [c for c in selected if c not in CASE_NAMES]
+    if unknown:
+        raise BenchError(f"unknown case(s) {', '.join(unknown)}; cases: {', '.join(CASE_NAMES)}")
+    cases = [c for c in CASES if c[0] in selected]
+
+    envoy_bin = os.environ.get("ENVOY", os.path.join(ROOT, ".venv/bin/envoy"))
+    for what, path in (("Envoy", envoy_bin), ("the filter", WASM), ("the noop filter", NOOP_WASM)):
+        if not os.path.exists(path):
+            raise BenchError(f"{what} not found at {path} (bench/run.sh builds and installs it)")
+    for tool in ("wrk", "taskset", "node"):
+        if not shutil.which(tool):
+            raise BenchError(f"{tool} is not installed (bench/run.sh installs it)")
+    if (os.cpu_count() or 1) < 2:
+        log("warning: fewer than 2 CPUs; Envoy and wrk share a core")
+
+    workdir = os.path.join(CACHE, f"run-{os.getpid()}")
+    os.makedirs(workdir, exist_ok=True)
+    procs = Procs()
+
+    def on_signal(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_signal)
+    started = time.time()
+    ok = False
+    try:
+        # The IdP, its keys and the tokens.
+        r = subprocess.run(["node", os.path.join(BENCH, "idp.js"), "keygen", "--keys", KEYS], cwd=ROOT,
+                           capture_output=True, text=True, timeout=120)
+        if r.returncode != 0:
+            raise BenchError(f"idp.js keygen failed: {r.stderr}")
+        idp_port = args.idp_port if args.idp_port and port_free(args.idp_port) else 0
+        if args.idp_port and not idp_port:
+            log(f"port {args.idp_port} is taken; the IdP takes any free port (tokens are minted anew)")
+        idp_log = os.path.join(workdir, "idp.log")
+        idp = procs.start("idp", ["node", os.path.join(BENCH, "idp.js"), "serve", "--keys", KEYS,
+                                  "--port", str(idp_port)], idp_log)
+
+        def idp_up():
+            with open(idp_log) as f:
+                m = re.search(r"idp listening on http://127\.0\.0\.1:(\d+)", f.read())
+            return int(m.group(1)) if m else None
+        idp_port = wait_until("the bench IdP", 30, idp_up, idp, idp_log)
+        status, _, text = request(idp_port, "/__fixtures")
+        if status != 200:
+            raise BenchError(f"IdP /__fixtures answered {status}")
+        fx = json.loads(text)
+        log(f"bench IdP on http://127.0.0.1:{idp_port}")
+
+        needs = {load for _, _, load in cases}
+        expected_run_s = len(cases) * (rounds * (wrk_seconds + 1.5) + warmup + 2) + 120
+        max_age = max(0, TOKEN_TTL - expected_run_s - 600)
+        tokens = {}
+        t = time.time()
+        for name, issuer, alg, kid in (("rs256-repeat", fx["issuer"], "RS256", "rsa-0"),
+                                       ("es256-repeat", fx["issuer"], "ES256", "ec-0"),
+                                       ("rs256-k20-repeat", fx["issuer_k20"], "RS256", "rsa-0")):
+            path = os.path.join(workdir, f"{name}.txt")
+            mint(issuer, alg, kid, 1, path, 1, 0)
+            tokens[name] = first_line(path)
+        for alg in ("rs256", "es256"):
+            if ("distinct", alg) in needs:
+                path = os.path.join(CACHE, f"tokens-{alg}-{idp_port}.txt")
+                fresh = mint(fx["issuer"], alg.upper(), "rsa-0" if alg == "rs256" else "ec-0", n_tokens, path,
+                             2 if n_tokens >= 2000 else 1, max_age)
+                tokens[f"{alg}-distinct"] = path
+                tokens[f"{alg}-distinct-count"] = n_tokens
+                log(f"{n_tokens:,} distinct {alg.upper()} tokens {'minted' if fresh else 'reused'}: {path}")
+        log(f"tokens ready in {time.time() - t:.1f} s")
+
+        # One Envoy per case, all started at once (unpinned, so their start-up uses both cores),
+        # then every thread of each pinned to the Envoy core.
+        envoys = {}
+        loads = {}
+        for case, kind, (load_kind, what) in cases:
+            loads[case] = Load(load_kind, what, fx, tokens)
+            filters = http_filters_for(kind, fx, idp_port, WASM, NOOP_WASM)
+            envoys[case] = Envoy(case, kind, workdir, procs, envoy_bin, wasm_log_level,
+                                 {"idp_port": idp_port, "http_filters": filters})
+        for case, envoy in envoys.items():
+            envoy.wait_ready(120)
+            pin_all_threads(envoy.pid, args.envoy_cpu)
+        log(f"{len(envoys)} Envoys ready, pinned to core {args.envoy_cpu}")
+
+        # Warm-up: until the case's request is answered 200 (the filter fetches discovery and
+        # keys from its first tick; client credentials and introspection are cached on the
+        # first request), then optionally some unmeasured load.
+        results = {}
+        for case, envoy in envoys.items():
+            load = loads[case]
+            last = {}
+
+            def allowed():
+                status, www, body = probe(envoy, load)
+                last["answer"] = (status, www, body)
+                return status == 200
+            try:
+                wait_until(f"{case}: a 200 for its request", 30, allowed, envoy.proc, envoy.log_path)
+            except BenchError as e:
+                raise BenchError(f"{e}\nlast answer: {last.get('answer')}")
+            envoy.rss_ready_kb = vm_rss_kb(envoy.pid)
+            results[case] = {"envoy": envoy.kind, "load": load.describe(), "ready_s": envoy.ready_s,
+                             "rss_ready_kb": envoy.rss_ready_kb, "rounds": [], "warmup": None}
+        if warmup > 0:
+            for case, envoy in envoys.items():
+                w = run_wrk(envoy.port, loads[case], max(1, int(round(warmup))), args.connections, args.wrk_cpu)
+                results[case]["warmup"] = {"rps": w["rps"], "non2xx": w["non2xx"]}
+            log(f"warm-up done ({warmup:g} s per case)")
+
+        meta = {
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "mode": "smoke" if smoke else "full", "rounds": rounds, "seconds": wrk_seconds,
+            "warmup_s": warmup, "connections": args.connections, "envoy_cpu": args.envoy_cpu,
+            "wrk_cpu": args.wrk_cpu, "wasm_log_level": wasm_log_level,
+            "envoy_version": envoy_version(envoy_bin), "cpu_model": cpu_model(), "kernel": platform.release(),
+            "loadavg_start": os.getloadavg()[0], "clk_tck": CLK_TCK,
+            "wasm_bytes": os.path.getsize(WASM), "noop_wasm_bytes": os.path.getsize(NOOP_WASM),
+            "tokens_per_alg": n_tokens, "idp_port": idp_port,
+        }
+
+        # Interleaved rounds.
+        for rnd in range(rounds):
+            for case, _, _ in cases:
+                envoy = envoys[case]
+                r = measure(envoy, loads[case], wrk_seconds, args.connections, args.wrk_cpu)
+                r["round"] = rnd + 1
+                results[case]["rounds"].append(r)
+                flag = f"  NON-2xx {r['non2xx']}" if r["non2xx"] else ""
+                errs = sum(r["socket_errors"].values()) if r["socket_errors"] else 0
+                flag += f"  socket errors {r['socket_errors']}" if errs else ""
+                flag += "  (token stream wrapped)" if r["tokens_wrapped"] else ""
+                log(f"round {rnd + 1}/{rounds} {case:32s} {r['rps']:>10,.0f} req/s  p50 {fmt(r['p50_ms'], 3)} ms"
+                    f"  p99 {fmt(r['p99_ms'], 3)} ms  CPU {fmt(r['cpu_us_per_req'], 1)} µs/req{flag}")
+                if (r["non2xx"] or errs) and not results[case].get("diagnosis"):
+                    try:
+                        status, www, body = probe(envoy, loads[case])
+                        results[case]["diagnosis"] = (f"replayed request: {status}, www-authenticate: {www}, "
+                                                      f"body: {body}")
+                    except (OSError, http.client.HTTPException) as e:
+                        results[case]["diagnosis"] = f"replayed request failed: {e}"
+                    log(f"  {case}: {results[case]['diagnosis']}")
+                    log(f"  Envoy log tail ({envoy.log_path}):\n{tail(envoy.log_path, 15)}")
+
+        # IdP callouts seen (each Envoy runs two VMs: main thread and worker).
+        try:
+            _, _, text = request(idp_port, "/__stats")
+            meta["idp_requests"] = json.loads(text)
+        except (OSError, ValueError, http.client.HTTPException):
+            meta["idp_requests"] = None
+        for case, envoy in envoys.items():
+            results[case]["vm_failures"] = envoy.failure_signs()
+            results[case]["rss_end_kb"] = vm_rss_kb(envoy.pid) if envoy.alive() else None
+        meta["duration_s"] = round(time.time() - started, 1)
+
+        summary = summarize(results)
+        md = render(meta, results, summary)
+        os.makedirs(args.out, exist_ok=True)
+        with open(os.path.join(args.out, "latest.md"), "w") as f:
+            f.write(md + "\n")
+        for data in results.values():
+            for r in data["rounds"]:
+                r.pop("raw", None)
+        with open(os.path.join(args.out, "latest.json"), "w") as f:
+            json.dump({"meta": meta, "summary": summary, "cases": results}, f, indent=2)
+        log("")
+        log(md)
+        log(f"written: {os.path.join(args.out, 'latest.md')}, {os.path.join(args.out, 'latest.json')} "
+            f"({meta['duration_s']} s)")
+
+        failures = []
+        for case, data in results.items():
+            s = summary[case]
+            if s["non2xx"]:
+                failures.append(f"{case}: {s['non2xx']} non-2xx responses ({data.get('diagnosis', '')})")
+            if s["socket_errors"]:
+                failures.append(f"{case}: {s['socket_errors']} socket errors")
+            if not s["requests"]:
+                failures.append(f"{case}: no request served")
+            if data["vm_failures"]:
+                failures.append(f"{case}: Wasm VM failure in Envoy's log: {data['vm_failures'][0]}")
+        if failures:
+            log("\nPROBLEMS:\n  " + "\n  ".join(failures))
+            for case, data in results.items():
+                if any(f.startswith(case + ":") for f in failures):
+                    log(f"\n--- Envoy log tail, {case} ({envoys[case].log_path}):\n{tail(envoys[case].log_path, 25)}")
+        ok = not failures
+        if smoke:
+            log("\nsmoke: " + ("every case answered only 2xx" if ok else "FAILED"))
+            return 0 if ok else 1
+        return 0
+    finally:
+        procs.stop_all()
+        if ok:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            log(f"(logs kept in {workdir})")
+
+
+def envoy_version(envoy_bin):
+    try:
+        out = subprocess.run([envoy_bin, "--version"], capture_output=True, text=True, timeout=30).stdout
+        m = re.search(r"/(\d+\.\d+\.\d+)/", out)
+        return m.group(1) if m else out.strip()[:60]
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "?"
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except BenchError as e:
+        print(f"bench: {e}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt as e:
+        print(f"bench: interrupted ({e})", file=sys.stderr)
+        sys.exit(130)

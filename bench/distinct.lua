@@ -1,0 +1,36 @@
+-- wrk script: every request carries the next token of the file named by BENCH_TOKENS
+-- (one token a line), as "Authorization: Bearer <token>". The requests are built once, in
+-- init, so the per-request cost in wrk is a table lookup. With more requests than tokens the
+-- stream wraps around (bench.py flags a round where that happened).
+local path = os.getenv("BENCH_TOKENS")
+local requests = {}
+local n = 0
+local i = 0
+
+function init(args)
+  if not path then
+    error("BENCH_TOKENS is not set")
+  end
+  local f = io.open(path, "r")
+  if not f then
+    error("cannot open BENCH_TOKENS file " .. path)
+  end
+  for line in f:lines() do
+    if #line > 0 then
+      n = n + 1
+      requests[n] = wrk.format("GET", nil, { ["Authorization"] = "Bearer " .. line })
+    end
+  end
+  f:close()
+  if n == 0 then
+    error("no tokens in " .. path)
+  end
+end
+
+function request()
+  i = i + 1
+  if i > n then
+    i = 1
+  end
+  return requests[i]
+end

@@ -1,0 +1,93 @@
+//! `credential::extract`, `extract_api_key`, `query_param`, `query_values` and
+//! `strip_query_params` on an arbitrary request.
+//!
+//! Input: lines separated by `\n`. The first line is the path (lossy UTF-8, as the host's
+//! `:path` is a string); each further line is a header `name:value`, the value raw bytes
+//! (up to 8 headers).
+
+#![no_main]
+
+use app_auth_filter::credential::{self, Credential, Header, Source};
+use libfuzzer_sys::fuzz_target;
+
+const KEY_NAMES: [&str; 2] = ["apikey", "x-api-key"];
+
+fuzz_target!(|data: &[u8]| {
+    let mut lines = data.split(|b| *b == b'\n');
+    let path = String::from_utf8_lossy(lines.next().unwrap_or_default()).into_owned();
+    let headers: Vec<Header> = lines
+        .take(8)
+        .map(|line| {
+            let (name, value) = match line.iter().position(|b| *b == b':') {
+                Some(i) => (&line[..i], &line[i + 1..]),
+                None => (line, &[][..]),
+            };
+            (String::from_utf8_lossy(name).into_owned(), value.to_vec())
+        })
+        .collect();
+    let key_names: Vec<String> = KEY_NAMES.iter().map(|s| s.to_string()).collect();
+
+    // A small limit too, so that the size checks are reachable with short inputs.
+    for max in [16384, 24] {
+        match credential::extract(&headers, &path, max) {
+            Ok(Some(Credential::Bearer { token, .. })) => {
+                assert!(!token.is_empty(), "empty bearer token");
+                assert!(token.len() <= max, "bearer token over the limit");
+                assert!(
+                    token.bytes().all(|b| (0x21..0x7f).contains(&b)),
+                    "bearer token is not printable ASCII: {token:?}"
+                );
+                assert!(!token.contains(','), "bearer token with a comma: {token:?}");
+            }
+            Ok(Some(Credential::Basic {
+                client_id,
+                client_secret,
+            })) => {
+                assert!(!client_id.is_empty() && !client_secret.is_empty());
+                assert!(!client_id.chars().chain(client_secret.chars()).any(char::is_control));
+            }
+            Ok(Some(Credential::OtherScheme)) | Ok(None) | Err(_) => {}
+        }
+
+        if let Ok(Some((name, key))) = credential::extract_api_key(&headers, &path, &key_names, max)
+        {
+            assert!(key_names.contains(&name));
+            assert!(!key.is_empty() && key.len() <= max, "API key length {}", key.len());
+            assert!(
+                key.bytes().all(|b| (0x21..0x7f).contains(&b)),
+                "API key is not printable ASCII: {key:?}"
+            );
+        }
+    }
+
+    let _ = credential::query_param(&path, "access_token");
+    for name in KEY_NAMES {
+        let _ = credential::query_values(&path, name);
+    }
+
+    // hide_credentials: once stripped, the query string carries no credential.
+    let names = ["access_token", "apikey", "x-api-key"];
+    let stripped = credential::strip_query_params(&path, &names);
+    assert!(
+        !matches!(
+            credential::extract(&[], &stripped, 16384),
+            Ok(Some(Credential::Bearer {
+                source: Source::Query,
+                ..
+            }))
+        ),
+        "access_token survives strip_query_params: {path:?} -> {stripped:?}"
+    );
+    assert!(
+        matches!(
+            credential::extract_api_key(&[], &stripped, &key_names, 16384),
+            Ok(None) | Err(_)
+        ),
+        "API key survives strip_query_params: {path:?} -> {stripped:?}"
+    );
+    assert_eq!(
+        credential::strip_query_params(&stripped, &names),
+        stripped,
+        "strip_query_params is not idempotent"
+    );
+});
