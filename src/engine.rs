@@ -246,6 +246,7 @@ pub struct Engine {
 #[derive(Debug, Clone)]
 struct Verified {
     policy: usize,
+    issuer: usize,
     generation: usize,
     hide_credentials: bool,
     allow: Allow,
@@ -598,6 +599,9 @@ impl Engine {
         if v.policy != policy || v.generation != self.verified_generation {
             return None;
         }
+        // Past the staleness bound the issuer's keys are gone, and so is what they verified.
+        let max_stale_ms = self.config.issuers.get(v.issuer)?.max_stale_s * 1000;
+        self.issuers.get(v.issuer)?.keys(now_ms, max_stale_ms)?;
         let mut allow = v.allow.clone();
         if v.hide_credentials && source == Source::Query {
             allow.path = Some(credential::strip_query_params(path, &["access_token"]));
@@ -625,6 +629,7 @@ impl Engine {
         allow.path = None;
         let entry = Verified {
             policy: job.policy,
+            issuer: strategy.issuer,
             generation: self.verified_generation,
             hide_credentials: policy.hide_credentials || strategy.hide_credentials,
             allow,

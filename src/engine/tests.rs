@@ -1035,3 +1035,217 @@ mod methods {
         );
     }
 }
+
+mod shared_keys {
+    //! Several VMs (Envoy workers) sharing one store: one fetch per issuer for all of them.
+    use super::*;
+    use crate::metrics::{self, Recording};
+    use crate::shared::MemoryStore;
+
+    fn vm(store: &Rc<MemoryStore>) -> (Engine, Rc<Recording>) {
+        let (config, _) = Config::parse(config_value().to_string().as_bytes()).unwrap();
+        let counters = Rc::new(Recording::default());
+        let store: Rc<dyn crate::shared::SharedStore> = store.clone();
+        (
+            Engine::with_host(Rc::new(config), 1, store, counters.clone()),
+            counters,
+        )
+    }
+
+    /// A loaded by its warm-up tick, B idle.
+    fn two_vms() -> (Engine, Engine, Rc<Recording>) {
+        let store = Rc::new(MemoryStore::default());
+        let (mut a, _) = vm(&store);
+        let (mut b, b_counters) = vm(&store);
+        let c = a.on_tick(T0).callouts.remove(0);
+        assert!(b.on_tick(T0).callouts.is_empty(), "A holds the lease");
+        serve_keys(&mut a, &c, &jwks(), T0 + 10);
+        (a, b, b_counters)
+    }
+
+    #[test]
+    fn one_fetch_for_all_vms_and_the_others_adopt_it() {
+        let (_a, mut b, counters) = two_vms();
+        let p = b.on_tick(T0 + 200);
+        assert!(p.callouts.is_empty());
+        assert_eq!(counters.get(metrics::KEYS_FROM_SHARED_DATA), 1);
+        allowed(&bearer(&mut b, 1, &rs_token(&claims()), T0 + 300));
+        // Nobody refreshes before 90% of cache_ttl (300 s), then exactly one VM does.
+    }
+
+    #[test]
+    fn a_vm_waits_for_the_fetch_another_holds() {
+        let store = Rc::new(MemoryStore::default());
+        let (mut a, _) = vm(&store);
+        let (mut b, counters) = vm(&store);
+        let c = callout(&bearer(&mut a, 1, &rs_token(&claims()), T0));
+        assert_eq!(
+            bearer(&mut b, 2, &rs_token(&claims()), T0 + 1),
+            Step::Wait(None)
+        );
+        assert_eq!(counters.get(metrics::KEYS_LEASE_WAIT), 1);
+        serve_keys(&mut a, &c, &jwks(), T0 + 20);
+        let p = b.on_tick(T0 + 200);
+        assert!(
+            matches!(p.settled.as_slice(), [(2, _, Outcome::Allow(_))]),
+            "{:?}",
+            p.settled
+        );
+    }
+
+    #[test]
+    fn a_failed_fetch_backs_off_every_vm() {
+        let store = Rc::new(MemoryStore::default());
+        let (mut a, _) = vm(&store);
+        let (mut b, _) = vm(&store);
+        let c = callout(&bearer(&mut a, 1, &rs_token(&claims()), T0));
+        assert_eq!(
+            bearer(&mut b, 2, &rs_token(&claims()), T0),
+            Step::Wait(None)
+        );
+        a.on_callout_response(
+            c.id,
+            CalloutResponse {
+                status: Some(500),
+                ..Default::default()
+            },
+            T0 + 5,
+        );
+        let p = b.on_tick(T0 + 200);
+        assert!(
+            matches!(p.settled.as_slice(), [(2, _, Outcome::Deny(d))] if d.reply.status == 503),
+            "{:?}",
+            p.settled
+        );
+        // Within the backoff, B refuses at once and sends nothing.
+        assert_eq!(
+            denied(&bearer(&mut b, 3, &rs_token(&claims()), T0 + 300)).status(),
+            503
+        );
+        assert!(b.on_tick(T0 + 400).callouts.is_empty());
+        // After it, one of them tries again.
+        assert!(matches!(
+            bearer(&mut b, 4, &rs_token(&claims()), T0 + 1_100),
+            Step::Wait(Some(_))
+        ));
+    }
+
+    #[test]
+    fn rotation_is_fetched_once_and_cooled_down_for_all() {
+        let (mut a, mut b, _) = two_vms();
+        b.on_tick(T0 + 100);
+        let k = keys();
+        let rotated = json!({"keys": [rsa_jwk(&k.rs_other, "rs-2", Some("RS256")), rsa_jwk(&k.rs, "rs-1", Some("RS256"))]}).to_string();
+        let new_token = k
+            .rs_other
+            .clone()
+            .with_key_id("rs-2")
+            .sign(JWTClaims {
+                issued_at: None,
+                expires_at: None,
+                invalid_before: None,
+                issuer: None,
+                subject: None,
+                audiences: None,
+                jwt_id: None,
+                nonce: None,
+                custom: claims().as_object().cloned().unwrap(),
+            })
+            .unwrap();
+        let c = callout(&bearer(&mut b, 1, &new_token, T0 + 1_000));
+        assert_eq!(c.path, "/jwks", "discovery is still good: keys only");
+        assert_eq!(
+            bearer(&mut a, 2, &new_token, T0 + 1_001),
+            Step::Wait(None),
+            "A joins B's fetch"
+        );
+        let p = b.on_callout_response(c.id, ok(&rotated), T0 + 1_050);
+        assert!(matches!(p.settled.as_slice(), [(1, _, Outcome::Allow(_))]));
+        let p = a.on_tick(T0 + 1_200);
+        assert!(
+            matches!(p.settled.as_slice(), [(2, _, Outcome::Allow(_))]),
+            "{:?}",
+            p.settled
+        );
+        // Another unknown kid, on A, within B's cooldown: refused without a fetch.
+        let unknown = hs_with_header(r#"{"alg":"HS256","kid":"nope"}"#);
+        assert_eq!(
+            denied(&bearer(&mut a, 3, &unknown, T0 + 2_000)),
+            Denial::InvalidToken(TokenError::UnknownKid)
+        );
+    }
+
+    #[test]
+    fn garbage_never_replaces_a_good_set() {
+        let (mut a, mut b, _) = two_vms();
+        b.on_tick(T0 + 100);
+        // Refresh time (90% of 300 s): A's tick takes the lease; the IdP answers garbage.
+        let refresh_at = T0 + 271_000;
+        let mut callouts = a.on_tick(refresh_at).callouts;
+        callouts.extend(b.on_tick(refresh_at).callouts);
+        assert_eq!(callouts.len(), 1, "one VM refreshes");
+        let c = callouts.remove(0);
+        let p = a.on_callout_response(c.id, ok(&discovery_doc()), refresh_at);
+        let jwks_call = p.callouts.first().cloned().unwrap_or(c);
+        a.on_callout_response(
+            jwks_call.id,
+            ok(r#"{"keys":[{"kty":"RSA","kid":"x","n":"!!","e":"AQAB"}]}"#),
+            refresh_at + 10,
+        );
+        for vm in [&mut a, &mut b] {
+            allowed(&bearer(
+                vm,
+                9,
+                &rs_token(&claims_with(json!({"jti": "fresh"}))),
+                refresh_at + 20,
+            ));
+        }
+        assert!(b.on_tick(refresh_at + 200).settled.is_empty());
+    }
+
+    #[test]
+    fn verified_tokens_are_remembered_until_the_keys_change() {
+        let store = Rc::new(MemoryStore::default());
+        let (mut e, counters) = vm(&store);
+        let token = rs_token(&claims());
+        let c = callout(&bearer(&mut e, 1, &token, T0));
+        serve_keys(&mut e, &c, &jwks(), T0);
+        allowed(&bearer(&mut e, 2, &token, T0 + 1));
+        assert_eq!(counters.get(metrics::CACHE_VERIFIED_HIT), 1);
+        // Never past exp.
+        assert_eq!(
+            denied(&bearer(&mut e, 3, &token, (NOW + 600) * 1000)),
+            Denial::InvalidToken(TokenError::Expired)
+        );
+        // A new key set (rotation) voids what was remembered.
+        let unknown = hs_with_header(r#"{"alg":"HS256","kid":"new"}"#);
+        let c = callout(&bearer(&mut e, 4, &unknown, T0 + 2));
+        e.on_callout_response(c.id, ok(&jwks()), T0 + 3);
+        let hits = counters.get(metrics::CACHE_VERIFIED_HIT);
+        allowed(&bearer(&mut e, 5, &token, T0 + 4));
+        assert_eq!(
+            counters.get(metrics::CACHE_VERIFIED_HIT),
+            hits,
+            "re-verified"
+        );
+    }
+
+    #[test]
+    fn memory_stays_flat_under_distinct_tokens() {
+        let mut c = config_value();
+        c["limits"] = json!({"max_cache_entries": 100});
+        let mut e = engine_with(c);
+        let first = callout(&bearer(
+            &mut e,
+            1,
+            &hs_with_payload(&claims().to_string()),
+            T0,
+        ));
+        serve_keys(&mut e, &first, &jwks(), T0);
+        for i in 0..2_000 {
+            let t = hs_with_payload(&claims_with(json!({"jti": format!("t{i}")})).to_string());
+            allowed(&bearer(&mut e, 2, &t, T0 + 1));
+        }
+        assert!(e.verified.len() <= 100, "{}", e.verified.len());
+    }
+}
