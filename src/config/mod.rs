@@ -466,6 +466,9 @@ impl Builder {
         let mut f = Fields::of(p, path, v)?;
         let issuer_text = f.required_str(p, "issuer");
         let credential_claim = f.required_str_list(p, "credential_claim");
+        if credential_claim.as_ref().is_some_and(Vec::is_empty) {
+            p.error(&member(path, "credential_claim"), "must name a claim");
+        }
         let scopes = f.required_str_list(p, "scopes");
         let methods_path = member(path, "auth_methods");
         let methods = f.required_str_list(p, "auth_methods");
@@ -478,6 +481,12 @@ impl Builder {
             .str_list(p, "audience_claim")
             .unwrap_or_else(|| vec!["aud".into()]);
         let issuers_allowed = f.str_list(p, "issuers_allowed");
+        if issuers_allowed.as_ref().is_some_and(Vec::is_empty) {
+            p.error(
+                &member(path, "issuers_allowed"),
+                "must name at least one issuer (an empty list would refuse every token)",
+            );
+        }
         let leeway = f.uint(p, "leeway", 0, 3600).unwrap_or(0);
         let enable_hs_signatures = f.bool(p, "enable_hs_signatures").unwrap_or(false);
         let hide_credentials = f.bool(p, "hide_credentials").unwrap_or(false);
@@ -658,13 +667,14 @@ fn url_field(p: &mut Problems, f: &mut Fields<'_>, key: &'static str) -> Option<
 fn first_of(p: &mut Problems, f: &mut Fields<'_>, key: &'static str) -> Option<String> {
     let (path, v) = f.get(key)?;
     match v {
-        Value::Array(items) => match items.first() {
-            Some(first) => reader::string(p, &element(&path, 0), first),
-            None => {
-                p.error(&path, "must not be empty");
-                None
-            }
-        },
+        Value::Array(items) if items.is_empty() => {
+            p.error(&path, "must not be empty");
+            None
+        }
+        // Every entry must be valid even though only the first is used.
+        Value::Array(_) => {
+            reader::string_list(p, &path, v).and_then(|list| list.into_iter().next())
+        }
         other => reader::string(p, &path, other),
     }
 }

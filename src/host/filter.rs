@@ -18,7 +18,7 @@ impl Filter {
 }
 
 /// The route name: Envoy's `xds.route_name`, else Kong's `kong.route_name` / service name.
-fn route_name() -> Option<String> {
+pub(crate) fn route_name() -> Option<String> {
     let paths: [&[&str]; 3] = [
         &["xds", "route_name"],
         &["kong", "route_name"],

@@ -300,10 +300,7 @@ pub(crate) fn apply(shared: &SharedRef, outcome: &Outcome, method: Method) -> bo
             true
         }
         Outcome::Deny(deny) => {
-            let route = hostcalls::get_property(vec!["xds", "route_name"])
-                .ok()
-                .flatten()
-                .map(|b| String::from_utf8_lossy(&b).into_owned());
+            let route = filter::route_name();
             let line = format!(
                 "denied {}: reason={} detail=\"{}\" method={} route={} strategy={} credential={}",
                 deny.reply.status,

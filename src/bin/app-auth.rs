@@ -1,0 +1,502 @@
+//! `app-auth`: the filter's own checks and engine, from a shell.
+//!
+//! ```text
+//! app-auth validate CONFIG
+//! app-auth explain --config CONFIG [--route NAME] [--path PATH] --header 'Authorization: …'
+//!                  [--header 'Name: value' …] [--discovery FILE --jwks FILE]
+//! app-auth register --issuer URL --initial-access-token TOKEN --name NAME
+//!                   [--scope 'orders:read'] [--strategy-id ID] [--api-scope orders-v1]
+//! ```
+
+#[cfg(target_arch = "wasm32")]
+fn main() {}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let code = match cli::run(&args) {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("app-auth: {message}");
+            2
+        }
+    };
+    std::process::exit(code);
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+mod cli {
+    use app_auth_filter::config::Config;
+    use app_auth_filter::engine::{
+        Callout, CalloutResponse, Engine, FetchKind, Method, Outcome, Request, Step,
+    };
+    use app_auth_filter::jwt::TokenError;
+    use app_auth_filter::response::Denial;
+    use serde_json::{json, Value};
+    use std::rc::Rc;
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    const USAGE: &str = "usage:
+  app-auth validate CONFIG
+  app-auth explain --config CONFIG [--route NAME] [--path PATH] --header 'Name: value' ... [--discovery FILE --jwks FILE]
+  app-auth register --issuer URL --initial-access-token TOKEN --name NAME [--scope SCOPES] [--strategy-id ID] [--api-scope SCOPE]";
+
+    pub fn run(args: &[String]) -> Result<i32, String> {
+        match args.first().map(String::as_str) {
+            Some("validate") => validate(args.get(1).ok_or(USAGE)?),
+            Some("explain") => explain(&Options::parse(&args[1..])?),
+            Some("register") => register(&Options::parse(&args[1..])?),
+            Some("-h" | "--help" | "help") => {
+                println!("{USAGE}");
+                Ok(0)
+            }
+            _ => Err(USAGE.into()),
+        }
+    }
+
+    /// `--name value` pairs; `--header` may repeat.
+    #[derive(Default)]
+    struct Options {
+        values: Vec<(String, String)>,
+    }
+
+    impl Options {
+        fn parse(args: &[String]) -> Result<Options, String> {
+            let mut values = Vec::new();
+            let mut it = args.iter();
+            while let Some(flag) = it.next() {
+                let name = flag
+                    .strip_prefix("--")
+                    .ok_or_else(|| format!("unexpected argument {flag:?}\n{USAGE}"))?;
+                let value = it.next().ok_or_else(|| format!("--{name} needs a value"))?;
+                values.push((name.to_owned(), value.clone()));
+            }
+            Ok(Options { values })
+        }
+        fn get(&self, name: &str) -> Option<&str> {
+            self.values
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+        }
+        fn need(&self, name: &str) -> Result<&str, String> {
+            self.get(name)
+                .ok_or_else(|| format!("--{name} is required\n{USAGE}"))
+        }
+        fn all(&self, name: &str) -> Vec<&str> {
+            self.values
+                .iter()
+                .filter(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+                .collect()
+        }
+    }
+
+    fn read(path: &str) -> Result<Vec<u8>, String> {
+        std::fs::read(path).map_err(|e| format!("{path}: {e}"))
+    }
+
+    fn load(path: &str) -> Result<Result<Config, i32>, String> {
+        let bytes = read(path)?;
+        Ok(match Config::parse(&bytes) {
+            Ok((config, warnings)) => {
+                for w in warnings {
+                    eprintln!("warning: {w}");
+                }
+                Ok(config)
+            }
+            Err(errors) => {
+                for e in &errors {
+                    eprintln!("error: {e}");
+                }
+                eprintln!("{path}: refused ({} problems)", errors.len());
+                Err(1)
+            }
+        })
+    }
+
+    /// The checks the filter runs at load, with the same messages and JSON paths.
+    fn validate(path: &str) -> Result<i32, String> {
+        match load(path)? {
+            Ok(config) => {
+                let strategies: Vec<&str> = config.strategy_ids().collect();
+                let apps = config.applications.as_ref().map_or(0, |a| a.len());
+                println!(
+                    "{path}: valid ({} policies, strategies {}, {} applications, {} issuers)",
+                    config.policies.len(),
+                    strategies.join(", "),
+                    apps,
+                    config.issuers.len()
+                );
+                Ok(0)
+            }
+            Err(code) => Ok(code),
+        }
+    }
+
+    fn now_ms() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    }
+
+    fn agent() -> ureq::Agent {
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(std::time::Duration::from_secs(10)))
+            .build()
+            .into()
+    }
+
+    /// Performs a callout over the network (or from --discovery / --jwks files).
+    fn perform(callout: &Callout, opts: &Options) -> CalloutResponse {
+        let url = format!(
+            "{}://{}{}",
+            if callout.https { "https" } else { "http" },
+            callout.authority,
+            callout.path
+        );
+        let from_file = match callout.id.kind {
+            FetchKind::Keys { stage, .. } => match stage {
+                app_auth_filter::cache::Stage::Discovery => opts.get("discovery"),
+                app_auth_filter::cache::Stage::Jwks => opts.get("jwks"),
+            },
+            _ => None,
+        };
+        if let Some(path) = from_file {
+            println!("  fetch   {} {url}  (from {path})", callout.method);
+            return match read(path) {
+                Ok(body) => CalloutResponse {
+                    status: Some(200),
+                    body,
+                    ..CalloutResponse::default()
+                },
+                Err(e) => CalloutResponse {
+                    failure: Some(e),
+                    ..CalloutResponse::default()
+                },
+            };
+        }
+        let agent = agent();
+        let mut request = match callout.method {
+            "POST" => {
+                let mut r = agent.post(&url);
+                for (n, v) in &callout.headers {
+                    r = r.header(n.as_str(), v.as_str());
+                }
+                r.send(callout.body.clone().unwrap_or_default())
+            }
+            _ => {
+                let mut r = agent.get(&url);
+                for (n, v) in &callout.headers {
+                    r = r.header(n.as_str(), v.as_str());
+                }
+                r.call()
+            }
+        };
+        match request.as_mut() {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let body = response.body_mut().read_to_vec().unwrap_or_default();
+                println!(
+                    "  fetch   {} {url}  -> {status}, {} bytes",
+                    callout.method,
+                    body.len()
+                );
+                CalloutResponse {
+                    status: Some(status),
+                    body,
+                    ..CalloutResponse::default()
+                }
+            }
+            Err(e) => {
+                println!("  fetch   {} {url}  -> failed: {e}", callout.method);
+                CalloutResponse {
+                    failure: Some(e.to_string()),
+                    ..CalloutResponse::default()
+                }
+            }
+        }
+    }
+
+    /// Runs the filter's engine on one request, printing each fetch, each check and the
+    /// decision.
+    fn explain(opts: &Options) -> Result<i32, String> {
+        let config = match load(opts.need("config")?)? {
+            Ok(c) => c,
+            Err(code) => return Ok(code),
+        };
+        let mut headers = Vec::new();
+        for h in opts.all("header") {
+            let (name, value) = h
+                .split_once(':')
+                .ok_or_else(|| format!("--header {h:?} is not 'Name: value'"))?;
+            headers.push((
+                name.trim().to_ascii_lowercase(),
+                value.trim().as_bytes().to_vec(),
+            ));
+        }
+        let path = opts.get("path").unwrap_or("/");
+        let route = opts.get("route");
+        let mut engine = Engine::new(Rc::new(config), 1);
+        let request = Request {
+            route,
+            authority: "app-auth-explain",
+            path,
+            headers: &headers,
+        };
+        println!("request  route={} path={path}", route.unwrap_or("-"));
+        let mut step = engine.on_request(1, &request, now_ms());
+        let mut result = None;
+        for _ in 0..16 {
+            match step {
+                Step::Done(method, outcome) => {
+                    result = Some((method, outcome));
+                    break;
+                }
+                Step::Wait(None) => break,
+                Step::Wait(Some(callout)) => {
+                    let mut pending = vec![callout];
+                    let mut settled = None;
+                    for _ in 0..16 {
+                        let Some(c) = pending.pop() else { break };
+                        let response = perform(&c, opts);
+                        let progress = engine.on_callout_response(c.id, response, now_ms());
+                        for line in &progress.log {
+                            println!("  note    {line}");
+                        }
+                        pending.extend(progress.callouts);
+                        if let Some((_, m, o)) =
+                            progress.settled.into_iter().find(|(id, _, _)| *id == 1)
+                        {
+                            settled = Some((m, o));
+                            break;
+                        }
+                    }
+                    step = match settled {
+                        Some((m, o)) => Step::Done(m, o),
+                        None => Step::Wait(None),
+                    };
+                }
+            }
+        }
+        let Some((method, outcome)) = result else {
+            println!("decision  none: the engine is still waiting (an IdP did not answer)");
+            return Ok(1);
+        };
+        for (check, verdict) in checks(method, &outcome) {
+            println!("  check   {check:<34} {verdict}");
+        }
+        match outcome {
+            Outcome::Allow(allow) => {
+                println!("decision  ALLOW ({})", method.name());
+                for name in &allow.remove_headers {
+                    println!("  remove  {name}");
+                }
+                for (name, value) in &allow.set_headers {
+                    let shown = if name == "authorization" {
+                        "Bearer <token>"
+                    } else {
+                        value.as_str()
+                    };
+                    println!("  set     {name}: {shown}");
+                }
+                if let Some(p) = allow.path {
+                    println!("  path    {p}");
+                }
+                Ok(0)
+            }
+            Outcome::Deny(deny) => {
+                println!(
+                    "decision  DENY {} ({}: {})",
+                    deny.reply.status,
+                    deny.denial.reason(),
+                    deny.denial.detail()
+                );
+                for (name, value) in &deny.reply.headers {
+                    println!("  header  {name}: {value}");
+                }
+                println!("  body    {}", deny.reply.body);
+                Ok(1)
+            }
+        }
+    }
+
+    /// The checks of a method in the order the engine runs them, each with its verdict:
+    /// passed before the one that failed, not run after it.
+    fn checks(method: Method, outcome: &Outcome) -> Vec<(&'static str, &'static str)> {
+        let order: &[&str] = match method {
+            Method::KeyAuth => &[
+                "policy for the route",
+                "one API key",
+                "application for the credential",
+                "application's strategy",
+                "application approved for the API",
+            ],
+            Method::ClientCredentials => &[
+                "policy for the route",
+                "one credential",
+                "application for the credential",
+                "application's strategy",
+                "token endpoint exchange",
+                "token format",
+                "expiry and validity times",
+                "issuer",
+                "audience",
+                "signing key",
+                "signature",
+                "required scopes",
+                "credential claim",
+                "application approved for the API",
+            ],
+            Method::Introspection => &[
+                "policy for the route",
+                "one credential",
+                "introspection",
+                "token active",
+                "expiry and validity times",
+                "issuer",
+                "audience",
+                "required scopes",
+                "credential claim",
+                "application for the credential",
+                "application's strategy",
+                "application approved for the API",
+            ],
+            Method::Bearer | Method::None => &[
+                "policy for the route",
+                "one credential",
+                "token format",
+                "strategy for the issuer",
+                "expiry and validity times",
+                "issuer",
+                "audience",
+                "signing key",
+                "signature",
+                "required scopes",
+                "credential claim",
+                "application for the credential",
+                "application's strategy",
+                "application approved for the API",
+            ],
+        };
+        let failed = match outcome {
+            Outcome::Allow(_) => None,
+            Outcome::Deny(d) => Some(failed_check(method, d.denial)),
+        };
+        let mut seen_failure = false;
+        order
+            .iter()
+            .map(|check| {
+                let verdict = if seen_failure {
+                    "not run"
+                } else if failed == Some(*check) {
+                    seen_failure = true;
+                    "FAILED"
+                } else {
+                    "ok"
+                };
+                (*check, verdict)
+            })
+            .collect()
+    }
+
+    fn failed_check(method: Method, denial: Denial) -> &'static str {
+        match denial {
+            Denial::NoPolicy => "policy for the route",
+            Denial::MissingCredential
+            | Denial::UnsupportedCredential
+            | Denial::InvalidRequest(_)
+            | Denial::DuplicateApiKey => "one credential",
+            Denial::TokenTooLarge => "token format",
+            Denial::InsufficientScope => "required scopes",
+            Denial::UnknownApplication => "application for the credential",
+            Denial::WrongStrategy => "application's strategy",
+            Denial::NotApproved => "application approved for the API",
+            Denial::InvalidClient => "token endpoint exchange",
+            Denial::IdpUnavailable(_) => match method {
+                Method::ClientCredentials => "token endpoint exchange",
+                Method::Introspection => "introspection",
+                _ => "signing key",
+            },
+            Denial::InvalidToken(e) => match e {
+                TokenError::Expired
+                | TokenError::NotYetValid
+                | TokenError::IssuedInFuture
+                | TokenError::MissingExp
+                | TokenError::BadTimeClaim => "expiry and validity times",
+                TokenError::WrongIssuer if method == Method::Bearer => "strategy for the issuer",
+                TokenError::WrongIssuer => "issuer",
+                TokenError::WrongAudience => "audience",
+                TokenError::UnknownKid | TokenError::AmbiguousKey | TokenError::KeyAlgMismatch => {
+                    "signing key"
+                }
+                TokenError::BadSignature => "signature",
+                TokenError::BadCredentialClaim | TokenError::BadForwardedClaim => {
+                    "credential claim"
+                }
+                TokenError::Inactive => "token active",
+                _ => "token format",
+            },
+        }
+    }
+
+    /// RFC 7591 dynamic client registration; prints the `applications` entry to add.
+    fn register(opts: &Options) -> Result<i32, String> {
+        let issuer = opts.need("issuer")?.trim_end_matches('/');
+        let token = opts.need("initial-access-token")?;
+        let name = opts.need("name")?;
+        let agent = agent();
+        let discovery_url = format!("{issuer}/.well-known/openid-configuration");
+        let mut response = agent
+            .get(&discovery_url)
+            .call()
+            .map_err(|e| format!("{discovery_url}: {e}"))?;
+        let doc: Value = serde_json::from_slice(
+            &response
+                .body_mut()
+                .read_to_vec()
+                .map_err(|e| e.to_string())?,
+        )
+        .map_err(|e| format!("{discovery_url}: not JSON: {e}"))?;
+        let endpoint = doc["registration_endpoint"]
+            .as_str()
+            .ok_or(format!("{discovery_url} names no registration_endpoint"))?;
+        let mut body = json!({"client_name": name, "grant_types": ["client_credentials"], "response_types": [],
+            "redirect_uris": [], "token_endpoint_auth_method": "client_secret_basic"});
+        if let Some(scope) = opts.get("scope") {
+            body["scope"] = json!(scope);
+        }
+        let mut response = agent
+            .post(endpoint)
+            .header("authorization", &format!("Bearer {token}"))
+            .header("content-type", "application/json")
+            .send(body.to_string())
+            .map_err(|e| format!("{endpoint}: {e}"))?;
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string().unwrap_or_default();
+        if status != 201 && status != 200 {
+            eprintln!("registration refused: HTTP {status}: {text}");
+            return Ok(1);
+        }
+        let client: Value = serde_json::from_str(&text)
+            .map_err(|e| format!("registration answer is not JSON: {e}"))?;
+        let client_id = client["client_id"]
+            .as_str()
+            .ok_or("registration answer has no client_id")?;
+        let entry = json!({
+            "id": name,
+            "client_id": client_id,
+            "auth_strategy_id": opts.get("strategy-id").unwrap_or("REPLACE-WITH-STRATEGY-ID"),
+            "scopes": [opts.get("api-scope").unwrap_or("REPLACE-WITH-API-SCOPE")],
+        });
+        println!(
+            "Add to \"applications\":\n{}",
+            serde_json::to_string_pretty(&entry).unwrap_or_default()
+        );
+        if let Some(secret) = client["client_secret"].as_str() {
+            println!("\nclient_secret (shown once, store it now): {secret}");
+        }
+        Ok(0)
+    }
+}

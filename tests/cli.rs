@@ -1,0 +1,167 @@
+//! The `app-auth` command-line tool: validate, explain (against the IdP fixture), register.
+
+mod support;
+
+use serde_json::json;
+use std::process::Command;
+use support::*;
+
+fn app_auth(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_app-auth"))
+        .args(args)
+        .output()
+        .expect("run app-auth");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn validate_accepts_the_examples_and_refuses_with_json_paths() {
+    let example = root().join("filter-config/orders.json");
+    let (code, out, _) = app_auth(&["validate", example.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    assert!(out.contains("valid (1 policies"), "{out}");
+
+    let dir = scratch();
+    let bad = dir.join("bad.json");
+    let mut doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&example).unwrap()).unwrap();
+    doc["policies"]["orders-v1"]["strategies"][0]["configs"]["openid-connect"]
+        ["verify_signature"] = json!(false);
+    doc["routes"]["orders"] = json!("nope");
+    std::fs::write(&bad, doc.to_string()).unwrap();
+    let (code, _, err) = app_auth(&["validate", bad.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains(r#"$.policies["orders-v1"].strategies[0].configs["openid-connect"].verify_signature: is refused"#), "{err}");
+    assert!(err.contains("$.routes.orders: names no policy"), "{err}");
+    assert!(err.contains("refused (2 problems)"), "{err}");
+    let (code, _, err) = app_auth(&["validate", "/nonexistent.json"]);
+    assert_eq!(code, 2, "{err}");
+}
+
+#[test]
+fn register_then_explain_against_the_identity_provider() {
+    let dir = scratch();
+    let idp = Idp::start(&dir);
+    let (code, out, err) = app_auth(&[
+        "register",
+        "--issuer",
+        &idp.issuer(),
+        "--initial-access-token",
+        INITIAL_ACCESS_TOKEN,
+        "--name",
+        "cli-app",
+        "--scope",
+        "orders:read",
+        "--strategy-id",
+        "s-oidc",
+        "--api-scope",
+        "orders-v1",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let entry_text = out
+        .split("Add to \"applications\":")
+        .nth(1)
+        .and_then(|s| s.split("\n\nclient_secret").next())
+        .unwrap();
+    let entry: serde_json::Value = serde_json::from_str(entry_text.trim()).unwrap();
+    let secret = out
+        .rsplit("store it now): ")
+        .next()
+        .unwrap()
+        .trim()
+        .to_owned();
+    let client_id = entry["client_id"].as_str().unwrap().to_owned();
+    assert_eq!(entry["auth_strategy_id"], "s-oidc");
+
+    let config = json!({
+        "policy": {"scope": "orders-v1", "strategies": [{"id": "s-oidc", "strategy_type": "openid_connect",
+            "configs": {"openid-connect": {"issuer": idp.issuer(), "credential_claim": ["client_id"],
+                "scopes": ["orders:read"], "auth_methods": ["bearer"], "scopes_required": ["orders:read"],
+                "audience_required": ["https://api.example.com"]}}}]},
+        "applications": [entry],
+    });
+    let config_path = dir.join("config.json");
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let token = idp.token(&(client_id.clone(), secret), Some("orders:read"));
+    let auth = format!("Authorization: Bearer {token}");
+    let (code, out, err) = app_auth(&[
+        "explain",
+        "--config",
+        config_path.to_str().unwrap(),
+        "--header",
+        &auth,
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("/.well-known/openid-configuration  -> 200"),
+        "{out}"
+    );
+    assert!(out.contains("/jwks  -> 200"), "{out}");
+    assert!(
+        out.contains("check   signature                          ok"),
+        "{out}"
+    );
+    assert!(out.contains("decision  ALLOW (bearer)"), "{out}");
+    assert!(out.contains("set     x-application-id: cli-app"), "{out}");
+    assert!(!out.contains(&token), "the token is never printed");
+
+    let mut forged = token.clone();
+    forged.truncate(forged.len() - 4);
+    forged.push_str("AAAA");
+    let auth = format!("Authorization: Bearer {forged}");
+    let (code, out, _) = app_auth(&[
+        "explain",
+        "--config",
+        config_path.to_str().unwrap(),
+        "--header",
+        &auth,
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("check   signature                          FAILED"),
+        "{out}"
+    );
+    assert!(
+        out.contains("check   required scopes                    not run"),
+        "{out}"
+    );
+    assert!(
+        out.contains("decision  DENY 401 (invalid_token: token signature is invalid)"),
+        "{out}"
+    );
+
+    // Keys from files instead of the network.
+    let discovery = dir.join("discovery.json");
+    let jwks = dir.join("jwks.json");
+    std::fs::write(
+        &discovery,
+        http(
+            idp.port,
+            "GET",
+            "/.well-known/openid-configuration",
+            &[],
+            b"",
+        )
+        .body,
+    )
+    .unwrap();
+    std::fs::write(&jwks, http(idp.port, "GET", "/jwks", &[], b"").body).unwrap();
+    let auth = format!("Authorization: Bearer {token}");
+    let (code, out, _) = app_auth(&[
+        "explain",
+        "--config",
+        config_path.to_str().unwrap(),
+        "--header",
+        &auth,
+        "--discovery",
+        discovery.to_str().unwrap(),
+        "--jwks",
+        jwks.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("(from "), "{out}");
+}
