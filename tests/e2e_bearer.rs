@@ -210,6 +210,32 @@ fn bearer_tokens_end_to_end() {
     assert_eq!(stats["jwks"], 1, "{stats}");
     assert_eq!(stats["discovery"], 1, "{stats}");
 
+    // Counters in Envoy's own stats, summed over the workers.
+    let prometheus = http(envoy.admin_port, "GET", "/stats/prometheus", &[], b"").text();
+    let metric = |name: &str| -> u64 {
+        prometheus
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .find(|l| l.split(['{', ' ']).next() == Some(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| {
+                let ours: Vec<&str> = prometheus.lines().filter(|l| l.contains("app_auth")).collect();
+                panic!("{name} not in /stats/prometheus:\n{}", ours.join("\n"))
+            })
+    };
+    assert_eq!(metric("app_auth_allowed_bearer"), 4);
+    assert_eq!(metric("app_auth_denied_missing_credential"), 1);
+    assert_eq!(metric("app_auth_denied_unknown_application"), 1);
+    assert_eq!(metric("app_auth_denied_not_approved"), 1);
+    assert_eq!(metric("app_auth_denied_insufficient_scope"), 1);
+    assert_eq!(metric("app_auth_denied_bad_request"), 3);
+    assert_eq!(metric("app_auth_denied_no_policy"), 1);
+    assert!(metric("app_auth_denied_invalid_token") >= 3);
+    assert_eq!(metric("app_auth_callout_jwks_success"), 1);
+    assert!(metric("app_auth_cache_verified_token_hit") >= 1);
+    assert!(prometheus.contains("app_auth_callout_latency_ms_bucket"), "latency histogram");
+
     let failures = envoy.vm_failures();
     assert!(
         failures.is_empty(),

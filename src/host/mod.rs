@@ -56,7 +56,7 @@ impl SharedStore for HostStore {
     }
 }
 
-/// Counters in the proxy's stats (Envoy shows them as `wasmcustom.app_auth.*`). Defined
+/// Counters in the proxy's stats (Envoy shows them as `app_auth.*`, and `app_auth_*` in /stats/prometheus). Defined
 /// once per VM; a metric the host refused is simply not counted.
 #[derive(Debug, Default)]
 pub(crate) struct HostCounters {
