@@ -78,7 +78,7 @@ pub fn extract(
 }
 
 fn parse_authorization(value: &[u8], max_token_bytes: usize) -> Result<Credential, Malformed> {
-    if value.len() > max_token_bytes + 16 {
+    if value.len() > max_token_bytes.saturating_add(16) {
         return Err(Malformed::TooLarge);
     }
     if !value.iter().all(|b| (0x20..0x7f).contains(b)) {
@@ -252,22 +252,22 @@ fn percent_decode(s: &str, plus_is_space: bool) -> Option<String> {
     while let Some(&b) = bytes.get(i) {
         match b {
             b'%' => {
-                let hex = bytes.get(i + 1..i + 3)?;
+                let hex = bytes.get(i.saturating_add(1)..i.saturating_add(3))?;
                 // from_str_radix would take "+1" (a sign) as a number.
                 if !hex.iter().all(u8::is_ascii_hexdigit) {
                     return None;
                 }
                 let hex = std::str::from_utf8(hex).ok()?;
                 out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 3;
+                i = i.saturating_add(3);
             }
             b'+' if plus_is_space => {
                 out.push(b' ');
-                i += 1;
+                i = i.saturating_add(1);
             }
             _ => {
                 out.push(b);
-                i += 1;
+                i = i.saturating_add(1);
             }
         }
     }

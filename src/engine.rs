@@ -600,7 +600,7 @@ impl Engine {
             return None;
         }
         // Past the staleness bound the issuer's keys are gone, and so is what they verified.
-        let max_stale_ms = self.config.issuers.get(v.issuer)?.max_stale_s * 1000;
+        let max_stale_ms = self.config.issuers.get(v.issuer)?.max_stale_ms();
         self.issuers.get(v.issuer)?.keys(now_ms, max_stale_ms)?;
         let mut allow = v.allow.clone();
         if v.hide_credentials && source == Source::Query {
@@ -663,7 +663,7 @@ impl Engine {
                 "issuer is not configured",
             )));
         };
-        let Some(keys) = state.keys(now_ms, issuer.max_stale_s * 1000) else {
+        let Some(keys) = state.keys(now_ms, issuer.max_stale_ms()) else {
             return Err(false);
         };
         if state.stale(now_ms) {
@@ -673,7 +673,7 @@ impl Engine {
             if !keys.has_kid(kid) {
                 // A kid we do not know: the IdP may have rotated; look again (once per
                 // cooldown, or join a fetch under way) before refusing.
-                if state.in_flight(now_ms) || state.may_force(now_ms, issuer.rediscovery_s * 1000) {
+                if state.in_flight(now_ms) || state.may_force(now_ms, issuer.rediscovery_ms()) {
                     return Err(true);
                 }
                 return Ok(Checked::Denied(Denial::InvalidToken(
@@ -708,8 +708,8 @@ impl Engine {
         };
         let (timeout_ms, cooldown_ms, max_stale_ms) = (
             issuer.timeout_ms,
-            issuer.rediscovery_s * 1000,
-            issuer.max_stale_s * 1000,
+            issuer.rediscovery_ms(),
+            issuer.max_stale_ms(),
         );
         let Some(state) = self.issuers.get_mut(issuer_index) else {
             return self.fail(&job, Denial::IdpUnavailable("issuer is not configured"));
@@ -1219,8 +1219,10 @@ impl Engine {
         }
         // The IdP's Cache-Control max-age, if it gives one, within [30 s, cache_ttl].
         let ttl_ms = match response.max_age_s {
-            Some(age) => age.clamp(30, issuer.cache_ttl_s.max(30)) * 1000,
-            None => issuer.cache_ttl_s * 1000,
+            Some(age) => age
+                .clamp(30, issuer.cache_ttl_s.max(30))
+                .saturating_mul(1000),
+            None => issuer.cache_ttl_ms(),
         };
         let limits = &config.limits;
         let result =
@@ -1505,7 +1507,7 @@ impl Engine {
             let Some(state) = self.issuers.get(index) else {
                 continue;
             };
-            if !state.wants_refresh(now_ms, issuer.cache_ttl_s * 1000)
+            if !state.wants_refresh(now_ms, issuer.cache_ttl_ms())
                 || state.in_flight(now_ms)
                 || state.in_backoff(now_ms)
             {

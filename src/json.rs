@@ -49,7 +49,7 @@ impl Seed {
             )));
         }
         Ok(Seed {
-            depth: self.depth + 1,
+            depth: self.depth.saturating_add(1),
             max_depth: self.max_depth,
         })
     }

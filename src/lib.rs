@@ -4,6 +4,17 @@
 //! The decision engine ([`engine`]) is plain Rust with no proxy-wasm calls; the host adapter
 //! (`host`, compiled for wasm32 only) moves headers and callouts between the proxy and it.
 
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects
+    )
+)]
+
 pub mod apps;
 pub mod cache;
 pub mod config;

@@ -25,7 +25,9 @@ pub struct Recording(RefCell<BTreeMap<&'static str, u64>>);
 
 impl Counters for Recording {
     fn add(&self, name: &'static str) {
-        *self.0.borrow_mut().entry(name).or_default() += 1;
+        let mut counts = self.0.borrow_mut();
+        let count = counts.entry(name).or_default();
+        *count = count.saturating_add(1);
     }
 }
 

@@ -148,6 +148,18 @@ pub struct Issuer {
     pub max_stale_s: u64,
 }
 
+impl Issuer {
+    pub fn cache_ttl_ms(&self) -> u64 {
+        self.cache_ttl_s.saturating_mul(1000)
+    }
+    pub fn rediscovery_ms(&self) -> u64 {
+        self.rediscovery_s.saturating_mul(1000)
+    }
+    pub fn max_stale_ms(&self) -> u64 {
+        self.max_stale_s.saturating_mul(1000)
+    }
+}
+
 /// Openid-connect plugin fields that would turn off a check: refused, never ignored.
 const DANGEROUS: &[(&str, &str)] = &[
     ("verify_signature", "false would accept forged tokens"),
@@ -624,7 +636,7 @@ impl Builder {
             }
             None => {
                 self.issuers.push(candidate);
-                self.issuers.len() - 1
+                self.issuers.len().saturating_sub(1)
             }
         };
         Some(OidcStrategy {

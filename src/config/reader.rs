@@ -44,7 +44,7 @@ impl Problems {
 pub fn member(parent: &str, key: &str) -> String {
     let plain = !key.is_empty()
         && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-        && !key.as_bytes()[0].is_ascii_digit();
+        && !key.bytes().next().is_some_and(|b| b.is_ascii_digit());
     if plain {
         format!("{parent}.{key}")
     } else {

@@ -117,9 +117,9 @@ pub(crate) fn dispatch_all(
     }
     let mut queue: Vec<_> = progress.callouts.drain(..).collect();
     // Bounded: each failed dispatch can only settle waiters or start one fetch per issuer.
-    let mut budget = 64;
+    let mut budget: u32 = 64;
     while let Some(callout) = queue.pop() {
-        budget -= 1;
+        budget = budget.saturating_sub(1);
         let mut headers: Vec<(&str, &str)> = vec![
             (":method", callout.method),
             (":path", &callout.path),

@@ -73,7 +73,7 @@ impl RootContext for Root {
         };
         let orphans = {
             let mut s = self.shared.borrow_mut();
-            s.generation += 1;
+            s.generation = s.generation.wrapping_add(1);
             let generation = s.generation;
             if s.counters.ids_defined() == 0 {
                 s.counters = Rc::new(super::HostCounters::define());

@@ -127,7 +127,7 @@ impl KeySet {
             ));
         }
         let mut set = KeySet::default();
-        let mut skipped = 0;
+        let mut skipped: usize = 0;
         for (i, item) in items.iter().enumerate() {
             let Value::Object(jwk) = item else {
                 return Err(format!("keys[{i}] is not an object"));
@@ -139,7 +139,7 @@ impl KeySet {
             };
             let verifiers = verifiers(jwk).map_err(|e| format!("keys[{i}] {e}"))?;
             if verifiers.is_empty() {
-                skipped += 1;
+                skipped = skipped.saturating_add(1);
                 continue;
             }
             if let Some(kid) = &kid {
@@ -300,7 +300,7 @@ fn verifiers(jwk: &Map<String, Value>) -> Result<Vec<Verifier>, String> {
             if x.len() != size || y.len() != size {
                 return Err("has coordinates of the wrong length".into());
             }
-            let mut point = Vec::with_capacity(1 + 2 * size);
+            let mut point = Vec::with_capacity(97);
             point.push(0x04);
             point.extend_from_slice(&x);
             point.extend_from_slice(&y);
@@ -350,9 +350,10 @@ fn significant_bits(n: &[u8]) -> usize {
     match n.iter().position(|b| *b != 0) {
         None => 0,
         Some(i) => {
-            let rest = n.len() - i - 1;
+            let rest = n.len().saturating_sub(i).saturating_sub(1);
             let top = n.get(i).copied().unwrap_or(0);
-            rest * 8 + (8 - top.leading_zeros() as usize)
+            rest.saturating_mul(8)
+                .saturating_add(8usize.saturating_sub(top.leading_zeros() as usize))
         }
     }
 }
