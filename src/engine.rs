@@ -6,6 +6,7 @@ use crate::apps::Application;
 use crate::cache::{Flights, IssuerKeys, Stage, TtlCache};
 use crate::config::{Config, KeyAuthStrategy, OidcStrategy, Policy, Strategy};
 use crate::credential::{self, Credential, Header, Malformed, Source};
+use crate::jwt::native::{self, SignatureBackend};
 use crate::jwt::{self, claims, ClaimRules, KeySet, ParsedToken, TokenError, VerifiedClaims};
 use crate::metrics::{self, Counters};
 use crate::oidc::{self, Url};
@@ -236,6 +237,8 @@ pub struct Engine {
     store: Rc<dyn SharedStore>,
     slots: Vec<Slots>,
     counters: Rc<dyn Counters>,
+    /// Who checks signatures the host can check (Envoy: native BoringSSL).
+    backend: Rc<dyn SignatureBackend>,
     /// Bumped whenever any issuer's key set changes; remembered verifications of an older
     /// generation are not used.
     verified_generation: usize,
@@ -300,8 +303,14 @@ impl Engine {
             store,
             slots,
             counters,
+            backend: Rc::new(native::PureRust),
             verified_generation: 0,
         }
+    }
+
+    /// Lets the host verify the signatures it can (probed at start-up).
+    pub fn set_signature_backend(&mut self, backend: Rc<dyn SignatureBackend>) {
+        self.backend = backend;
     }
 
     pub fn config(&self) -> &Rc<Config> {
@@ -681,7 +690,8 @@ impl Engine {
                 )));
             }
         }
-        match jwt::verify(token, &keys, &rules, now_ms / 1000) {
+        self.counters.add(metrics::SIGNATURES_CHECKED);
+        match jwt::verify(token, &keys, &rules, now_ms / 1000, self.backend.as_ref()) {
             Ok(v) => Ok(Checked::Verified(v)),
             Err(e) => Ok(Checked::Denied(Denial::InvalidToken(e))),
         }

@@ -67,6 +67,9 @@ pub const CACHE_TOKEN_MISS: &str = "app_auth.cache.exchanged_token.miss";
 pub const CACHE_INTROSPECTION_HIT: &str = "app_auth.cache.introspection.hit";
 pub const CACHE_INTROSPECTION_MISS: &str = "app_auth.cache.introspection.miss";
 
+pub const SIGNATURES_CHECKED: &str = "app_auth.signature.checked";
+pub const SIGNATURES_NATIVE: &str = "app_auth.signature.native";
+
 pub const KEYS_STALE_SERVE: &str = "app_auth.keys.stale_serve";
 pub const KEYS_LEASE_WAIT: &str = "app_auth.keys.lease_wait";
 pub const KEYS_FROM_SHARED_DATA: &str = "app_auth.keys.from_shared_data";
@@ -99,6 +102,8 @@ pub const ALL: &[&str] = &[
     CACHE_TOKEN_MISS,
     CACHE_INTROSPECTION_HIT,
     CACHE_INTROSPECTION_MISS,
+    SIGNATURES_CHECKED,
+    SIGNATURES_NATIVE,
     KEYS_STALE_SERVE,
     KEYS_LEASE_WAIT,
     KEYS_FROM_SHARED_DATA,

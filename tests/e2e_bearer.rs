@@ -220,7 +220,10 @@ fn bearer_tokens_end_to_end() {
             .and_then(|l| l.rsplit(' ').next())
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| {
-                let ours: Vec<&str> = prometheus.lines().filter(|l| l.contains("app_auth")).collect();
+                let ours: Vec<&str> = prometheus
+                    .lines()
+                    .filter(|l| l.contains("app_auth"))
+                    .collect();
                 panic!("{name} not in /stats/prometheus:\n{}", ours.join("\n"))
             })
     };
@@ -234,7 +237,15 @@ fn bearer_tokens_end_to_end() {
     assert!(metric("app_auth_denied_invalid_token") >= 3);
     assert_eq!(metric("app_auth_callout_jwks_success"), 1);
     assert!(metric("app_auth_cache_verified_token_hit") >= 1);
-    assert!(prometheus.contains("app_auth_callout_latency_ms_bucket"), "latency histogram");
+    assert!(
+        prometheus.contains("app_auth_callout_latency_ms_bucket"),
+        "latency histogram"
+    );
+    // Envoy verifies RS256 and ES256 natively (BoringSSL through verify_signature): every
+    // signature check of this run went there.
+    let checked = metric("app_auth_signature_checked");
+    assert!(checked >= 3, "{checked}");
+    assert_eq!(metric("app_auth_signature_native"), checked);
 
     let failures = envoy.vm_failures();
     assert!(

@@ -3,6 +3,7 @@
 //! Every host call's error is handled; none is unwrapped.
 
 mod filter;
+mod native;
 mod root;
 
 use crate::engine::{CalloutResponse, Engine, FetchId, Method, Outcome, Progress};
@@ -28,6 +29,8 @@ pub(crate) struct Shared {
     /// Callouts under way: host token -> (what they fetch, when they were sent).
     pub callouts: HashMap<u32, (FetchId, u64)>,
     pub counters: Rc<HostCounters>,
+    /// The host's signature verifier: `None` until probed, then whether it has one.
+    pub signatures: Option<Option<Rc<native::HostSignatures>>>,
 }
 
 /// Proxy-wasm shared data: process-wide in Envoy (every worker's VM), per worker process in

@@ -79,12 +79,26 @@ impl RootContext for Root {
                 s.counters = Rc::new(super::HostCounters::define());
             }
             let counters: Rc<dyn crate::metrics::Counters> = s.counters.clone();
-            let engine = Engine::with_host(
+            let mut engine = Engine::with_host(
                 Rc::new(config),
                 generation,
                 Rc::new(super::HostStore),
-                counters,
+                counters.clone(),
             );
+            // Probed once per VM: the host does not change under us.
+            let signatures = s
+                .signatures
+                .get_or_insert_with(|| {
+                    let host = super::native::HostSignatures::probe(counters);
+                    if host.is_none() {
+                        log::info!("app-auth-filter: no native signature verification on this host; verifying in Wasm");
+                    }
+                    host.map(Rc::new)
+                })
+                .clone();
+            if let Some(host) = signatures {
+                engine.set_signature_backend(host);
+            }
             let old = s.engine.replace(engine);
             s.callouts.clear();
             old.map(|e| e.waiting_contexts()).unwrap_or_default()

@@ -83,6 +83,15 @@ impl Verifier {
 struct Key {
     kid: Option<String>,
     verifiers: Vec<Verifier>,
+    /// DER SubjectPublicKeyInfo (RSA and EC keys), for verification by the host.
+    spki: Option<Vec<u8>>,
+}
+
+/// The key chosen for a token: the pure-Rust verifier, and the DER key for the host.
+#[derive(Debug, Clone, Copy)]
+pub struct Selected<'a> {
+    pub verifier: &'a Verifier,
+    pub spki: Option<&'a [u8]>,
 }
 
 impl Key {
@@ -137,7 +146,7 @@ impl KeySet {
                 Some(Value::String(k)) => Some(k.clone()),
                 Some(_) => return Err(format!("keys[{i}].kid is not a string")),
             };
-            let verifiers = verifiers(jwk).map_err(|e| format!("keys[{i}] {e}"))?;
+            let (verifiers, spki) = verifiers(jwk).map_err(|e| format!("keys[{i}] {e}"))?;
             if verifiers.is_empty() {
                 skipped = skipped.saturating_add(1);
                 continue;
@@ -147,7 +156,11 @@ impl KeySet {
                     return Err(format!("keys[{i}] repeats kid {kid:?}"));
                 }
             }
-            set.keys.push(Key { kid, verifiers });
+            set.keys.push(Key {
+                kid,
+                verifiers,
+                spki,
+            });
         }
         if set.keys.is_empty() {
             return Err("has no usable signing key".into());
@@ -174,7 +187,13 @@ impl KeySet {
     /// The key that must verify a token with this `kid` and `alg`. `kid` is only ever a map
     /// key. Without a `kid`, the one key that fits `alg`; several is ambiguous (refused
     /// rather than tried one by one).
-    pub fn select(&self, kid: Option<&str>, alg: Alg) -> Result<&Verifier, TokenError> {
+    pub fn select(&self, kid: Option<&str>, alg: Alg) -> Result<Selected<'_>, TokenError> {
+        fn selected(key: &Key, alg: Alg) -> Option<Selected<'_>> {
+            Some(Selected {
+                verifier: key.for_alg(alg)?,
+                spki: key.spki.as_deref(),
+            })
+        }
         match kid {
             Some(kid) => {
                 let key = self
@@ -182,10 +201,10 @@ impl KeySet {
                     .get(kid)
                     .and_then(|i| self.keys.get(*i))
                     .ok_or(TokenError::UnknownKid)?;
-                key.for_alg(alg).ok_or(TokenError::KeyAlgMismatch)
+                selected(key, alg).ok_or(TokenError::KeyAlgMismatch)
             }
             None => {
-                let mut fitting = self.keys.iter().filter_map(|k| k.for_alg(alg));
+                let mut fitting = self.keys.iter().filter_map(|k| selected(k, alg));
                 let first = fitting.next().ok_or(TokenError::KeyAlgMismatch)?;
                 if fitting.next().is_some() {
                     return Err(TokenError::AmbiguousKey);
@@ -216,7 +235,26 @@ fn bytes(jwk: &Map<String, Value>, name: &str) -> Result<Vec<u8>, String> {
 }
 
 /// The verifiers of one JWK. Empty when the key is not a signing key we can use.
-fn verifiers(jwk: &Map<String, Value>) -> Result<Vec<Verifier>, String> {
+/// The verifiers of one JWK and, for RSA and EC keys, its DER SubjectPublicKeyInfo.
+fn verifiers(jwk: &Map<String, Value>) -> Result<(Vec<Verifier>, Option<Vec<u8>>), String> {
+    let verifiers = verifiers_of(jwk)?;
+    let spki = match verifiers.first().map(Verifier::alg) {
+        None => None,
+        Some(Alg::RS256 | Alg::RS384 | Alg::RS512 | Alg::PS256 | Alg::PS384 | Alg::PS512) => Some(
+            super::native::rsa_spki(&bytes(jwk, "n")?, &bytes(jwk, "e")?),
+        ),
+        Some(alg @ (Alg::ES256 | Alg::ES384)) => {
+            let mut point = vec![0x04];
+            point.extend_from_slice(&bytes(jwk, "x")?);
+            point.extend_from_slice(&bytes(jwk, "y")?);
+            super::native::ec_spki(alg, &point)
+        }
+        Some(_) => None,
+    };
+    Ok((verifiers, spki))
+}
+
+fn verifiers_of(jwk: &Map<String, Value>) -> Result<Vec<Verifier>, String> {
     let kty = member(jwk, "kty")?.ok_or("has no kty")?;
     if let Some(use_) = member(jwk, "use")? {
         if use_ != "sig" {

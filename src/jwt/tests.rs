@@ -1,5 +1,6 @@
 use super::fixtures::*;
 use super::*;
+use crate::jwt::native;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use jwt_simple::prelude::*;
@@ -35,7 +36,7 @@ fn check_at(token: &str, now: u64, leeway: u64) -> Result<VerifiedClaims, TokenE
     let mut rules = rules_with(&issuers, &audience, &aud_claim);
     rules.leeway = leeway;
     let parsed = ParsedToken::parse(token, 16)?;
-    verify(&parsed, &key_set(), &rules, now)
+    verify(&parsed, &key_set(), &rules, now, &native::PureRust)
 }
 
 #[test]
@@ -64,7 +65,7 @@ fn hs_tokens_need_hs_enabled() {
     rules.enable_hs_signatures = false;
     let parsed = ParsedToken::parse(&hs_with_payload(&claims().to_string()), 16).unwrap();
     assert_eq!(
-        verify(&parsed, &key_set(), &rules, NOW).unwrap_err(),
+        verify(&parsed, &key_set(), &rules, NOW, &native::PureRust).unwrap_err(),
         TokenError::SymmetricAlgNotEnabled
     );
 }
@@ -366,6 +367,7 @@ fn audience_and_scope_alternatives() {
             &key_set(),
             &rules,
             NOW,
+            &native::PureRust,
         )
         .map(drop)
     };
@@ -688,4 +690,77 @@ mod jwks {
             assert!(result.is_err(), "{name} should be refused");
         }
     }
+}
+
+/// A stand-in for Envoy's `verify_signature` for ECDSA: parses the DER key and the DER
+/// signature this crate hands over, as BoringSSL would.
+#[derive(Debug, Default)]
+struct HostEcdsa(std::cell::Cell<u32>);
+
+impl native::SignatureBackend for HostEcdsa {
+    fn verify(
+        &self,
+        hash: &'static str,
+        spki: &[u8],
+        signed: &[u8],
+        signature: &[u8],
+    ) -> Option<bool> {
+        use p256::ecdsa::signature::Verifier as _;
+        use p256::pkcs8::DecodePublicKey as _;
+        if hash != "sha256" {
+            return None;
+        }
+        let Ok(key) = p256::ecdsa::VerifyingKey::from_public_key_der(spki) else {
+            return None;
+        };
+        self.0.set(self.0.get() + 1);
+        let Ok(sig) = p256::ecdsa::Signature::from_der(signature) else {
+            return Some(false);
+        };
+        Some(key.verify(signed, &sig).is_ok())
+    }
+}
+
+#[test]
+fn the_host_path_gets_correct_keys_and_signatures() {
+    let host = HostEcdsa::default();
+    let issuers = vec![ISS.to_owned()];
+    let audience = vec![vec![AUD.to_owned()]];
+    let aud_claim = vec!["aud".to_owned()];
+    let rules = rules_with(&issuers, &audience, &aud_claim);
+    let run = |t: &str| {
+        verify(
+            &ParsedToken::parse(t, 16).unwrap(),
+            &key_set(),
+            &rules,
+            NOW,
+            &host,
+        )
+        .map(drop)
+    };
+    let token = es_token(&claims());
+    assert_eq!(run(&token), Ok(()));
+    assert_eq!(host.0.get(), 1, "verified by the host, not in Rust");
+    // RS256 has no host here (the stand-in declines): the pure-Rust path decides.
+    assert_eq!(run(&rs_token(&claims())), Ok(()));
+    // Every flipped bit is refused by the host path too.
+    let (input, sig) = token.rsplit_once('.').unwrap();
+    let sig = URL_SAFE_NO_PAD.decode(sig).unwrap();
+    for bit in (0..sig.len() * 8).step_by(7) {
+        let mut flipped = sig.clone();
+        flipped[bit / 8] ^= 1 << (bit % 8);
+        assert_eq!(
+            run(&format!("{input}.{}", b64(&flipped))),
+            Err(TokenError::BadSignature),
+            "bit {bit}"
+        );
+    }
+    assert_eq!(
+        run(&format!("{input}.{}", b64(&[0u8; 64]))),
+        Err(TokenError::BadSignature)
+    );
+    assert_eq!(
+        run(&format!("{input}.{}", b64(&sig[..63]))),
+        Err(TokenError::BadSignature)
+    );
 }
