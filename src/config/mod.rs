@@ -197,6 +197,12 @@ impl Config {
         Some((index, self.policies.get(index)?))
     }
 
+    /// Whether the route name decides the policy (otherwise every request gets the default
+    /// or single policy, and the route need not be looked up).
+    pub fn chooses_by_route(&self) -> bool {
+        !self.routes.is_empty()
+    }
+
     /// The callout target for a URL: the cluster mapped to its authority, else the authority
     /// itself (what Kong expects).
     pub fn upstream_for<'a>(&'a self, url: &'a Url) -> &'a str {

@@ -69,7 +69,14 @@ impl HttpContext for Filter {
                 .and_then(|(_, v)| std::str::from_utf8(v).ok())
                 .unwrap_or_default()
         };
-        let route = route_name();
+        // The route name is a property lookup: only made when policies are chosen by it.
+        let needs_route = self
+            .shared
+            .borrow()
+            .engine
+            .as_ref()
+            .is_some_and(|e| e.config().chooses_by_route());
+        let route = if needs_route { route_name() } else { None };
         let request = Request {
             route: route.as_deref(),
             authority: pseudo(":authority"),
@@ -90,7 +97,7 @@ impl HttpContext for Filter {
         };
         match step {
             Step::Done(method, outcome) => {
-                if apply(&self.shared, &outcome, method) {
+                if apply(&self.shared, &outcome, method, Some(&headers)) {
                     Action::Continue
                 } else {
                     Action::Pause
@@ -108,7 +115,7 @@ impl HttpContext for Filter {
                     let (_, method, outcome) = settled.remove(pos);
                     settle(&self.shared, settled);
                     let _ = hostcalls::set_effective_context(self.id);
-                    return if apply(&self.shared, &outcome, method) {
+                    return if apply(&self.shared, &outcome, method, Some(&headers)) {
                         Action::Continue
                     } else {
                         Action::Pause

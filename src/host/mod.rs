@@ -17,7 +17,9 @@ use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
 pub fn start() {
-    proxy_wasm::set_log_level(LogLevel::Trace);
+    // No host calls here: Envoy refuses them while the module initialises. The real level
+    // is read at configure time.
+    proxy_wasm::set_log_level(LogLevel::Info);
     proxy_wasm::set_root_context(|context_id| Box::new(root::Root::new(context_id)));
 }
 
@@ -100,6 +102,13 @@ impl Counters for HostCounters {
 }
 
 pub(crate) type SharedRef = Rc<RefCell<Shared>>;
+
+/// Formats log lines only when the host would print them (a debug line per request is
+/// otherwise formatted and thrown away on the hot path).
+pub(crate) fn follow_host_log_level() {
+    let level = hostcalls::get_log_level().unwrap_or(LogLevel::Info);
+    proxy_wasm::set_log_level(level);
+}
 
 pub(crate) fn now_ms() -> u64 {
     hostcalls::get_current_time()
@@ -256,7 +265,7 @@ pub(crate) fn settle(shared: &SharedRef, settled: Vec<(u32, Method, Outcome)>) {
             // The request is gone (client hung up); nothing to answer.
             continue;
         }
-        if apply(shared, &outcome, method) {
+        if apply(shared, &outcome, method, None) {
             if let Err(status) = hostcalls::resume_http_request() {
                 log::warn!("could not resume request {context_id}: {status:?}");
             }
@@ -266,7 +275,12 @@ pub(crate) fn settle(shared: &SharedRef, settled: Vec<(u32, Method, Outcome)>) {
 
 /// Applies an outcome to the effective context. Returns true when the request should go on
 /// upstream (allowed and every header change took), false when a local reply was sent.
-pub(crate) fn apply(shared: &SharedRef, outcome: &Outcome, method: Method) -> bool {
+pub(crate) fn apply(
+    shared: &SharedRef,
+    outcome: &Outcome,
+    method: Method,
+    present: Option<&[(String, Vec<u8>)]>,
+) -> bool {
     if let Ok(s) = shared.try_borrow() {
         s.counters.add(metrics::outcome_counter(method, outcome));
     }
@@ -274,6 +288,11 @@ pub(crate) fn apply(shared: &SharedRef, outcome: &Outcome, method: Method) -> bo
         Outcome::Allow(allow) => {
             let mut ok = true;
             for name in &allow.remove_headers {
+                // With the request's header list at hand, only what is there is removed:
+                // each removal is a call into the proxy.
+                if present.is_some_and(|h| !h.iter().any(|(n, _)| n.eq_ignore_ascii_case(name))) {
+                    continue;
+                }
                 ok &= hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None).is_ok();
             }
             for (name, value) in &allow.set_headers {

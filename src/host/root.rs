@@ -42,6 +42,7 @@ impl Context for Root {
 
 impl RootContext for Root {
     fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
+        super::follow_host_log_level();
         let bytes = match hostcalls::get_buffer(
             BufferType::PluginConfiguration,
             0,
@@ -126,6 +127,7 @@ impl RootContext for Root {
     }
 
     fn on_tick(&mut self) {
+        super::follow_host_log_level();
         let progress = {
             let mut s = self.shared.borrow_mut();
             match s.engine.as_mut() {
