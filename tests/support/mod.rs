@@ -421,14 +421,40 @@ pub fn try_http(
     req.extend_from_slice(b"\r\n");
     req.extend_from_slice(body);
     stream.write_all(&req)?;
+    // Read until the response is complete (by content-length, or the chunked terminator),
+    // not until the server closes: Envoy waits a second for the client to close first.
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
+    let mut chunk = [0u8; 16384];
+    while !response_complete(&raw) {
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            break;
+        }
+        raw.extend_from_slice(&chunk[..n]);
+    }
     parse_response(&raw).ok_or_else(|| {
         std::io::Error::other(format!(
             "unparsable response: {:?}",
             String::from_utf8_lossy(&raw)
         ))
     })
+}
+
+fn response_complete(raw: &[u8]) -> bool {
+    let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+    let body = &raw[split + 4..];
+    let length = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    match length {
+        Some(len) => body.len() >= len,
+        None if head.contains("transfer-encoding: chunked") => body.ends_with(b"0\r\n\r\n"),
+        None => false,
+    }
 }
 
 fn parse_response(raw: &[u8]) -> Option<Response> {
