@@ -1249,3 +1249,72 @@ mod shared_keys {
         assert!(e.verified.len() <= 100, "{}", e.verified.len());
     }
 }
+
+mod kong {
+    //! What differs when Kong (ngx_wasm_module) is the host.
+    use super::*;
+
+    #[test]
+    fn without_an_upstreams_entry_the_callout_targets_host_and_port_over_tls() {
+        let mut c = config_value();
+        c.as_object_mut().unwrap().remove("upstreams");
+        let mut e = engine_with(c);
+        let call = callout(&bearer(&mut e, 1, &rs_token(&claims()), T0));
+        // Kong resolves `host[:port]` itself; `https` makes the adapter send `:scheme: https`.
+        assert_eq!(
+            (call.upstream.as_str(), call.authority.as_str(), call.https),
+            ("idp.example.com", "idp.example.com", true)
+        );
+    }
+
+    #[test]
+    fn a_dispatch_status_is_a_failed_callout_never_an_answer() {
+        for status in [
+            "timeout",
+            "broken connection",
+            "tls handshake failure",
+            "resolver failure",
+        ] {
+            let mut e2 = engine();
+            let c2 = callout(&bearer(&mut e2, 1, &rs_token(&claims()), T0));
+            // Kong hands over (0, 0, 0) plus `:dispatch_status`; the adapter turns that into
+            // a failure even if a status or body were somehow present.
+            let response = CalloutResponse {
+                status: Some(200),
+                body: discovery_doc().into_bytes(),
+                failure: Some(format!("dispatch failed: {status}")),
+                max_age_s: None,
+            };
+            let p = e2.on_callout_response(c2.id, response, T0);
+            assert!(
+                matches!(p.settled.as_slice(), [(1, _, Outcome::Deny(d))] if d.reply.status == 503),
+                "{status}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_single_policy_form_needs_no_route_name() {
+        let mut c = config_value();
+        let policy = c["policies"]["orders-v1"].clone();
+        let obj = c.as_object_mut().unwrap();
+        obj.remove("policies");
+        obj.remove("routes");
+        obj.insert("policy".into(), policy);
+        obj.insert("applications".into(), json!([{"id": "app-1", "client_id": "client-1", "auth_strategy_id": "s-oidc", "scopes": ["orders-v1"]},
+            {"id": "app-key", "client_id": sha256_hex(b"secret-key-1"), "auth_strategy_id": "s-key", "scopes": ["orders-v1"]}]));
+        let mut e = engine_with(c);
+        assert!(!e.config().chooses_by_route());
+        let h = headers(&[("apikey", "secret-key-1")]);
+        let req = Request {
+            route: None,
+            authority: "kong",
+            path: "/",
+            headers: &h,
+        };
+        assert!(matches!(
+            e.on_request(1, &req, T0),
+            Step::Done(Method::KeyAuth, Outcome::Allow(_))
+        ));
+    }
+}
