@@ -903,30 +903,14 @@ impl Engine {
         let Some(serial) = self.token_flights.start(&key, now_ms, timeout) else {
             return self.wait(context_id, Awaited::Token(key), job, None);
         };
-        let callout = Callout {
-            id: FetchId {
-                generation: self.generation,
-                kind: FetchKind::Token { serial },
-            },
-            upstream: config.upstream_for(&endpoint).to_owned(),
-            https: endpoint.https,
-            authority: endpoint.authority.clone(),
-            method: "POST",
-            path: endpoint.path.clone(),
-            headers: vec![
-                (
-                    "authorization".into(),
-                    oidc::basic_auth(client_id, client_secret),
-                ),
-                (
-                    "content-type".into(),
-                    "application/x-www-form-urlencoded".into(),
-                ),
-                ("accept".into(), "application/json".into()),
-            ],
-            body: Some(oidc::client_credentials_body(&strategy.scopes).into_bytes()),
-            timeout_ms: timeout,
-        };
+        let body = oidc::client_credentials_body(&strategy.scopes);
+        let callout = self.form_post(
+            FetchKind::Token { serial },
+            &endpoint,
+            (client_id, client_secret),
+            body,
+            timeout,
+        );
         self.wait(context_id, Awaited::Token(key), job, Some(callout))
     }
 
@@ -998,31 +982,47 @@ impl Engine {
         let Some(serial) = self.introspection_flights.start(&key, now_ms, timeout) else {
             return self.wait(context_id, Awaited::Introspection(key), job, None);
         };
-        let callout = Callout {
+        let body = oidc::introspection_body(token);
+        let callout = self.form_post(
+            FetchKind::Introspection { serial },
+            &endpoint,
+            (client_id, client_secret),
+            body,
+            timeout,
+        );
+        self.wait(context_id, Awaited::Introspection(key), job, Some(callout))
+    }
+
+    /// A form POST to a token or introspection endpoint, with client authentication.
+    fn form_post(
+        &self,
+        kind: FetchKind,
+        endpoint: &Url,
+        client: (&str, &str),
+        body: String,
+        timeout_ms: u64,
+    ) -> Callout {
+        Callout {
             id: FetchId {
                 generation: self.generation,
-                kind: FetchKind::Introspection { serial },
+                kind,
             },
-            upstream: config.upstream_for(&endpoint).to_owned(),
+            upstream: self.config.upstream_for(endpoint).to_owned(),
             https: endpoint.https,
             authority: endpoint.authority.clone(),
             method: "POST",
             path: endpoint.path.clone(),
             headers: vec![
-                (
-                    "authorization".into(),
-                    oidc::basic_auth(client_id, client_secret),
-                ),
+                ("authorization".into(), oidc::basic_auth(client.0, client.1)),
                 (
                     "content-type".into(),
                     "application/x-www-form-urlencoded".into(),
                 ),
                 ("accept".into(), "application/json".into()),
             ],
-            body: Some(oidc::introspection_body(token).into_bytes()),
-            timeout_ms: timeout,
-        };
-        self.wait(context_id, Awaited::Introspection(key), job, Some(callout))
+            body: Some(body.into_bytes()),
+            timeout_ms,
+        }
     }
 
     /// An endpoint from configuration, else from the issuer's discovery document.
