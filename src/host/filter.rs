@@ -17,17 +17,36 @@ impl Filter {
     }
 }
 
-/// The route name: Envoy's `xds.route_name`, else Kong's `kong.route_name` / service name.
+/// Where each host keeps the route's name: Envoy's `xds.route_name`, Kong's
+/// `kong.route_name` (3.9+) or, before that, its service name.
+const ROUTE_PROPERTIES: [&[&str]; 3] = [
+    &["xds", "route_name"],
+    &["kong", "route_name"],
+    &["kong", "service_name"],
+];
+
+thread_local! {
+    /// Which of ROUTE_PROPERTIES this host answers, learnt from the first request that had
+    /// one: the host is detected, never configured, and later requests ask it once.
+    static ROUTE_PROPERTY: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+}
+
+fn property(path: &[&str]) -> Option<String> {
+    let bytes = hostcalls::get_property(path.to_vec()).ok().flatten()?;
+    String::from_utf8(bytes).ok().filter(|s| !s.is_empty())
+}
+
+/// The route name of the current request.
 pub(crate) fn route_name() -> Option<String> {
-    let paths: [&[&str]; 3] = [
-        &["xds", "route_name"],
-        &["kong", "route_name"],
-        &["kong", "service_name"],
-    ];
-    paths.iter().find_map(|p| {
-        let bytes = hostcalls::get_property(p.to_vec()).ok().flatten()?;
-        String::from_utf8(bytes).ok().filter(|s| !s.is_empty())
-    })
+    if let Some(known) = ROUTE_PROPERTY.with(std::cell::Cell::get) {
+        return ROUTE_PROPERTIES.get(known).and_then(|p| property(p));
+    }
+    let (index, name) = ROUTE_PROPERTIES
+        .iter()
+        .enumerate()
+        .find_map(|(i, p)| Some((i, property(p)?)))?;
+    ROUTE_PROPERTY.with(|c| c.set(Some(index)));
+    Some(name)
 }
 
 impl Context for Filter {

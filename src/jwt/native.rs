@@ -51,10 +51,14 @@ fn der(tag: u8, content: &[u8]) -> Vec<u8> {
     let len = content.len();
     if len < 0x80 {
         out.push(len as u8);
-    } else if len <= 0xff {
-        out.extend_from_slice(&[0x81, len as u8]);
     } else {
-        out.extend_from_slice(&[0x82, (len >> 8) as u8, (len & 0xff) as u8]);
+        // Long form: 0x80 | the number of length bytes, then the length, big-endian and
+        // minimal (0x81 up to 255 bytes, 0x82 up to 65535, and so on).
+        let bytes = len.to_be_bytes();
+        let first = bytes.iter().position(|b| *b != 0).unwrap_or(0);
+        let significant = bytes.get(first..).unwrap_or_default();
+        out.push(0x80 | significant.len() as u8);
+        out.extend_from_slice(significant);
     }
     out.extend_from_slice(content);
     out

@@ -764,3 +764,40 @@ fn the_host_path_gets_correct_keys_and_signatures() {
         Err(TokenError::BadSignature)
     );
 }
+
+/// DER lengths past 65535 bytes need a third length byte: `der` used to write 0x82 and the
+/// low 16 bits, a malformed key. Unreachable from a JWK set today (moduli are capped at 4096
+/// bits before a key is built), but the encoder must be right for every length.
+#[test]
+fn der_lengths_of_every_size() {
+    let header = |der: &[u8]| -> (usize, usize) {
+        // (length, header size) of the outer SEQUENCE.
+        match der[1] {
+            n if n < 0x80 => (usize::from(n), 2),
+            n => {
+                let count = usize::from(n & 0x7f);
+                let len = der[2..2 + count]
+                    .iter()
+                    .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+                assert_ne!(der[2], 0, "length not minimal");
+                (len, 2 + count)
+            }
+        }
+    };
+    for n_len in [1, 100, 200, 256, 512, 70_000] {
+        let spki = native::rsa_spki(&vec![0x7f; n_len], &[1, 0, 1]);
+        assert_eq!(spki[0], 0x30);
+        let (len, head) = header(&spki);
+        assert_eq!(len, spki.len() - head, "n of {n_len} bytes");
+    }
+    let big = native::rsa_spki(&vec![0x7f; 70_000], &[1, 0, 1]);
+    assert_eq!(big[1], 0x83, "three length bytes");
+    // What real keys get is unchanged: 0x82 and two bytes for a 2048-bit key.
+    let c = keys().rs.public_key().to_components();
+    let der = native::rsa_spki(&c.n, &c.e);
+    assert_eq!(&der[..2], &[0x30, 0x82]);
+    assert_eq!(
+        RS256PublicKey::from_der(&der).unwrap().to_components().n,
+        c.n
+    );
+}
