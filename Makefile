@@ -1,7 +1,7 @@
 # The two commands of the README: `make run` (the demo) and `make test` (every test).
 WASM := target/wasm32-wasip1/release/app_auth_filter.wasm
 
-.PHONY: setup build run test unit e2e lint clean
+.PHONY: setup build run test unit e2e lint fuzz-replay fuzz bench bench-smoke clean
 
 setup:
 	@bash scripts/setup.sh
@@ -23,8 +23,19 @@ unit: setup
 e2e: build
 	cargo test --test '*'
 
+# Every fuzz target replays its committed seeds (and any local corpus) once: the crashes
+# fuzzing ever found stay fixed. `make fuzz` fuzzes for real (FUZZ_SECONDS per target).
+fuzz-replay: setup
+	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+	bash fuzz/run.sh 0
+
+fuzz: setup
+	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+	bash fuzz/run.sh $${FUZZ_SECONDS:-60}
+
 test: build lint
 	cargo test --all-targets
+	$(MAKE) fuzz-replay
 
 clean:
 	cargo clean

@@ -5,6 +5,9 @@
 #
 #   fuzz/run.sh [SECONDS] [TARGET...]
 #
+# SECONDS=0 only replays fuzz/seeds and fuzz/corpus once (libFuzzer -runs=0): a regression
+# check without mutation.
+#
 # Environment:
 #   FUZZ_SANITIZER   address (default) or none (faster, no ASan)
 #   FUZZ_ARGS        extra libFuzzer flags, e.g. "-seed=1 -jobs=2"
@@ -22,7 +25,7 @@ cd "$(dirname "$0")"
 SECS=${1:-10}
 [ $# -gt 0 ] && shift
 TARGETS=("$@")
-[ ${#TARGETS[@]} -eq 0 ] && TARGETS=(credential token jwks config callout_responses json)
+[ ${#TARGETS[@]} -eq 0 ] && TARGETS=(credential token jwks native config callout_responses json shared)
 SAN=${FUZZ_SANITIZER:-address}
 
 export RUSTC_BOOTSTRAP=1
@@ -47,9 +50,14 @@ for t in "${TARGETS[@]}"; do
     dict=()
     [ -f "dicts/$t.dict" ] && dict=("-dict=dicts/$t.dict")
     log="artifacts/logs/$t.log"
+    if [ "$SECS" = 0 ]; then
+        limit=(-runs=0)
+    else
+        limit=(-max_total_time="$SECS")
+    fi
     # shellcheck disable=SC2086
     cargo fuzz run -s "$SAN" "$t" "corpus/$t" "seeds/$t" -- \
-        -max_total_time="$SECS" -timeout=10 -print_final_stats=1 "${dict[@]}" ${FUZZ_ARGS:-} \
+        "${limit[@]}" -timeout=10 -print_final_stats=1 "${dict[@]}" ${FUZZ_ARGS:-} \
         >"$log" 2>&1
     rc=$?
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)

@@ -521,6 +521,14 @@ fn invalid_cases() -> Vec<(&'static str, Value)> {
             set(multi(), &at(OIDC, "credential_claim"), json!([])),
         ),
         (
+            "scopes_claim names a claim",
+            set(multi(), &at(OIDC, "scopes_claim"), json!([])),
+        ),
+        (
+            "audience_claim names a claim",
+            set(multi(), &at(OIDC, "audience_claim"), json!([])),
+        ),
+        (
             "issuers_allowed names an issuer",
             set(multi(), &at(OIDC, "issuers_allowed"), json!([])),
         ),

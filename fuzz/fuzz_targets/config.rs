@@ -16,9 +16,16 @@ fuzz_target!(|data: &[u8]| {
     };
     assert!(!config.policies.is_empty(), "loaded with no policy");
     for policy in &config.policies {
-        assert!(!policy.strategies.is_empty(), "policy {:?} has no strategy", policy.name);
+        assert!(
+            !policy.strategies.is_empty(),
+            "policy {:?} has no strategy",
+            policy.name
+        );
         if config.applications.is_some() {
-            assert!(policy.scope.is_some(), "applications without a policy scope");
+            assert!(
+                policy.scope.is_some(),
+                "applications without a policy scope"
+            );
         }
         for s in &policy.strategies {
             match s {
@@ -36,7 +43,10 @@ fuzz_target!(|data: &[u8]| {
                     }
                 }
                 Strategy::KeyAuth(k) => {
-                    assert!(config.applications.is_some(), "key_auth without applications");
+                    assert!(
+                        config.applications.is_some(),
+                        "key_auth without applications"
+                    );
                     assert!(!k.key_names.is_empty());
                     for name in &k.key_names {
                         assert_eq!(name, &name.to_ascii_lowercase());

@@ -44,7 +44,10 @@ fuzz_target!(|data: &[u8]| {
                 client_secret,
             })) => {
                 assert!(!client_id.is_empty() && !client_secret.is_empty());
-                assert!(!client_id.chars().chain(client_secret.chars()).any(char::is_control));
+                assert!(!client_id
+                    .chars()
+                    .chain(client_secret.chars())
+                    .any(char::is_control));
             }
             Ok(Some(Credential::OtherScheme)) | Ok(None) | Err(_) => {}
         }
@@ -52,7 +55,11 @@ fuzz_target!(|data: &[u8]| {
         if let Ok(Some((name, key))) = credential::extract_api_key(&headers, &path, &key_names, max)
         {
             assert!(key_names.contains(&name));
-            assert!(!key.is_empty() && key.len() <= max, "API key length {}", key.len());
+            assert!(
+                !key.is_empty() && key.len() <= max,
+                "API key length {}",
+                key.len()
+            );
             assert!(
                 key.bytes().all(|b| (0x21..0x7f).contains(&b)),
                 "API key is not printable ASCII: {key:?}"

@@ -2,8 +2,10 @@
 //! too, with the same value; it is no deeper than the limit; and it survives a round trip.
 //!
 //! The round trip is exact except for floats: serde_json without its `float_roundtrip`
-//! feature (the filter does not enable it) parses some decimals 1 ulp away from the nearest
-//! double, so a re-parsed float may move by 1 ulp (found by this target; see README.md).
+//! feature (the filter does not enable it) parses some decimals a few ulp away from the
+//! nearest double (significand times a power of ten, each rounded), so a re-parsed float may
+//! move: 1 and 2 ulp were found by this target (seeds/json/float-*; see README.md). Floats
+//! are compared to within 4 ulp.
 
 #![no_main]
 
@@ -21,13 +23,13 @@ fn depth(v: &Value) -> usize {
     }
 }
 
-/// Equal, floats to within 1 ulp.
+/// Equal, floats to within 4 ulp.
 fn same(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Number(x), Value::Number(y)) if x.is_f64() || y.is_f64() => {
             match (x.as_f64(), y.as_f64()) {
                 (Some(x), Some(y)) if x.is_sign_negative() == y.is_sign_negative() => {
-                    x.to_bits().abs_diff(y.to_bits()) <= 1
+                    x.to_bits().abs_diff(y.to_bits()) <= 4
                 }
                 (Some(x), Some(y)) => x == y, // only 0.0 and -0.0
                 _ => false,
@@ -50,8 +52,14 @@ fuzz_target!(|data: &[u8]| {
     assert!(depth(&value) <= MAX_DEPTH, "deeper than the limit");
     // Strict is a subset of serde_json, never a different reading.
     let lax: Value = serde_json::from_slice(data).expect("serde_json refuses what strict took");
-    assert_eq!(lax, value, "strict and serde_json read one document differently");
+    assert_eq!(
+        lax, value,
+        "strict and serde_json read one document differently"
+    );
     let text = serde_json::to_string(&value).expect("serialize");
     let again = json::parse_strict(text.as_bytes(), MAX_DEPTH).expect("re-parse");
-    assert!(same(&again, &value), "round trip changed the value: {text}\n{value:?}\n{again:?}");
+    assert!(
+        same(&again, &value),
+        "round trip changed the value: {text}\n{value:?}\n{again:?}"
+    );
 });

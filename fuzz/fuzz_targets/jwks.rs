@@ -29,13 +29,22 @@ fuzz_target!(|data: &[u8]| {
         for kid in &kids {
             assert!(set.has_kid(kid));
             match set.select(Some(kid), alg) {
-                Ok(v) => assert_eq!(v.alg(), alg),
+                Ok(v) => {
+                    assert_eq!(v.verifier.alg(), alg);
+                    // RSA and EC keys carry a DER SubjectPublicKeyInfo for the host.
+                    let asymmetric =
+                        !matches!(alg, Alg::EdDSA | Alg::HS256 | Alg::HS384 | Alg::HS512);
+                    assert_eq!(v.spki.is_some(), asymmetric, "{name}");
+                }
                 Err(e) => assert_eq!(e, TokenError::KeyAlgMismatch),
             }
         }
         match set.select(None, alg) {
-            Ok(v) => assert_eq!(v.alg(), alg),
-            Err(e) => assert!(matches!(e, TokenError::KeyAlgMismatch | TokenError::AmbiguousKey)),
+            Ok(v) => assert_eq!(v.verifier.alg(), alg),
+            Err(e) => assert!(matches!(
+                e,
+                TokenError::KeyAlgMismatch | TokenError::AmbiguousKey
+            )),
         }
         // A kid that is not in the set is never matched to some other key.
         if !set.has_kid("fuzz-no-such-kid") {

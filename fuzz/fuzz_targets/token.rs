@@ -1,6 +1,7 @@
 //! `jwt::ParsedToken::parse`, then `jwt::verify` against a fixed key set whose private keys
 //! nobody has (fuzz/keys/jwks.json, asymmetric keys only): verification must fail for every
-//! input.
+//! input, both with the pure-Rust backend and through the host path (`jwt::native`: DER
+//! key and DER ECDSA signature handed to a stand-in for Envoy's `verify_signature`).
 //!
 //! Input: a mode byte, then the token.
 //! - mode bit 0 clear: the rest is the compact token (lossy UTF-8);
@@ -10,6 +11,7 @@
 
 #![no_main]
 
+use app_auth_filter::jwt::native::{self, SignatureBackend};
 use app_auth_filter::jwt::{self, ClaimRules, KeySet, ParsedToken};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -27,6 +29,28 @@ fn keys() -> &'static KeySet {
         assert_eq!(parsed.usable, 5);
         set
     })
+}
+
+/// A host that checks what it is handed and then refuses (it has no better way to know: the
+/// signature was made by nobody). RS/ES only reach it; a DER ECDSA signature must parse.
+#[derive(Debug)]
+struct Host;
+
+impl SignatureBackend for Host {
+    fn verify(&self, hash: &'static str, spki: &[u8], signed: &[u8], sig: &[u8]) -> Option<bool> {
+        assert!(
+            matches!(hash, "sha256" | "sha384" | "sha512"),
+            "hash {hash}"
+        );
+        assert_eq!(spki.first(), Some(&0x30), "SPKI is a DER SEQUENCE");
+        assert_eq!(
+            signed.iter().filter(|b| **b == b'.').count(),
+            1,
+            "signing input"
+        );
+        assert!(!sig.is_empty());
+        Some(false)
+    }
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -61,8 +85,14 @@ fuzz_target!(|data: &[u8]| {
     }
     // Canonical base64url: one token has exactly one spelling.
     for segment in token.split('.') {
-        let bytes = URL_SAFE_NO_PAD.decode(segment).expect("segment of a parsed token");
-        assert_eq!(URL_SAFE_NO_PAD.encode(bytes), segment, "non-canonical segment");
+        let bytes = URL_SAFE_NO_PAD
+            .decode(segment)
+            .expect("segment of a parsed token");
+        assert_eq!(
+            URL_SAFE_NO_PAD.encode(bytes),
+            segment,
+            "non-canonical segment"
+        );
     }
 
     let issuers = ["https://idp.example.com".to_owned()];
@@ -75,9 +105,11 @@ fuzz_target!(|data: &[u8]| {
         leeway: [0, 1, 60, 3600][usize::from((mode >> 2) & 3)],
         enable_hs_signatures: mode & 2 != 0,
     };
-    let result = jwt::verify(&parsed, keys(), &rules, NOW);
+    let pure = jwt::verify(&parsed, keys(), &rules, NOW, &native::PureRust);
     assert!(
-        result.is_err(),
+        pure.is_err(),
         "a fuzzed token verified against keys nobody has: {token}"
     );
+    let host = jwt::verify(&parsed, keys(), &rules, NOW, &Host);
+    assert!(host.is_err(), "host path: {token}");
 });

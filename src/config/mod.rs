@@ -498,6 +498,17 @@ impl Builder {
         let audience_claim = f
             .str_list(p, "audience_claim")
             .unwrap_or_else(|| vec!["aud".into()]);
+        for (key, list) in [
+            ("scopes_claim", &scopes_claim),
+            ("audience_claim", &audience_claim),
+        ] {
+            if list.is_empty() {
+                p.error(
+                    &member(path, key),
+                    "must name a claim (an empty path matches nothing)",
+                );
+            }
+        }
         let issuers_allowed = f.str_list(p, "issuers_allowed");
         if issuers_allowed.as_ref().is_some_and(Vec::is_empty) {
             p.error(

@@ -82,12 +82,13 @@ impl ParsedToken {
     }
 }
 
-/// `JWT` (RFC 7519) or `at+jwt` (RFC 9068), with or without the `application/` prefix,
+/// `JWT` (RFC 7519) or `at+jwt` (RFC 9068, with or without the `application/` prefix),
 /// compared case-insensitively as media types are.
 fn is_access_token_type(typ: &str) -> bool {
+    // `application/jwt` is refused on purpose: jwt-simple (the pure-Rust path) refuses it,
+    // and one token must get one verdict whichever path checks its signature.
     let t = typ.to_ascii_lowercase();
-    let t = t.strip_prefix("application/").unwrap_or(&t);
-    t == "jwt" || t == "at+jwt"
+    t == "jwt" || t == "at+jwt" || t == "application/at+jwt"
 }
 
 /// Canonical unpadded base64url only: no `=`, no `+` or `/`, no whitespace, no stray
