@@ -211,7 +211,13 @@ fn bearer_tokens_end_to_end() {
     assert_eq!(stats["discovery"], 1, "{stats}");
 
     // Counters in Envoy's own stats, summed over the workers.
-    let prometheus = http(envoy.admin_port, "GET", "/stats/prometheus", &[], b"").text();
+    // Counters reach the proxy's stats at the next tick (200 ms): wait for them.
+    let mut prometheus = String::new();
+    let flushed = eventually(Duration::from_secs(5), || {
+        prometheus = http(envoy.admin_port, "GET", "/stats/prometheus", &[], b"").text();
+        prometheus.contains("app_auth_allowed_bearer{} 4")
+    });
+    assert!(flushed, "counters not flushed:\n{prometheus}");
     let metric = |name: &str| -> u64 {
         prometheus
             .lines()

@@ -65,7 +65,11 @@ impl SharedStore for HostStore {
 /// once per VM; a metric the host refused is simply not counted.
 #[derive(Debug, Default)]
 pub(crate) struct HostCounters {
-    ids: HashMap<&'static str, u32>,
+    /// Name -> (host metric id, slot in `pending`).
+    ids: HashMap<&'static str, (u32, usize)>,
+    /// Counts not yet handed to the host: a request adds here (no host call on the hot
+    /// path), the tick flushes (so the proxy's stats lag by at most one tick).
+    pending: Vec<std::cell::Cell<u64>>,
     latency: Option<u32>,
 }
 
@@ -74,12 +78,18 @@ impl HostCounters {
         let mut ids = HashMap::new();
         for name in metrics::ALL {
             if let Ok(id) = hostcalls::define_metric(MetricType::Counter, name) {
-                ids.insert(*name, id);
+                let slot = ids.len();
+                ids.insert(*name, (id, slot));
             }
         }
+        let pending = (0..ids.len()).map(|_| std::cell::Cell::new(0)).collect();
         let latency =
             hostcalls::define_metric(MetricType::Histogram, metrics::CALLOUT_LATENCY_MS).ok();
-        HostCounters { ids, latency }
+        HostCounters {
+            ids,
+            pending,
+            latency,
+        }
     }
 
     pub fn ids_defined(&self) -> usize {
@@ -91,12 +101,28 @@ impl HostCounters {
             let _ = hostcalls::record_metric(id, ms);
         }
     }
+
+    /// Hands the counts gathered since the last flush to the host.
+    pub fn flush(&self) {
+        for (id, slot) in self.ids.values() {
+            if let Some(cell) = self.pending.get(*slot) {
+                let n = cell.replace(0);
+                if n > 0 {
+                    let _ = hostcalls::increment_metric(*id, i64::try_from(n).unwrap_or(i64::MAX));
+                }
+            }
+        }
+    }
 }
 
 impl Counters for HostCounters {
     fn add(&self, name: &'static str) {
-        if let Some(id) = self.ids.get(name) {
-            let _ = hostcalls::increment_metric(*id, 1);
+        if let Some(cell) = self
+            .ids
+            .get(name)
+            .and_then(|(_, slot)| self.pending.get(*slot))
+        {
+            cell.set(cell.get().saturating_add(1));
         }
     }
 }
@@ -296,8 +322,18 @@ pub(crate) fn apply(
                 ok &= hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None).is_ok();
             }
             for (name, value) in &allow.set_headers {
-                ok &= hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value))
-                    .is_ok();
+                // A header known to be absent now (never sent, or just removed) is added,
+                // which is cheaper for the proxy than a replace.
+                let absent = present.is_some_and(|h| {
+                    allow.remove_headers.iter().any(|r| r == name)
+                        || !h.iter().any(|(n, _)| n.eq_ignore_ascii_case(name))
+                });
+                let result = if absent {
+                    hostcalls::add_map_value(MapType::HttpRequestHeaders, name, value)
+                } else {
+                    hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value))
+                };
+                ok &= result.is_ok();
             }
             if let Some(path) = &allow.path {
                 ok &= hostcalls::set_map_value(MapType::HttpRequestHeaders, ":path", Some(path))

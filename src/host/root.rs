@@ -128,6 +128,9 @@ impl RootContext for Root {
 
     fn on_tick(&mut self) {
         super::follow_host_log_level();
+        if let Ok(s) = self.shared.try_borrow() {
+            s.counters.flush();
+        }
         let progress = {
             let mut s = self.shared.borrow_mut();
             match s.engine.as_mut() {
