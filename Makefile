@@ -33,9 +33,19 @@ fuzz: setup
 	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 	bash fuzz/run.sh $${FUZZ_SECONDS:-60}
 
+# The benchmark (bench/README.md): `make bench` is the full comparison with Envoy's
+# jwt_authn; the smoke mode (every case ~1 s, fails unless every case answers 2xx) is part
+# of `make test` so the benchmark cannot rot.
+bench: build
+	bash bench/run.sh $${BENCH_ARGS:-}
+
+bench-smoke: build
+	bash bench/run.sh --smoke
+
 test: build lint
 	cargo test --all-targets
 	$(MAKE) fuzz-replay
+	$(MAKE) bench-smoke
 
 clean:
 	cargo clean

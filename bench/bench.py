@@ -13,8 +13,15 @@ only. Method:
   when those are unavailable).
 * Rounds are interleaved (for each round, every case once); the table shows medians.
 
-Writes bench/results/latest.md and bench/results/latest.json. With --smoke: 1 round of ~1 s
-per case, and the exit status is non-zero unless every case answered only 2xx.
+* Distinct-token cases send a different pre-minted token per request (bench/distinct.lua); the
+  stream goes on from run to run, so no token comes twice in a run while the file lasts.
+* Before round 1, every case must answer its request with 200 (bounded wait: the filter fetches
+  discovery and keys from its first tick) and, for the filter and jwt_authn, a forged token with
+  401.
+
+Writes bench/results/latest.md and bench/results/latest.json. With --smoke: 1 round of ~1 s per
+case, results in bench/.cache/smoke/ (the committed full results stay), and the exit status is
+non-zero unless every case answered only 2xx (denials are then summarised from Envoy's log).
 """
 
 import argparse
@@ -36,7 +43,8 @@ import urllib.parse
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(BENCH)
-WASM = os.environ.get("BENCH_WASM") or os.path.join(ROOT, "target/wasm32-wasip1/release/app_auth_filter.wasm")
+WASM = os.path.abspath(os.environ.get("BENCH_WASM")
+                       or os.path.join(ROOT, "target/wasm32-wasip1/release/app_auth_filter.wasm"))
 NOOP_WASM = os.path.join(BENCH, "noop-filter/target/wasm32-wasip1/release/noop_filter.wasm")
 KEYS = os.path.join(BENCH, ".keys/keys.json")
 CACHE = os.path.join(BENCH, ".cache")
@@ -44,6 +52,10 @@ RESULTS = os.path.join(BENCH, "results")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PATH = "/orders/1"
 API_KEY = "bench-api-key-3c1f0e9a7d"
+# The filter's verified-token cache (limits.max_cache_entries, which the bench configuration
+# leaves at its default): first in, first out. A token sent again after more distinct tokens
+# than this cannot be a hit, so a token stream longer than this may wrap.
+FILTER_CACHE_ENTRIES = 10_000
 TOKEN_TTL = 7200  # what idp.js mint puts in exp
 
 JWT_AUTHN_TYPE = "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication"
@@ -234,17 +246,21 @@ def keys_fingerprint():
 
 def mint(issuer, alg, kid, count, out, workers, max_age_s):
     """Mints `count` tokens into `out` (idp.js mint, split over `workers` processes). Reuses a
-    file minted earlier for the same issuer, key and keys file while its tokens stay valid long
-    enough for this run (max_age_s)."""
+    file minted earlier for the same issuer, key and keys file, with at least `count` tokens,
+    while its tokens stay valid long enough for this run (max_age_s). Returns (minted, count)."""
     meta_path = out + ".meta.json"
-    want = {"issuer": issuer, "alg": alg, "kid": kid, "count": count, "keys": keys_fingerprint()}
+    want = {"issuer": issuer, "alg": alg, "kid": kid, "keys": keys_fingerprint()}
     try:
         with open(meta_path) as f:
             meta = json.load(f)
-        if ({k: meta.get(k) for k in want} == want and time.time() - meta.get("minted_at", 0) < max_age_s
-                and os.path.exists(out)):
-            return False
-    except (OSError, ValueError):
+        if ({k: meta.get(k) for k in want} == want and meta.get("count", 0) >= count
+                and time.time() - meta.get("minted_at", 0) < max_age_s and os.path.exists(out)):
+            return False, meta["count"]
+    except (OSError, ValueError, KeyError):
+        pass
+    try:
+        os.remove(meta_path)
+    except OSError:
         pass
     parts = []
     procs = []
@@ -278,8 +294,8 @@ def mint(issuer, alg, kid, count, out, workers, max_age_s):
                 shutil.copyfileobj(src, dst)
             os.remove(part)
     with open(meta_path, "w") as f:
-        json.dump({**want, "minted_at": minted_at}, f)
-    return True
+        json.dump({**want, "count": count, "minted_at": minted_at}, f)
+    return True, count
 
 
 def first_line(path):
@@ -463,6 +479,21 @@ class Envoy:
                     pass
         return out
 
+    def denials(self, limit=8):
+        """The filter's denials in Envoy's log (logged at debug; 5xx at warn), counted by reason."""
+        counts = {}
+        try:
+            with open(self.log_path, "rb") as f:
+                for raw in f:
+                    line = raw.decode("utf-8", "replace")
+                    m = re.search(r"denied (\d+): reason=(\S+) detail=\"([^\"]*)\"", line)
+                    if m:
+                        key = f"{m.group(1)} {m.group(2)} ({m.group(3)})"
+                        counts[key] = counts.get(key, 0) + 1
+        except OSError:
+            return []
+        return sorted(counts.items(), key=lambda kv: -kv[1])[:limit]
+
     def failure_signs(self):
         signs = ("panicked at", "RuntimeError", "Function: proxy_", "VM failed", "Failed to load Wasm",
                  "wasm trap", "configuration refused")
@@ -516,6 +547,7 @@ class Load:
         self.header = None
         self.tokens_file = None
         self.tokens_count = None
+        self.offset = 0
         if kind == "bearer":
             value = {"rs256": tokens["rs256-repeat"], "es256": tokens["es256-repeat"],
                      "rs256-k20": tokens["rs256-k20-repeat"], "opaque": fx["opaque_token"]}[what]
@@ -529,7 +561,9 @@ class Load:
         elif kind == "distinct":
             self.tokens_file = tokens[f"{what}-distinct"]
             self.tokens_count = tokens[f"{what}-distinct-count"]
+            # The warm-up request uses the first token; the stream starts after it.
             self.header = ("Authorization", f"Bearer {first_line(self.tokens_file)}")
+            self.offset = 1
         else:
             raise ValueError(kind)
 
@@ -542,12 +576,16 @@ class Load:
 
 
 def run_wrk(port, load, seconds, connections, wrk_cpu):
+    """One wrk run. For a token stream, the run starts where the last one stopped: the offset
+    moves on by the requests answered plus one per connection (a request may have been under
+    way when wrk stopped)."""
     argv = ["taskset", "-c", str(wrk_cpu), "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency",
             "--timeout", "5s"]
     env = dict(os.environ)
     if load.kind == "distinct":
         argv += ["-s", os.path.join(BENCH, "distinct.lua")]
         env["BENCH_TOKENS"] = load.tokens_file
+        env["BENCH_TOKENS_OFFSET"] = str(load.offset)
     else:
         argv += ["-H", f"{load.header[0]}: {load.header[1]}"]
     argv.append(f"http://127.0.0.1:{port}{PATH}")
@@ -561,6 +599,10 @@ def run_wrk(port, load, seconds, connections, wrk_cpu):
     if parsed["requests"] is None or parsed["rps"] is None:
         raise BenchError(f"cannot read wrk's output:\n{r.stdout}\n{r.stderr}")
     parsed["raw"] = r.stdout
+    if load.kind == "distinct":
+        parsed["tokens_from"] = load.offset
+        load.offset += parsed["requests"] + connections
+        parsed["tokens_to"] = load.offset
     return parsed
 
 
@@ -594,7 +636,10 @@ def measure(envoy, load, seconds, connections, wrk_cpu):
         "cpu_us_per_req_schedstat": ((ns1 - ns0) / 1e3 / served) if (served and ns0 is not None
                                                                       and ns1 is not None) else None,
         "rss_kb_before": rss_before, "rss_kb_after": rss_after, "loadavg_1m": loadavg,
-        "tokens_wrapped": bool(load.tokens_count and w["requests"] > load.tokens_count),
+        # Within the round, a token came twice; or in the run so far, a token sent before came again.
+        "tokens_wrapped": bool(load.tokens_count and w["requests"] + connections > load.tokens_count),
+        "tokens_reused": bool(load.tokens_count and w.get("tokens_to", 0) > load.tokens_count),
+        "tokens_range": [w["tokens_from"], w["tokens_to"]] if "tokens_from" in w else None,
     }
     if envoy_counts and (envoy_counts["4xx"] or envoy_counts["5xx"]) and not round_["non2xx"]:
         round_["non2xx"] = envoy_counts["4xx"] + envoy_counts["5xx"]
@@ -634,11 +679,14 @@ def summarize(results):
             "p50_ms": med(r["p50_ms"] for r in rounds),
             "p99_ms": med(r["p99_ms"] for r in rounds),
             "cpu_us_per_req": med(r["cpu_us_per_req"] for r in rounds),
+            "cpu_us_per_req_min": min((r["cpu_us_per_req"] for r in rounds if r["cpu_us_per_req"] is not None),
+                                      default=None),
             "cpu_us_per_req_schedstat": med(r["cpu_us_per_req_schedstat"] for r in rounds),
             "non2xx": sum(r["non2xx"] for r in rounds),
             "socket_errors": sum(sum(r["socket_errors"].values()) for r in rounds),
             "requests": sum(r["served"] or 0 for r in rounds),
             "tokens_wrapped": any(r["tokens_wrapped"] for r in rounds),
+            "tokens_reused": any(r["tokens_reused"] for r in rounds),
         }
     return summary
 
@@ -654,16 +702,17 @@ def render(meta, results, summary):
                  f"{meta['connections']} keep-alive HTTP/1.1 connections on core 1 · direct_response 200 · "
                  f"{meta['cpu_model']} · load average at start {meta['loadavg_start']:.2f}")
     lines.append("")
-    lines.append(f"app_auth_filter.wasm: {meta['wasm_bytes']:,} bytes · noop_filter.wasm: "
-                 f"{meta['noop_wasm_bytes']:,} bytes")
+    lines.append(f"app_auth_filter.wasm: {meta['wasm_bytes']:,} bytes (built from {meta['git']}, sha256 "
+                 f"{meta['wasm_sha256'][:12]}) · noop_filter.wasm: {meta['noop_wasm_bytes']:,} bytes")
     lines.append("")
     lines.append("Medians over rounds. CPU = Envoy process utime+stime per request served (judge by this). "
                  "Ratios: req/s case ÷ no-filter and ÷ noop-wasm; CPU noop ÷ case (higher is better, like "
-                 "req/s). Δ CPU = case − no-filter, µs per request.")
+                 "req/s). Δ CPU = case − no-filter, µs per request. (min): the least CPU/req of the rounds, the "
+                 "one least disturbed on a shared machine.")
     lines.append("")
-    lines.append("| case | req/s | p50 ms | p99 ms | CPU µs/req | req/s vs no-filter | req/s vs noop | "
+    lines.append("| case | req/s | p50 ms | p99 ms | CPU µs/req | (min) | req/s vs no-filter | req/s vs noop | "
                  "CPU noop/case | Δ CPU µs | non-2xx | notes |")
-    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for case in results:
         s = summary[case]
         notes = []
@@ -671,13 +720,21 @@ def render(meta, results, summary):
             notes.append("**not 2xx: meaningless**")
         if s["socket_errors"]:
             notes.append(f"{s['socket_errors']} socket errors")
-        if s["tokens_wrapped"]:
-            notes.append("token stream wrapped")
+        caches = results[case]["envoy"] not in ("jwt_authn", "none", "noop")
+        stream = results[case].get("tokens")
+        if s["tokens_wrapped"] or s["tokens_reused"]:
+            if caches and stream is not None and stream <= FILTER_CACHE_ENTRIES:
+                notes.append(f"**token stream ({stream:,}) wrapped within the cache's reach: cache hits "
+                             f"possible**")
+            else:
+                why = "no cache" if not caches else f"{FILTER_CACHE_ENTRIES:,}-entry FIFO cache"
+                notes.append(f"stream of {stream:,} wrapped (harmless: {why})")
         delta = (s["cpu_us_per_req"] - base["cpu_us_per_req"]) if (
             s["cpu_us_per_req"] is not None and base.get("cpu_us_per_req") is not None) else None
         lines.append(
             f"| {'⚠ ' if s['non2xx'] else ''}{case} | {fmt(s['rps'], 0)} | {fmt(s['p50_ms'], 3)} | "
-            f"{fmt(s['p99_ms'], 3)} | {fmt(s['cpu_us_per_req'], 1)} | {ratio(s['rps'], base.get('rps'))} | "
+            f"{fmt(s['p99_ms'], 3)} | {fmt(s['cpu_us_per_req'], 1)} | {fmt(s['cpu_us_per_req_min'], 1)} | "
+            f"{ratio(s['rps'], base.get('rps'))} | "
             f"{ratio(s['rps'], noop.get('rps'))} | {ratio(noop.get('cpu_us_per_req'), s['cpu_us_per_req'])} | "
             f"{fmt(delta, 1)} | {s['non2xx']:,} | {'; '.join(notes)} |")
     lines.append("")
@@ -709,6 +766,16 @@ def render(meta, results, summary):
                      f"{fmt(mib(a), 1)} | {fmt(mib(b), 1)} | "
                      f"{fmt(mib(b - a) if a is not None and b is not None else None, 1)} |")
     lines.append("")
+    idp = meta.get("idp_requests")
+    if idp:
+        lines.append(f"Requests the bench IdP answered during the whole run (discovery and JWKS are fetched "
+                     f"from the filter's tick; keys Cache-Control: {meta.get('idp_keys_cache_control') or 'none'}): "
+                     + ", ".join(f"{k} {v:,}" for k, v in idp.items()))
+        lines.append("")
+        warning = meta.get("idp_warning")
+        if warning:
+            lines.append(f"**{warning}**")
+            lines.append("")
     diag = [(c, d["diagnosis"]) for c, d in results.items() if d.get("diagnosis")]
     if diag:
         lines.append("Cases that were not answered with 2xx only (one request replayed after the round):")
@@ -731,22 +798,27 @@ def main():
     ap.add_argument("--cases", default=None, help="comma-separated case names (default: all)")
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--tokens", type=int, default=None,
-                    help="distinct tokens minted per algorithm (default 150000; smoke 3000)")
+                    help="distinct tokens minted per algorithm (default 150000; smoke 20000)")
     ap.add_argument("--idp-port", type=int, default=int(os.environ.get("BENCH_IDP_PORT", "18980")),
                     help="bench IdP port (fixed so minted tokens can be reused across runs; 0: any)")
+    ap.add_argument("--idp-keys-cache-control", default=None,
+                    help="Cache-Control the bench IdP puts on discovery and JWKS answers (default: none, so the "
+                    "filter's cache_ttl applies); e.g. no-store")
     ap.add_argument("--envoy-cpu", type=int, default=0)
     ap.add_argument("--wrk-cpu", type=int, default=1)
     ap.add_argument("--wasm-log-level", default=None, help="Envoy wasm component log level (default info; "
                     "smoke debug, so denials are explained in the log)")
-    ap.add_argument("--out", default=RESULTS, help="results folder (latest.md, latest.json)")
+    ap.add_argument("--out", default=None, help="results folder for latest.md and latest.json (default "
+                    "bench/results; smoke: bench/.cache/smoke, so a smoke run never replaces the full results)")
     args = ap.parse_args()
 
     smoke = args.smoke
     rounds = args.rounds if args.rounds is not None else (1 if smoke else 5)
     seconds = args.seconds if args.seconds is not None else (1 if smoke else 5)
     warmup = args.warmup if args.warmup is not None else (0 if smoke else 2)
-    n_tokens = args.tokens if args.tokens is not None else (3000 if smoke else 150_000)
+    n_tokens = args.tokens if args.tokens is not None else (20_000 if smoke else 150_000)
     wasm_log_level = args.wasm_log_level or ("debug" if smoke else "info")
+    out_dir = args.out or (os.path.join(CACHE, "smoke") if smoke else RESULTS)
     if rounds < 1 or seconds < 1 or n_tokens < 1:
         raise BenchError("--rounds, --seconds and --tokens must be at least 1")
     wrk_seconds = max(1, int(round(seconds)))
@@ -766,6 +838,17 @@ def main():
     if (os.cpu_count() or 1) < 2:
         log("warning: fewer than 2 CPUs; Envoy and wrk share a core")
 
+    # Scratch of earlier runs (kept when they failed) and tokens minted for a one-off IdP port:
+    # gone after a day.
+    os.makedirs(CACHE, exist_ok=True)
+    for name in os.listdir(CACHE):
+        path = os.path.join(CACHE, name)
+        stale = time.time() - os.path.getmtime(path) > 86400
+        if stale and (name.startswith("run-") or (name.startswith("tokens-") and f"-{args.idp_port}." not in name)):
+            if os.path.isdir(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                os.remove(path)
     workdir = os.path.join(CACHE, f"run-{os.getpid()}")
     os.makedirs(workdir, exist_ok=True)
     procs = Procs()
@@ -786,8 +869,10 @@ def main():
         if args.idp_port and not idp_port:
             log(f"port {args.idp_port} is taken; the IdP takes any free port (tokens are minted anew)")
         idp_log = os.path.join(workdir, "idp.log")
-        idp = procs.start("idp", ["node", os.path.join(BENCH, "idp.js"), "serve", "--keys", KEYS,
-                                  "--port", str(idp_port)], idp_log)
+        idp_argv = ["node", os.path.join(BENCH, "idp.js"), "serve", "--keys", KEYS, "--port", str(idp_port)]
+        if args.idp_keys_cache_control:
+            idp_argv += ["--keys-cache-control", args.idp_keys_cache_control]
+        idp = procs.start("idp", idp_argv, idp_log)
 
         def idp_up():
             with open(idp_log) as f:
@@ -800,6 +885,12 @@ def main():
         fx = json.loads(text)
         log(f"bench IdP on http://127.0.0.1:{idp_port}")
 
+        # The filters as built now: copied, so a rebuild during the run changes nothing.
+        wasm = os.path.join(workdir, "app_auth_filter.wasm")
+        noop_wasm = os.path.join(workdir, "noop_filter.wasm")
+        shutil.copyfile(WASM, wasm)
+        shutil.copyfile(NOOP_WASM, noop_wasm)
+
         needs = {load for _, _, load in cases}
         expected_run_s = len(cases) * (rounds * (wrk_seconds + 1.5) + warmup + 2) + 120
         max_age = max(0, TOKEN_TTL - expected_run_s - 600)
@@ -811,14 +902,15 @@ def main():
             path = os.path.join(workdir, f"{name}.txt")
             mint(issuer, alg, kid, 1, path, 1, 0)
             tokens[name] = first_line(path)
+            os.remove(path + ".meta.json")
         for alg in ("rs256", "es256"):
             if ("distinct", alg) in needs:
                 path = os.path.join(CACHE, f"tokens-{alg}-{idp_port}.txt")
-                fresh = mint(fx["issuer"], alg.upper(), "rsa-0" if alg == "rs256" else "ec-0", n_tokens, path,
-                             2 if n_tokens >= 2000 else 1, max_age)
+                fresh, count = mint(fx["issuer"], alg.upper(), "rsa-0" if alg == "rs256" else "ec-0", n_tokens,
+                                    path, 2 if n_tokens >= 2000 else 1, max_age)
                 tokens[f"{alg}-distinct"] = path
-                tokens[f"{alg}-distinct-count"] = n_tokens
-                log(f"{n_tokens:,} distinct {alg.upper()} tokens {'minted' if fresh else 'reused'}: {path}")
+                tokens[f"{alg}-distinct-count"] = count
+                log(f"{count:,} distinct {alg.upper()} tokens {'minted' if fresh else 'reused'}: {path}")
         log(f"tokens ready in {time.time() - t:.1f} s")
 
         # One Envoy per case, all started at once (unpinned, so their start-up uses both cores),
@@ -827,7 +919,7 @@ def main():
         loads = {}
         for case, kind, (load_kind, what) in cases:
             loads[case] = Load(load_kind, what, fx, tokens)
-            filters = http_filters_for(kind, fx, idp_port, WASM, NOOP_WASM)
+            filters = http_filters_for(kind, fx, idp_port, wasm, noop_wasm)
             envoys[case] = Envoy(case, kind, workdir, procs, envoy_bin, wasm_log_level,
                                  {"idp_port": idp_port, "http_filters": filters})
         for case, envoy in envoys.items():
@@ -851,8 +943,20 @@ def main():
                 wait_until(f"{case}: a 200 for its request", 30, allowed, envoy.proc, envoy.log_path)
             except BenchError as e:
                 raise BenchError(f"{e}\nlast answer: {last.get('answer')}")
+            if envoy.kind != "none" and envoy.kind != "noop":
+                # A benchmark of a filter that lets everything through would be meaningless too.
+                forged = tokens["rs256-repeat"][:-6] + ("AAAAAA" if not tokens["rs256-repeat"].endswith("AAAAAA")
+                                                        else "BBBBBB")
+                status, headers, body = request(envoy.port, PATH, headers={"Authorization": f"Bearer {forged}"},
+                                                timeout=10)
+                if status != 401:
+                    raise BenchError(f"{case}: a forged token was answered {status}, not 401 "
+                                     f"(www-authenticate: {headers.get('www-authenticate')}, body: {body[:200]!r}); "
+                                     f"is {WASM} the filter?"
+                                     f" log tail:\n{tail(envoy.log_path)}")
             envoy.rss_ready_kb = vm_rss_kb(envoy.pid)
-            results[case] = {"envoy": envoy.kind, "load": load.describe(), "ready_s": envoy.ready_s,
+            results[case] = {"envoy": envoy.kind, "load": load.describe(), "tokens": load.tokens_count,
+                             "ready_s": envoy.ready_s,
                              "rss_ready_kb": envoy.rss_ready_kb, "rounds": [], "warmup": None}
         if warmup > 0:
             for case, envoy in envoys.items():
@@ -867,8 +971,12 @@ def main():
             "wrk_cpu": args.wrk_cpu, "wasm_log_level": wasm_log_level,
             "envoy_version": envoy_version(envoy_bin), "cpu_model": cpu_model(), "kernel": platform.release(),
             "loadavg_start": os.getloadavg()[0], "clk_tck": CLK_TCK,
-            "wasm_bytes": os.path.getsize(WASM), "noop_wasm_bytes": os.path.getsize(NOOP_WASM),
-            "tokens_per_alg": n_tokens, "idp_port": idp_port,
+            "wasm_bytes": os.path.getsize(wasm), "noop_wasm_bytes": os.path.getsize(noop_wasm),
+            "wasm_sha256": sha256_file(wasm), "wasm_source": WASM,
+            "git": f"BENCH_WASM={os.environ['BENCH_WASM']}" if os.environ.get("BENCH_WASM") else git_describe(),
+            "idp_keys_cache_control": args.idp_keys_cache_control,
+            "distinct_tokens": {alg: tokens.get(f"{alg}-distinct-count") for alg in ("rs256", "es256")},
+            "idp_port": idp_port,
         }
 
         # Interleaved rounds.
@@ -881,16 +989,22 @@ def main():
                 flag = f"  NON-2xx {r['non2xx']}" if r["non2xx"] else ""
                 errs = sum(r["socket_errors"].values()) if r["socket_errors"] else 0
                 flag += f"  socket errors {r['socket_errors']}" if errs else ""
-                flag += "  (token stream wrapped)" if r["tokens_wrapped"] else ""
+                flag += ("  (token stream wrapped)" if r["tokens_wrapped"] or r["tokens_reused"] else "")
                 log(f"round {rnd + 1}/{rounds} {case:32s} {r['rps']:>10,.0f} req/s  p50 {fmt(r['p50_ms'], 3)} ms"
                     f"  p99 {fmt(r['p99_ms'], 3)} ms  CPU {fmt(r['cpu_us_per_req'], 1)} µs/req{flag}")
-                if (r["non2xx"] or errs) and not results[case].get("diagnosis"):
+                if r["non2xx"] or errs:
                     try:
                         status, www, body = probe(envoy, loads[case])
-                        results[case]["diagnosis"] = (f"replayed request: {status}, www-authenticate: {www}, "
-                                                      f"body: {body}")
+                        replay = (f"the case's first request replayed: {status}, www-authenticate: {www}, "
+                                  f"body: {body}")
                     except (OSError, http.client.HTTPException) as e:
-                        results[case]["diagnosis"] = f"replayed request failed: {e}"
+                        replay = f"the case's first request replayed: failed ({e})"
+                    denials = envoy.denials()
+                    reasons = ("denials in Envoy's log: " + "; ".join(f"{n}× {k}" for k, n in denials)
+                               if denials else
+                               f"no denial in Envoy's log (wasm log level {wasm_log_level}; denials are logged "
+                               f"at debug: rerun with --wasm-log-level debug)")
+                    results[case]["diagnosis"] = f"{reasons}; {replay}"
                     log(f"  {case}: {results[case]['diagnosis']}")
                     log(f"  Envoy log tail ({envoy.log_path}):\n{tail(envoy.log_path, 15)}")
 
@@ -900,6 +1014,14 @@ def main():
             meta["idp_requests"] = json.loads(text)
         except (OSError, ValueError, http.client.HTTPException):
             meta["idp_requests"] = None
+        filter_envoys = sum(1 for e in envoys.values() if e.kind.startswith("filter"))
+        jwks = (meta["idp_requests"] or {}).get("jwks", 0) + (meta["idp_requests"] or {}).get("jwks_k20", 0)
+        # Each filter Envoy fetches its keys once (shared by its VMs) and again when they are due.
+        jwks_expected = filter_envoys * (2 + int(time.time() - started) // 60)
+        if jwks > jwks_expected:
+            meta["idp_warning"] = (f"the filter fetched the JWKS {jwks:,} times ({filter_envoys} filter Envoys, "
+                                   f"{time.time() - started:.0f} s; expected at most {jwks_expected})")
+            log(f"warning: {meta['idp_warning']}")
         for case, envoy in envoys.items():
             results[case]["vm_failures"] = envoy.failure_signs()
             results[case]["rss_end_kb"] = vm_rss_kb(envoy.pid) if envoy.alive() else None
@@ -907,17 +1029,17 @@ def main():
 
         summary = summarize(results)
         md = render(meta, results, summary)
-        os.makedirs(args.out, exist_ok=True)
-        with open(os.path.join(args.out, "latest.md"), "w") as f:
+        os.makedirs(out_dir, exist_ok=True)
+        with open(os.path.join(out_dir, "latest.md"), "w") as f:
             f.write(md + "\n")
         for data in results.values():
             for r in data["rounds"]:
                 r.pop("raw", None)
-        with open(os.path.join(args.out, "latest.json"), "w") as f:
+        with open(os.path.join(out_dir, "latest.json"), "w") as f:
             json.dump({"meta": meta, "summary": summary, "cases": results}, f, indent=2)
         log("")
         log(md)
-        log(f"written: {os.path.join(args.out, 'latest.md')}, {os.path.join(args.out, 'latest.json')} "
+        log(f"written: {os.path.join(out_dir, 'latest.md')}, {os.path.join(out_dir, 'latest.json')} "
             f"({meta['duration_s']} s)")
 
         failures = []
@@ -947,6 +1069,23 @@ def main():
             shutil.rmtree(workdir, ignore_errors=True)
         else:
             log(f"(logs kept in {workdir})")
+
+
+def sha256_file(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def git_describe():
+    """HEAD's commit, and whether the work tree differs from it (src/ is often mid-edit)."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "src", "Cargo.toml", "Cargo.lock"],
+                               cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+        return f"{head}{' + uncommitted changes in src/Cargo' if dirty else ''}" if head else "?"
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
 
 
 def envoy_version(envoy_bin):

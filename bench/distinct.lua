@@ -1,8 +1,11 @@
 -- wrk script: every request carries the next token of the file named by BENCH_TOKENS
--- (one token a line), as "Authorization: Bearer <token>". The requests are built once, in
--- init, so the per-request cost in wrk is a table lookup. With more requests than tokens the
--- stream wraps around (bench.py flags a round where that happened).
+-- (one token a line), as "Authorization: Bearer <token>", starting after the first
+-- BENCH_TOKENS_OFFSET tokens (bench.py moves the offset on from run to run, so no token is sent
+-- twice in a run while the file lasts). The requests are built once, in init, so the
+-- per-request cost in wrk is a table lookup. Past the end the stream wraps around (bench.py
+-- flags it).
 local path = os.getenv("BENCH_TOKENS")
+local offset = tonumber(os.getenv("BENCH_TOKENS_OFFSET") or "0") or 0
 local requests = {}
 local n = 0
 local i = 0
@@ -25,6 +28,7 @@ function init(args)
   if n == 0 then
     error("no tokens in " .. path)
   end
+  i = offset % n
 end
 
 function request()

@@ -3,8 +3,10 @@
 //
 //   node bench/idp.js keygen --keys FILE
 //       Creates FILE (20 RSA-2048 keys rsa-0..rsa-19 and one P-256 key ec-0) unless it exists.
-//   node bench/idp.js serve --keys FILE [--port N]
+//   node bench/idp.js serve --keys FILE [--port N] [--keys-cache-control VALUE]
 //       Serves on 127.0.0.1:N (0: any free port) and prints "idp listening on http://127.0.0.1:PORT".
+//       Discovery and JWKS answers carry no Cache-Control unless --keys-cache-control gives one
+//       (for example "no-store", as some IdPs send, or "public, max-age=300").
 //   node bench/idp.js mint --keys FILE --issuer URL --alg RS256|ES256 --count N --out FILE
 //                          [--kid KID] [--client-id ID]
 //       Writes N valid access tokens, one a line, each with its own jti, signed with the keys
@@ -140,16 +142,20 @@ function mint(opts) {
 function serve(opts) {
   const keys = loadKeys(opts.keys);
   const port = Number(opts.port || 0);
-  const stats = { discovery: 0, jwks: 0, token: 0, introspection: 0, other: 0 };
+  const stats = { discovery: 0, jwks: 0, jwks_k20: 0, token: 0, introspection: 0, other: 0 };
+  const keysCacheControl = typeof opts['keys-cache-control'] === 'string' ? opts['keys-cache-control'] : null;
+  const keysHeaders = keysCacheControl ? { 'cache-control': keysCacheControl } : {};
   const jwks = {
     '': JSON.stringify({ keys: [keys.rsa[0].jwk, keys.ec.jwk] }),
     '/k20': JSON.stringify({ keys: [...keys.rsa.slice(1).map((k) => k.jwk), keys.rsa[0].jwk, keys.ec.jwk] }),
   };
   let base = '';
 
-  const send = (res, status, body, headers = {}) => {
+  // Token and introspection answers are no-store (RFC 6749 §5.1); discovery and keys say what
+  // --keys-cache-control says (nothing by default).
+  const send = (res, status, body, headers = { 'cache-control': 'no-store' }) => {
     const text = typeof body === 'string' ? body : JSON.stringify(body);
-    res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store', ...headers });
+    res.writeHead(status, { 'content-type': 'application/json', ...headers });
     res.end(text);
   };
   const basic = (req) => {
@@ -162,7 +168,8 @@ function serve(opts) {
     const dec = (s) => { try { return decodeURIComponent(s.replace(/\+/g, ' ')); } catch { return s; } };
     return [dec(raw.slice(0, i)), dec(raw.slice(i + 1))];
   };
-  const unauthorized = (res) => send(res, 401, { error: 'invalid_client' }, { 'www-authenticate': 'Basic realm="bench"' });
+  const unauthorized = (res) => send(res, 401, { error: 'invalid_client' },
+    { 'cache-control': 'no-store', 'www-authenticate': 'Basic realm="bench"' });
 
   const server = http.createServer((req, res) => {
     const chunks = [];
@@ -184,11 +191,11 @@ function serve(opts) {
           grant_types_supported: ['client_credentials'],
           token_endpoint_auth_methods_supported: ['client_secret_basic'],
           id_token_signing_alg_values_supported: ['RS256', 'ES256'],
-        });
+        }, keysHeaders);
       }
       if (req.method === 'GET' && rest === '/jwks') {
-        stats.jwks++;
-        return send(res, 200, jwks[prefix], { 'content-type': 'application/jwk-set+json' });
+        if (prefix) stats.jwks_k20++; else stats.jwks++;
+        return send(res, 200, jwks[prefix], { 'content-type': 'application/jwk-set+json', ...keysHeaders });
       }
       if (req.method === 'POST' && p === '/token') {
         stats.token++;

@@ -51,7 +51,9 @@ else
   echo "bench: building app-auth-filter and the no-op filter (release, wasm32-wasip1)"
   cargo build --release --target wasm32-wasip1 --quiet
 fi
-(cd bench/noop-filter && cargo build --release --target wasm32-wasip1 --quiet)
+# The baseline is built with the main crate's opt-level, whatever it is today.
+opt_level=$(awk '/^\[profile\.release\]/{p=1;next} /^\[/{p=0} p && $1=="opt-level"{gsub(/"/,"",$3); print $3}' Cargo.toml)
+(cd bench/noop-filter && CARGO_PROFILE_RELEASE_OPT_LEVEL=${opt_level:-z} cargo build --release --target wasm32-wasip1 --quiet)
 
 python3 bench/bench.py "$@" &
 bench_pid=$!
