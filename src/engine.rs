@@ -708,7 +708,7 @@ impl Engine {
         issuer_index: usize,
         now_ms: u64,
     ) -> Step {
-        if self.sync_shared(issuer_index, now_ms) {
+        if self.sync_shared(issuer_index) {
             // Newer keys from another VM: try again with them (sync only adopts a version
             // once, so this cannot loop).
             return self.run(context_id, job, now_ms);
@@ -787,7 +787,7 @@ impl Engine {
     /// Adopts the issuer's shared record if another VM published a newer one. Returns
     /// whether keys were adopted. A record that does not parse is skipped (and not read
     /// again until a newer version appears).
-    fn sync_shared(&mut self, index: usize, now_ms: u64) -> bool {
+    fn sync_shared(&mut self, index: usize) -> bool {
         let (Some(slots), Some(state)) = (self.slots.get(index), self.issuers.get(index)) else {
             return false;
         };
@@ -814,7 +814,6 @@ impl Engine {
             Some((record, keys)) if record.version >= version => {
                 state.adopt(record.discovery, keys, record.expires_ms, record.version);
                 self.counters.add(metrics::KEYS_FROM_SHARED_DATA);
-                let _ = now_ms;
                 true
             }
             _ => {
@@ -1500,7 +1499,7 @@ impl Engine {
         let config = Rc::clone(&self.config);
         for index in 0..self.issuers.len() {
             // Keys another VM published: adopt them and release whoever waited here.
-            let adopted = self.sync_shared(index, now_ms);
+            let adopted = self.sync_shared(index);
             let waiters = self
                 .waiting
                 .values()
