@@ -39,6 +39,10 @@ pub struct IssuerKeys {
     pub last_error: Option<String>,
     /// The version of the shared record these keys came from (0: none).
     pub shared_version: u64,
+    /// When to refresh: a tenth of the lifetime these keys were granted before they expire
+    /// (the granted lifetime, not cache_ttl: an IdP's short max-age must not make every
+    /// tick look due).
+    refresh_at_ms: u64,
 }
 
 impl IssuerKeys {
@@ -58,9 +62,17 @@ impl IssuerKeys {
 
     /// Takes keys another VM fetched and published. Our own fetch, if any, goes on; its
     /// result will simply be newer.
-    pub fn adopt(&mut self, discovery: Discovery, keys: KeySet, expires_ms: u64, version: u64) {
+    pub fn adopt(
+        &mut self,
+        discovery: Discovery,
+        keys: KeySet,
+        fetched_ms: u64,
+        expires_ms: u64,
+        version: u64,
+    ) {
         self.discovery = Some((discovery, expires_ms));
         self.keys = Some((Rc::new(keys), expires_ms));
+        self.refresh_at_ms = refresh_at(fetched_ms, expires_ms);
         self.failures = 0;
         self.last_error = None;
         self.shared_version = version;
@@ -76,11 +88,8 @@ impl IssuerKeys {
     }
 
     /// Whether keys are missing, expired, or within the last tenth of their lifetime.
-    pub fn wants_refresh(&self, now_ms: u64, ttl_ms: u64) -> bool {
-        match &self.keys {
-            None => true,
-            Some((_, expires_ms)) => now_ms.saturating_add(ttl_ms / 10) >= *expires_ms,
-        }
+    pub fn wants_refresh(&self, now_ms: u64) -> bool {
+        self.keys.is_none() || now_ms >= self.refresh_at_ms
     }
 
     pub fn in_flight(&self, now_ms: u64) -> bool {
@@ -134,6 +143,7 @@ impl IssuerKeys {
     /// A new key set replaces the old one whole (never merged).
     pub fn keys_fetched(&mut self, keys: KeySet, now_ms: u64, ttl_ms: u64) {
         self.keys = Some((Rc::new(keys), now_ms.saturating_add(ttl_ms)));
+        self.refresh_at_ms = refresh_at(now_ms, now_ms.saturating_add(ttl_ms));
         if let Some((_, expires_ms)) = &mut self.discovery {
             *expires_ms = now_ms.saturating_add(ttl_ms);
         }
@@ -196,12 +206,28 @@ mod tests {
         assert_eq!(k.stage(1), Some(Stage::Jwks));
         k.keys_fetched(KeySet::default(), 0, 10_000);
         assert!(k.keys(9_999, MAX_STALE_MS).is_some());
-        assert!(!k.wants_refresh(8_999, 10_000));
-        assert!(k.wants_refresh(9_000, 10_000));
+        assert!(!k.wants_refresh(8_999));
+        assert!(k.wants_refresh(9_000));
         assert!(k.keys(10_000 + MAX_STALE_MS - 1, MAX_STALE_MS).is_some());
         assert!(k.keys(10_000 + MAX_STALE_MS, MAX_STALE_MS).is_none());
         // Discovery still valid: the next fetch is the key set only.
         assert_eq!(k.start(5_000, 1_000, false), Some(Stage::Jwks));
+    }
+
+    #[test]
+    fn a_short_granted_lifetime_is_refreshed_by_its_own_clock() {
+        // An IdP's max-age of 30 s with a cache_ttl of an hour: due at 27 s, not every tick.
+        let mut k = IssuerKeys::default();
+        k.start(0, 1_000, false);
+        k.discovered(discovery(), 0, 30_000, 1_000);
+        k.keys_fetched(KeySet::default(), 0, 30_000);
+        assert!(!k.wants_refresh(1_000));
+        assert!(!k.wants_refresh(26_999));
+        assert!(k.wants_refresh(27_000));
+        let mut adopted = IssuerKeys::default();
+        adopted.adopt(discovery(), KeySet::default(), 100_000, 130_000, 1);
+        assert!(!adopted.wants_refresh(126_999));
+        assert!(adopted.wants_refresh(127_000));
     }
 
     #[test]
@@ -234,15 +260,21 @@ mod tests {
     }
 }
 
+/// A tenth of the lifetime before expiry.
+fn refresh_at(fetched_ms: u64, expires_ms: u64) -> u64 {
+    expires_ms.saturating_sub(expires_ms.saturating_sub(fetched_ms) / 10)
+}
+
 /// A bounded map whose entries expire. When full, an insert evicts the oldest entry (first
 /// in, first out: O(1), so a stream of distinct keys costs the same per insert as a hit),
 /// and memory stays flat whatever the keys.
 #[derive(Debug)]
 pub struct TtlCache<V> {
-    entries: std::collections::HashMap<String, (V, u64, u64)>,
+    /// Keys are shared with `order`: one copy of each (tokens are a kilobyte or so).
+    entries: std::collections::HashMap<Rc<str>, (V, u64, u64)>,
     /// Insertion order: (key, serial). A key overwritten later has a newer serial; its old
     /// position is skipped when it comes up.
-    order: std::collections::VecDeque<(String, u64)>,
+    order: std::collections::VecDeque<(Rc<str>, u64)>,
     serial: u64,
     capacity: usize,
 }
@@ -268,6 +300,7 @@ impl<V> TtlCache<V> {
     pub fn insert(&mut self, key: String, value: V, until_ms: u64, _now_ms: u64) {
         self.serial = self.serial.wrapping_add(1);
         let serial = self.serial;
+        let key: Rc<str> = Rc::from(key);
         if !self.entries.contains_key(&key) {
             while self.entries.len() >= self.capacity {
                 let Some((old, old_serial)) = self.order.pop_front() else {
@@ -282,7 +315,7 @@ impl<V> TtlCache<V> {
                 }
             }
         }
-        self.order.push_back((key.clone(), serial));
+        self.order.push_back((Rc::clone(&key), serial));
         self.entries.insert(key, (value, until_ms, serial));
         // Overwrites leave stale positions behind; keep the queue within twice the map.
         if self.order.len() > self.capacity.saturating_mul(2) {

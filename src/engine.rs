@@ -812,7 +812,13 @@ impl Engine {
         };
         match parsed {
             Some((record, keys)) if record.version >= version => {
-                state.adopt(record.discovery, keys, record.expires_ms, record.version);
+                state.adopt(
+                    record.discovery,
+                    keys,
+                    record.fetched_ms,
+                    record.expires_ms,
+                    record.version,
+                );
                 self.counters.add(metrics::KEYS_FROM_SHARED_DATA);
                 true
             }
@@ -1274,6 +1280,7 @@ impl Engine {
                         state.shared_version = KeyRecord::publish(
                             self.store.as_ref(),
                             slots,
+                            now_ms,
                             now_ms.saturating_add(ttl_ms),
                             &discovery,
                             jwks,
@@ -1516,10 +1523,7 @@ impl Engine {
             let Some(state) = self.issuers.get(index) else {
                 continue;
             };
-            if !state.wants_refresh(now_ms, issuer.cache_ttl_ms())
-                || state.in_flight(now_ms)
-                || state.in_backoff(now_ms)
-            {
+            if !state.wants_refresh(now_ms) || state.in_flight(now_ms) || state.in_backoff(now_ms) {
                 continue;
             }
             // Refresh before expiry, in the background, by one VM: the lease picks it.

@@ -172,6 +172,7 @@ impl Lease {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyRecord {
     pub version: u64,
+    pub fetched_ms: u64,
     pub expires_ms: u64,
     pub discovery: Discovery,
     /// The key set document exactly as the IdP served it: each VM parses it itself.
@@ -187,6 +188,7 @@ impl KeyRecord {
         let d = &self.discovery;
         json!({
             "version": self.version,
+            "fetched_ms": self.fetched_ms,
             "expires_ms": self.expires_ms,
             "jwks_uri": url(&Some(d.jwks_uri.clone())),
             "token_endpoint": url(&d.token_endpoint),
@@ -208,6 +210,7 @@ impl KeyRecord {
         };
         Some(KeyRecord {
             version: v.get("version")?.as_u64()?,
+            fetched_ms: v.get("fetched_ms")?.as_u64()?,
             expires_ms: v.get("expires_ms")?.as_u64()?,
             discovery: Discovery {
                 jwks_uri: url("jwks_uri")??,
@@ -234,6 +237,7 @@ impl KeyRecord {
     pub fn publish(
         store: &dyn SharedStore,
         keys: &Slots,
+        fetched_ms: u64,
         expires_ms: u64,
         discovery: &Discovery,
         jwks: &str,
@@ -241,6 +245,7 @@ impl KeyRecord {
         let version = KeyRecord::version(store, keys).saturating_add(1);
         let record = KeyRecord {
             version,
+            fetched_ms,
             expires_ms,
             discovery: discovery.clone(),
             jwks: jwks.to_owned(),
@@ -313,8 +318,11 @@ mod tests {
             token_endpoint: Some(Url::parse("https://idp/token").unwrap()),
             introspection_endpoint: None,
         };
-        assert_eq!(KeyRecord::publish(&s, &keys, 99, &d, "{\"keys\":[]}"), 1);
-        assert_eq!(KeyRecord::publish(&s, &keys, 100, &d, "{\"keys\":[1]}"), 2);
+        assert_eq!(KeyRecord::publish(&s, &keys, 9, 99, &d, "{\"keys\":[]}"), 1);
+        assert_eq!(
+            KeyRecord::publish(&s, &keys, 10, 100, &d, "{\"keys\":[1]}"),
+            2
+        );
         let r = KeyRecord::read(&s, &keys).unwrap();
         assert_eq!(
             (r.version, r.expires_ms, r.jwks.as_str()),

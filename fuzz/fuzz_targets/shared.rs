@@ -28,6 +28,7 @@ fuzz_target!(|data: &[u8]| {
         let v = KeyRecord::publish(
             &again,
             &slots,
+            record.fetched_ms,
             record.expires_ms,
             &record.discovery,
             &record.jwks,
@@ -37,6 +38,7 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(back.discovery, record.discovery);
         assert_eq!(back.jwks, record.jwks);
         assert_eq!(back.expires_ms, record.expires_ms);
+        assert_eq!(back.fetched_ms, record.fetched_ms);
         assert_eq!(KeyRecord::version(&again, &slots), 1);
     }
 

@@ -1318,3 +1318,24 @@ mod kong {
         ));
     }
 }
+
+#[test]
+fn a_short_max_age_does_not_refetch_on_every_tick() {
+    let mut e = engine();
+    let c = e.on_tick(T0).callouts.remove(0);
+    let p = e.on_callout_response(c.id, ok(&discovery_doc()), T0);
+    let jwks_call = p.callouts[0].clone();
+    // `Cache-Control: no-store` (max-age 0) is held for the 30 s floor, refreshed at 27 s.
+    let answer = CalloutResponse {
+        max_age_s: Some(0),
+        ..ok(&jwks())
+    };
+    e.on_callout_response(jwks_call.id, answer, T0);
+    for s in [1, 5, 10, 20, 26] {
+        assert!(
+            e.on_tick(T0 + s * 1000).callouts.is_empty(),
+            "refetch at {s} s"
+        );
+    }
+    assert_eq!(e.on_tick(T0 + 27_000).callouts.len(), 1);
+}

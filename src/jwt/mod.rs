@@ -204,21 +204,19 @@ fn verify_by_host(
     spki: &[u8],
     backend: &dyn native::SignatureBackend,
 ) -> Result<Option<bool>, TokenError> {
-    use base64::Engine as _;
-    let (signed, signature) = token
+    let (signed, _) = token
         .raw()
         .rsplit_once('.')
         .ok_or(TokenError::NotCompactJws)?;
-    let signature = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(signature)
-        .map_err(|_| TokenError::BadEncoding)?;
+    let der;
     let signature = match token.alg {
         Alg::ES256 | Alg::ES384 => {
-            native::ecdsa_der(token.alg, &signature).ok_or(TokenError::BadSignature)?
+            der = native::ecdsa_der(token.alg, &token.signature).ok_or(TokenError::BadSignature)?;
+            &der
         }
-        _ => signature,
+        _ => &token.signature,
     };
-    Ok(backend.verify(hash, spki, signed.as_bytes(), &signature))
+    Ok(backend.verify(hash, spki, signed.as_bytes(), signature))
 }
 
 /// Checks the claims of an active introspection answer (RFC 7662) with the same rules as a

@@ -18,6 +18,8 @@ pub struct ParsedToken {
     pub alg: Alg,
     pub kid: Option<String>,
     pub claims: Map<String, Value>,
+    /// The decoded signature segment.
+    pub signature: Vec<u8>,
 }
 
 impl ParsedToken {
@@ -38,7 +40,7 @@ impl ParsedToken {
         }
         let header = decode(header)?;
         let payload = decode(payload)?;
-        decode(signature)?;
+        let signature = decode(signature)?;
 
         let Ok(Value::Object(header)) = json::parse_strict(&header, 4) else {
             return Err(TokenError::BadHeader);
@@ -73,6 +75,7 @@ impl ParsedToken {
             alg,
             kid,
             claims,
+            signature,
         })
     }
 
