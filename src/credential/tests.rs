@@ -1,3 +1,4 @@
+// Test code only: the parent module declares this file behind #[cfg(test)].
 use super::*;
 use base64::Engine as _;
 

@@ -1,3 +1,4 @@
+// Test code only: the parent module declares this file behind #[cfg(test)].
 //! Engine behaviour with an injected clock and a scripted IdP: every outcome a request can
 //! have, and the callouts it causes.
 

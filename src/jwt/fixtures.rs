@@ -1,3 +1,4 @@
+// Test code only: the parent module declares this file behind #[cfg(test)].
 //! Named test tokens and the keys that sign them. Claims of the standard token:
 //! `{"iss": ISS, "aud": AUD, "exp": NOW+600, "iat": NOW-10, "nbf": NOW-10,
 //!   "client_id": "client-1", "sub": "client-1", "scope": "orders:read orders:write"}`.
