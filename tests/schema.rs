@@ -1149,8 +1149,15 @@ fn every_example_is_accepted_by_the_schema_and_the_filter() {
         if let Err(e) = schema_verdict(&doc) {
             panic!("{name}: refused by the schema: {e:#?}");
         }
-        if let Err(e) = rust_verdict(&bytes) {
-            panic!("{name}: refused by the filter: {e:#?}");
+        match Config::parse(&bytes) {
+            Ok((config, warnings)) => {
+                assert!(
+                    warnings.is_empty(),
+                    "{name}: unexpected warnings {warnings:?}"
+                );
+                assert!(!config.policies.is_empty(), "{name}");
+            }
+            Err(errors) => panic!("{name}: refused by the filter: {errors:#?}"),
         }
         seen += 1;
     }

@@ -4,7 +4,6 @@
 
 use super::*;
 use crate::jwt::fixtures::*;
-use jwt_simple::prelude::*;
 use serde_json::{json, Value};
 
 const T0: u64 = NOW * 1000;
@@ -286,24 +285,8 @@ fn broken_idp_answers_are_never_cached_and_never_allow() {
 #[test]
 fn rotation_refetches_once_per_cooldown() {
     let mut e = warm();
-    let k = keys();
-    let rotated = json!({"keys": [rsa_jwk(&k.rs_other, "rs-2", Some("RS256")), rsa_jwk(&k.rs, "rs-1", Some("RS256"))]}).to_string();
-    let new_token = k
-        .rs_other
-        .clone()
-        .with_key_id("rs-2")
-        .sign(JWTClaims {
-            issued_at: None,
-            expires_at: None,
-            invalid_before: None,
-            issuer: None,
-            subject: None,
-            audiences: None,
-            jwt_id: None,
-            nonce: None,
-            custom: claims().as_object().cloned().unwrap(),
-        })
-        .unwrap();
+    let rotated = rotated_jwks();
+    let new_token = rotated_token(&claims());
     // Unknown kid: the key set (not discovery, still valid) is fetched again.
     let c = callout(&bearer(&mut e, 2, &new_token, T0 + 1_000));
     assert_eq!(c.path, "/jwks");
@@ -1135,24 +1118,8 @@ mod shared_keys {
     fn rotation_is_fetched_once_and_cooled_down_for_all() {
         let (mut a, mut b, _) = two_vms();
         b.on_tick(T0 + 100);
-        let k = keys();
-        let rotated = json!({"keys": [rsa_jwk(&k.rs_other, "rs-2", Some("RS256")), rsa_jwk(&k.rs, "rs-1", Some("RS256"))]}).to_string();
-        let new_token = k
-            .rs_other
-            .clone()
-            .with_key_id("rs-2")
-            .sign(JWTClaims {
-                issued_at: None,
-                expires_at: None,
-                invalid_before: None,
-                issuer: None,
-                subject: None,
-                audiences: None,
-                jwt_id: None,
-                nonce: None,
-                custom: claims().as_object().cloned().unwrap(),
-            })
-            .unwrap();
+        let rotated = rotated_jwks();
+        let new_token = rotated_token(&claims());
         let c = callout(&bearer(&mut b, 1, &new_token, T0 + 1_000));
         assert_eq!(c.path, "/jwks", "discovery is still good: keys only");
         assert_eq!(

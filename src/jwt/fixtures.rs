@@ -129,6 +129,32 @@ pub fn ed_token(claims: &Value) -> String {
     keys().ed.sign(as_claims(claims)).unwrap()
 }
 
+/// RotatedToken: signed with another RSA key under kid `rs-2` (the IdP's next key), and the
+/// key set that publishes it next to rs-1.
+pub fn rotated_token(claims: &Value) -> String {
+    keys()
+        .rs_other
+        .clone()
+        .with_key_id("rs-2")
+        .sign(as_claims(claims))
+        .unwrap()
+}
+
+pub fn rotated_jwks() -> String {
+    let k = keys();
+    json!({"keys": [rsa_jwk(&k.rs_other, "rs-2", Some("RS256")), rsa_jwk(&k.rs, "rs-1", Some("RS256"))]}).to_string()
+}
+
+/// UnknownKidToken: signed with the issuer's RSA key under a kid its set does not have.
+pub fn unknown_kid_token(claims: &Value) -> String {
+    keys()
+        .rs
+        .clone()
+        .with_key_id("rs-9")
+        .sign(as_claims(claims))
+        .unwrap()
+}
+
 /// ForeignToken: signed by another IdP's key but naming kid rs-1.
 pub fn foreign_token(claims: &Value) -> String {
     keys().rs_other.sign(as_claims(claims)).unwrap()

@@ -447,24 +447,7 @@ fn audience_and_scope_alternatives() {
 #[test]
 fn key_selection() {
     // Unknown kid.
-    let mut t = claims();
-    t["x"] = json!(1);
-    let token = keys()
-        .rs
-        .clone()
-        .with_key_id("rs-9")
-        .sign(JWTClaims {
-            issued_at: None,
-            expires_at: None,
-            invalid_before: None,
-            issuer: None,
-            subject: None,
-            audiences: None,
-            jwt_id: None,
-            nonce: None,
-            custom: t.as_object().cloned().unwrap(),
-        })
-        .unwrap();
+    let token = unknown_kid_token(&claims());
     assert_eq!(check(&token).unwrap_err(), TokenError::UnknownKid);
     // No kid: the one key that fits the algorithm.
     let no_kid = hs_with_header(r#"{"alg":"HS256"}"#);
