@@ -65,6 +65,9 @@ impl Slots {
     }
 }
 
+/// A CAS token no stored value carries: `set` with it only creates a missing key.
+const CREATE_ONLY: u32 = u32::MAX;
+
 /// Who may fetch an issuer's keys, and when.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Lease {
@@ -126,7 +129,10 @@ impl Lease {
         // Two attempts: the first may only create the key (a fresh key has no CAS to match).
         for _ in 0..2 {
             let Some((value, cas)) = store.get(key) else {
-                store.set(key, &Lease::default().encode(), None);
+                // Create only if still absent: a CAS that can never match refuses to
+                // overwrite a lease another VM created (and took) meanwhile, while a missing
+                // key is created whatever the CAS (proxy-wasm shared data semantics).
+                store.set(key, &Lease::default().encode(), Some(CREATE_ONLY));
                 continue;
             };
             let lease = Lease::decode(&value);
@@ -297,6 +303,18 @@ mod tests {
         );
         Lease::release(&s, "l", 0);
         assert_eq!(Lease::acquire(&s, "l", 35_000, 1_000, true, 30_000), Ok(()));
+    }
+
+    #[test]
+    fn creating_the_lease_never_wipes_one_taken_meanwhile() {
+        let s = MemoryStore::default();
+        // VM A takes the lease; VM B, which saw no key a moment ago, now "creates" it.
+        assert_eq!(Lease::acquire(&s, "l", 0, 1_000, false, 30_000), Ok(()));
+        assert!(!s.set("l", &Lease::default().encode(), Some(CREATE_ONLY)));
+        assert_eq!(
+            Lease::acquire(&s, "l", 10, 1_000, false, 30_000),
+            Err(Refusal::Held)
+        );
     }
 
     #[test]
