@@ -710,6 +710,8 @@ def render(meta, results, summary):
     lines.append("")
     lines.append(f"app_auth_filter.wasm: {meta['wasm_bytes']:,} bytes (built from {meta['git']}, sha256 "
                  f"{meta['wasm_sha256'][:12]}) · noop_filter.wasm: {meta['noop_wasm_bytes']:,} bytes")
+    for name, v in (meta.get("variants") or {}).items():
+        lines.append(f"`@{name}` cases: {v['source']} ({v['bytes']:,} bytes, sha256 {v['sha256'][:12]})")
     lines.append("")
     lines.append("Medians over rounds. CPU = Envoy process utime+stime per request served (judge by this). "
                  "Ratios: req/s case ÷ no-filter and ÷ noop-wasm; CPU noop ÷ case (higher is better, like "
@@ -802,6 +804,10 @@ def main():
     ap.add_argument("--warmup", type=float, default=None,
                     help="seconds of unmeasured load per case before round 1 (default 2; smoke 0)")
     ap.add_argument("--cases", default=None, help="comma-separated case names (default: all)")
+    ap.add_argument("--compare", action="append", default=[], metavar="NAME=WASM",
+                    help="also run every selected filter case with this build of the filter, as case "
+                         "CASE@NAME, interleaved with the others (repeatable): two builds side by side "
+                         "in one run")
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--tokens", type=int, default=None,
                     help="distinct tokens minted per algorithm (default 150000; smoke 20000)")
@@ -833,6 +839,15 @@ def main():
     if unknown:
         raise BenchError(f"unknown case(s) {', '.join(unknown)}; cases: {', '.join(CASE_NAMES)}")
     cases = [c for c in CASES if c[0] in selected]
+    # Other builds of the filter, each run on the same filter cases (CASE@NAME).
+    variants = {}
+    for spec in args.compare:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or not os.path.isfile(path):
+            raise BenchError(f"--compare {spec!r}: want NAME=PATH of a built .wasm (NAME: letters, digits, ._-)")
+        variants[name] = os.path.abspath(path)
+    cases = cases + [(f"{case}@{name}", kind, load) for name in variants
+                     for case, kind, load in cases if kind.startswith("filter")]
 
     envoy_bin = os.environ.get("ENVOY", os.path.join(ROOT, ".venv/bin/envoy"))
     for what, path in (("Envoy", envoy_bin), ("the filter", WASM), ("the noop filter", NOOP_WASM)):
@@ -896,6 +911,10 @@ def main():
         noop_wasm = os.path.join(workdir, "noop_filter.wasm")
         shutil.copyfile(WASM, wasm)
         shutil.copyfile(NOOP_WASM, noop_wasm)
+        variant_wasm = {}
+        for name, path in variants.items():
+            variant_wasm[name] = os.path.join(workdir, f"app_auth_filter@{name}.wasm")
+            shutil.copyfile(path, variant_wasm[name])
 
         needs = {load for _, _, load in cases}
         expected_run_s = len(cases) * (rounds * (wrk_seconds + 1.5) + warmup + 2) + 120
@@ -926,7 +945,8 @@ def main():
         loads = {}
         for case, kind, (load_kind, what) in cases:
             loads[case] = Load(load_kind, what, fx, tokens)
-            filters = http_filters_for(kind, fx, idp_port, wasm, noop_wasm)
+            _, _, variant = case.partition("@")
+            filters = http_filters_for(kind, fx, idp_port, variant_wasm.get(variant, wasm), noop_wasm)
             envoys[case] = Envoy(case, kind, workdir, procs, envoy_bin, wasm_log_level,
                                  {"idp_port": idp_port, "http_filters": filters})
         for case, envoy in envoys.items():
@@ -984,6 +1004,8 @@ def main():
             "idp_keys_cache_control": args.idp_keys_cache_control,
             "distinct_tokens": {alg: tokens.get(f"{alg}-distinct-count") for alg in ("rs256", "es256", "rs256-k20")},
             "idp_port": idp_port,
+            "variants": {name: {"source": variants[name], "bytes": os.path.getsize(path),
+                                "sha256": sha256_file(path)} for name, path in variant_wasm.items()},
         }
 
         # Interleaved rounds.
