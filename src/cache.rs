@@ -265,13 +265,50 @@ fn refresh_at(fetched_ms: u64, expires_ms: u64) -> u64 {
     expires_ms.saturating_sub(expires_ms.saturating_sub(fetched_ms) / 10)
 }
 
+/// Hashes the last [`TailHash::BYTES`] bytes of a key and its length, with the standard
+/// library's keyed SipHash. The keys here are tokens, a kilobyte long, whose tails are
+/// signatures (or random strings, or SHA-256 digests): hashing the tail spreads them as well
+/// as hashing all of it, at a fraction of the cost on every request. Equality still compares
+/// whole keys, so two tokens that share a tail are never confused; and only tokens that
+/// passed verification are ever inserted, so their tails are not the client's to choose.
+#[derive(Debug, Default, Clone)]
+pub struct TailHash(std::collections::hash_map::RandomState);
+
+impl TailHash {
+    pub const BYTES: usize = 32;
+}
+
+impl std::hash::BuildHasher for TailHash {
+    type Hasher = TailHasher;
+
+    fn build_hasher(&self) -> TailHasher {
+        TailHasher(self.0.build_hasher())
+    }
+}
+
+pub struct TailHasher(std::collections::hash_map::DefaultHasher);
+
+impl std::hash::Hasher for TailHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let tail = bytes
+            .get(bytes.len().saturating_sub(TailHash::BYTES)..)
+            .unwrap_or(bytes);
+        self.0.write(tail);
+        self.0.write_usize(bytes.len());
+    }
+
+    fn finish(&self) -> u64 {
+        self.0.finish()
+    }
+}
+
 /// A bounded map whose entries expire. When full, an insert evicts the oldest entry (first
 /// in, first out: O(1), so a stream of distinct keys costs the same per insert as a hit),
 /// and memory stays flat whatever the keys.
 #[derive(Debug)]
 pub struct TtlCache<V> {
     /// Keys are shared with `order`: one copy of each (tokens are a kilobyte or so).
-    entries: std::collections::HashMap<Rc<str>, (V, u64, u64)>,
+    entries: std::collections::HashMap<Rc<str>, (V, u64, u64), TailHash>,
     /// Insertion order: (key, serial). A key overwritten later has a newer serial; its old
     /// position is skipped when it comes up.
     order: std::collections::VecDeque<(Rc<str>, u64)>,
@@ -282,7 +319,7 @@ pub struct TtlCache<V> {
 impl<V> TtlCache<V> {
     pub fn new(capacity: usize) -> TtlCache<V> {
         TtlCache {
-            entries: std::collections::HashMap::new(),
+            entries: std::collections::HashMap::default(),
             order: std::collections::VecDeque::new(),
             serial: 0,
             capacity: capacity.max(1),
@@ -409,6 +446,26 @@ mod ttl_tests {
             "the order queue stays bounded: {}",
             c.order.len()
         );
+    }
+
+    #[test]
+    fn keys_that_share_a_tail_stay_apart() {
+        let tail = "x".repeat(TailHash::BYTES);
+        let mut c = TtlCache::new(10);
+        c.insert(format!("header.payload-a.{tail}"), 1, 100, 0);
+        c.insert(format!("header.payload-b.{tail}"), 2, 100, 0);
+        c.insert(tail.clone(), 3, 100, 0);
+        assert_eq!(c.get(&format!("header.payload-a.{tail}"), 0), Some(&1));
+        assert_eq!(c.get(&format!("header.payload-b.{tail}"), 0), Some(&2));
+        assert_eq!(c.get(&tail, 0), Some(&3));
+        assert_eq!(
+            c.get(&format!("header.payload-c.{tail}"), 0),
+            None,
+            "a forged head"
+        );
+        assert_eq!(c.get(&format!("y{tail}"), 0), None);
+        assert_eq!(c.get("", 0), None);
+        assert_eq!(c.len(), 3);
     }
 
     #[test]

@@ -82,7 +82,8 @@ pub struct Deny {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    Allow(Allow),
+    /// Shared: a remembered decision is handed out again without copying its headers.
+    Allow(Rc<Allow>),
     Deny(Deny),
 }
 
@@ -252,7 +253,7 @@ struct Verified {
     issuer: usize,
     generation: usize,
     hide_credentials: bool,
-    allow: Allow,
+    allow: Rc<Allow>,
 }
 
 /// What checking a JWT came to.
@@ -603,7 +604,7 @@ impl Engine {
         path: &str,
         source: Source,
         now_ms: u64,
-    ) -> Option<Allow> {
+    ) -> Option<Rc<Allow>> {
         let v = self.verified.get(token, now_ms)?;
         if v.policy != policy || v.generation != self.verified_generation {
             return None;
@@ -611,11 +612,12 @@ impl Engine {
         // Past the staleness bound the issuer's keys are gone, and so is what they verified.
         let max_stale_ms = self.config.issuers.get(v.issuer)?.max_stale_ms();
         self.issuers.get(v.issuer)?.keys(now_ms, max_stale_ms)?;
-        let mut allow = v.allow.clone();
         if v.hide_credentials && source == Source::Query {
+            let mut allow = Allow::clone(&v.allow);
             allow.path = Some(credential::strip_query_params(path, &["access_token"]));
+            return Some(Rc::new(allow));
         }
-        Some(allow)
+        Some(Rc::clone(&v.allow))
     }
 
     /// Remembers an allowed token until its `exp` (what the request needs to be allowed
@@ -634,8 +636,15 @@ impl Engine {
         let Outcome::Allow(allow) = outcome else {
             return;
         };
-        let mut allow = allow.clone();
-        allow.path = None;
+        // What is remembered holds for any request: a path rewrite is made per request.
+        let allow = if allow.path.is_some() {
+            Rc::new(Allow {
+                path: None,
+                ..Allow::clone(allow)
+            })
+        } else {
+            Rc::clone(allow)
+        };
         let entry = Verified {
             policy: job.policy,
             issuer: strategy.issuer,
@@ -1105,7 +1114,7 @@ impl Engine {
                 }
             }
         }
-        Outcome::Allow(allow)
+        Outcome::Allow(Rc::new(allow))
     }
 
     /// The application for these credential values, checked against the strategy that
@@ -1163,7 +1172,7 @@ impl Engine {
                 allow.path = Some(stripped);
             }
         }
-        Outcome::Allow(allow)
+        Outcome::Allow(Rc::new(allow))
     }
 
     fn keys_callout(&self, issuer_index: usize, stage: Stage) -> Option<Callout> {

@@ -8,7 +8,7 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 pub trait Counters: std::fmt::Debug {
-    fn add(&self, name: &'static str);
+    fn add(&self, counter: Counter);
 }
 
 /// Counts nothing.
@@ -16,104 +16,99 @@ pub trait Counters: std::fmt::Debug {
 pub struct NoCounters;
 
 impl Counters for NoCounters {
-    fn add(&self, _name: &'static str) {}
+    fn add(&self, _counter: Counter) {}
 }
 
 /// Counts in memory (tests, the CLI).
 #[derive(Debug, Default)]
-pub struct Recording(RefCell<BTreeMap<&'static str, u64>>);
+pub struct Recording(RefCell<BTreeMap<Counter, u64>>);
 
 impl Counters for Recording {
-    fn add(&self, name: &'static str) {
+    fn add(&self, counter: Counter) {
         let mut counts = self.0.borrow_mut();
-        let count = counts.entry(name).or_default();
+        let count = counts.entry(counter).or_default();
         *count = count.saturating_add(1);
     }
 }
 
 impl Recording {
-    pub fn get(&self, name: &str) -> u64 {
-        self.0.borrow().get(name).copied().unwrap_or(0)
+    pub fn get(&self, counter: Counter) -> u64 {
+        self.0.borrow().get(&counter).copied().unwrap_or(0)
     }
 }
 
-pub const ALLOWED_BEARER: &str = "app_auth.allowed.bearer";
-pub const ALLOWED_CLIENT_CREDENTIALS: &str = "app_auth.allowed.client_credentials";
-pub const ALLOWED_INTROSPECTION: &str = "app_auth.allowed.introspection";
-pub const ALLOWED_KEY_AUTH: &str = "app_auth.allowed.key_auth";
+/// A counter: one of a fixed list, numbered so that counting is an array index (a request
+/// adds to two or three of them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Counter(u8);
 
-pub const DENIED_MISSING_CREDENTIAL: &str = "app_auth.denied.missing_credential";
-pub const DENIED_BAD_REQUEST: &str = "app_auth.denied.bad_request";
-pub const DENIED_INVALID_TOKEN: &str = "app_auth.denied.invalid_token";
-pub const DENIED_INSUFFICIENT_SCOPE: &str = "app_auth.denied.insufficient_scope";
-pub const DENIED_UNKNOWN_APPLICATION: &str = "app_auth.denied.unknown_application";
-pub const DENIED_NOT_APPROVED: &str = "app_auth.denied.not_approved";
-pub const DENIED_IDP_UNAVAILABLE: &str = "app_auth.denied.idp_unavailable";
-pub const DENIED_NO_POLICY: &str = "app_auth.denied.no_policy";
+impl Counter {
+    /// Its name in the proxy's stats.
+    pub fn name(self) -> &'static str {
+        NAMES
+            .get(self.index())
+            .copied()
+            .unwrap_or("app_auth.unknown")
+    }
 
-pub const CALLOUT_DISCOVERY_OK: &str = "app_auth.callout.discovery.success";
-pub const CALLOUT_DISCOVERY_FAILED: &str = "app_auth.callout.discovery.failure";
-pub const CALLOUT_JWKS_OK: &str = "app_auth.callout.jwks.success";
-pub const CALLOUT_JWKS_FAILED: &str = "app_auth.callout.jwks.failure";
-pub const CALLOUT_TOKEN_OK: &str = "app_auth.callout.token.success";
-pub const CALLOUT_TOKEN_FAILED: &str = "app_auth.callout.token.failure";
-pub const CALLOUT_INTROSPECTION_OK: &str = "app_auth.callout.introspection.success";
-pub const CALLOUT_INTROSPECTION_FAILED: &str = "app_auth.callout.introspection.failure";
+    /// Its position in [`ALL`].
+    pub fn index(self) -> usize {
+        usize::from(self.0)
+    }
+}
 
-pub const CACHE_VERIFIED_HIT: &str = "app_auth.cache.verified_token.hit";
-pub const CACHE_VERIFIED_MISS: &str = "app_auth.cache.verified_token.miss";
-pub const CACHE_TOKEN_HIT: &str = "app_auth.cache.exchanged_token.hit";
-pub const CACHE_TOKEN_MISS: &str = "app_auth.cache.exchanged_token.miss";
-pub const CACHE_INTROSPECTION_HIT: &str = "app_auth.cache.introspection.hit";
-pub const CACHE_INTROSPECTION_MISS: &str = "app_auth.cache.introspection.miss";
+macro_rules! counters {
+    ($($konst:ident = $name:literal,)*) => {
+        /// Numbers the counters in the order they are listed.
+        #[allow(non_camel_case_types, clippy::upper_case_acronyms)]
+        #[repr(u8)]
+        enum Numbered { $($konst),* }
+        $(pub const $konst: Counter = Counter(Numbered::$konst as u8);)*
+        /// Every counter, for the host to define at start.
+        pub const ALL: &[Counter] = &[$($konst),*];
+        const NAMES: &[&str] = &[$($name),*];
+    };
+}
 
-pub const SIGNATURES_CHECKED: &str = "app_auth.signature.checked";
-pub const SIGNATURES_NATIVE: &str = "app_auth.signature.native";
-
-pub const KEYS_STALE_SERVE: &str = "app_auth.keys.stale_serve";
-pub const KEYS_LEASE_WAIT: &str = "app_auth.keys.lease_wait";
-pub const KEYS_FROM_SHARED_DATA: &str = "app_auth.keys.from_shared_data";
-
-/// Every counter, for the host to define at start.
-pub const ALL: &[&str] = &[
-    ALLOWED_BEARER,
-    ALLOWED_CLIENT_CREDENTIALS,
-    ALLOWED_INTROSPECTION,
-    ALLOWED_KEY_AUTH,
-    DENIED_MISSING_CREDENTIAL,
-    DENIED_BAD_REQUEST,
-    DENIED_INVALID_TOKEN,
-    DENIED_INSUFFICIENT_SCOPE,
-    DENIED_UNKNOWN_APPLICATION,
-    DENIED_NOT_APPROVED,
-    DENIED_IDP_UNAVAILABLE,
-    DENIED_NO_POLICY,
-    CALLOUT_DISCOVERY_OK,
-    CALLOUT_DISCOVERY_FAILED,
-    CALLOUT_JWKS_OK,
-    CALLOUT_JWKS_FAILED,
-    CALLOUT_TOKEN_OK,
-    CALLOUT_TOKEN_FAILED,
-    CALLOUT_INTROSPECTION_OK,
-    CALLOUT_INTROSPECTION_FAILED,
-    CACHE_VERIFIED_HIT,
-    CACHE_VERIFIED_MISS,
-    CACHE_TOKEN_HIT,
-    CACHE_TOKEN_MISS,
-    CACHE_INTROSPECTION_HIT,
-    CACHE_INTROSPECTION_MISS,
-    SIGNATURES_CHECKED,
-    SIGNATURES_NATIVE,
-    KEYS_STALE_SERVE,
-    KEYS_LEASE_WAIT,
-    KEYS_FROM_SHARED_DATA,
-];
+counters! {
+    ALLOWED_BEARER = "app_auth.allowed.bearer",
+    ALLOWED_CLIENT_CREDENTIALS = "app_auth.allowed.client_credentials",
+    ALLOWED_INTROSPECTION = "app_auth.allowed.introspection",
+    ALLOWED_KEY_AUTH = "app_auth.allowed.key_auth",
+    DENIED_MISSING_CREDENTIAL = "app_auth.denied.missing_credential",
+    DENIED_BAD_REQUEST = "app_auth.denied.bad_request",
+    DENIED_INVALID_TOKEN = "app_auth.denied.invalid_token",
+    DENIED_INSUFFICIENT_SCOPE = "app_auth.denied.insufficient_scope",
+    DENIED_UNKNOWN_APPLICATION = "app_auth.denied.unknown_application",
+    DENIED_NOT_APPROVED = "app_auth.denied.not_approved",
+    DENIED_IDP_UNAVAILABLE = "app_auth.denied.idp_unavailable",
+    DENIED_NO_POLICY = "app_auth.denied.no_policy",
+    CALLOUT_DISCOVERY_OK = "app_auth.callout.discovery.success",
+    CALLOUT_DISCOVERY_FAILED = "app_auth.callout.discovery.failure",
+    CALLOUT_JWKS_OK = "app_auth.callout.jwks.success",
+    CALLOUT_JWKS_FAILED = "app_auth.callout.jwks.failure",
+    CALLOUT_TOKEN_OK = "app_auth.callout.token.success",
+    CALLOUT_TOKEN_FAILED = "app_auth.callout.token.failure",
+    CALLOUT_INTROSPECTION_OK = "app_auth.callout.introspection.success",
+    CALLOUT_INTROSPECTION_FAILED = "app_auth.callout.introspection.failure",
+    CACHE_VERIFIED_HIT = "app_auth.cache.verified_token.hit",
+    CACHE_VERIFIED_MISS = "app_auth.cache.verified_token.miss",
+    CACHE_TOKEN_HIT = "app_auth.cache.exchanged_token.hit",
+    CACHE_TOKEN_MISS = "app_auth.cache.exchanged_token.miss",
+    CACHE_INTROSPECTION_HIT = "app_auth.cache.introspection.hit",
+    CACHE_INTROSPECTION_MISS = "app_auth.cache.introspection.miss",
+    SIGNATURES_CHECKED = "app_auth.signature.checked",
+    SIGNATURES_NATIVE = "app_auth.signature.native",
+    KEYS_STALE_SERVE = "app_auth.keys.stale_serve",
+    KEYS_LEASE_WAIT = "app_auth.keys.lease_wait",
+    KEYS_FROM_SHARED_DATA = "app_auth.keys.from_shared_data",
+}
 
 /// Histogram of callout latency, in milliseconds (recorded by the host).
 pub const CALLOUT_LATENCY_MS: &str = "app_auth.callout.latency_ms";
 
 /// The counter an outcome adds to: allowed by method, denied by reason.
-pub fn outcome_counter(method: Method, outcome: &Outcome) -> &'static str {
+pub fn outcome_counter(method: Method, outcome: &Outcome) -> Counter {
     match outcome {
         Outcome::Allow(_) => match method {
             Method::ClientCredentials => ALLOWED_CLIENT_CREDENTIALS,
@@ -125,7 +120,7 @@ pub fn outcome_counter(method: Method, outcome: &Outcome) -> &'static str {
     }
 }
 
-pub fn denial_counter(denial: Denial) -> &'static str {
+pub fn denial_counter(denial: Denial) -> Counter {
     match denial {
         Denial::NoPolicy => DENIED_NO_POLICY,
         Denial::MissingCredential | Denial::UnsupportedCredential => DENIED_MISSING_CREDENTIAL,
@@ -148,8 +143,10 @@ mod tests {
     #[test]
     fn names_are_unique_and_well_formed() {
         let mut seen = std::collections::BTreeSet::new();
-        for name in ALL {
-            assert!(seen.insert(*name), "{name} twice");
+        for (i, counter) in ALL.iter().enumerate() {
+            assert_eq!(counter.index(), i, "numbered in order");
+            let name = counter.name();
+            assert!(seen.insert(name), "{name} twice");
             assert!(
                 name.starts_with("app_auth.")
                     && name

@@ -301,7 +301,7 @@ mod cli {
                     };
                     println!("  set     {name}: {shown}");
                 }
-                if let Some(p) = allow.path {
+                if let Some(p) = &allow.path {
                     println!("  path    {p}");
                 }
                 Ok(0)

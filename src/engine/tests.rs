@@ -137,7 +137,7 @@ fn warm() -> Engine {
 
 fn allowed(step: &Step) -> Allow {
     match step {
-        Step::Done(_, Outcome::Allow(a)) => a.clone(),
+        Step::Done(_, Outcome::Allow(a)) => Allow::clone(a),
         other => panic!("expected allow, got {other:?}"),
     }
 }

@@ -7,7 +7,7 @@ mod native;
 mod root;
 
 use crate::engine::{CalloutResponse, Engine, FetchId, Method, Outcome, Progress};
-use crate::metrics::{self, Counters};
+use crate::metrics::{self, Counter, Counters};
 use crate::shared::SharedStore;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, LogLevel, MapType, MetricType, Status};
@@ -65,35 +65,29 @@ impl SharedStore for HostStore {
 /// once per VM; a metric the host refused is simply not counted.
 #[derive(Debug, Default)]
 pub(crate) struct HostCounters {
-    /// Name -> (host metric id, slot in `pending`).
-    ids: HashMap<&'static str, (u32, usize)>,
-    /// Counts not yet handed to the host: a request adds here (no host call on the hot
-    /// path), the tick flushes (so the proxy's stats lag by at most one tick).
-    pending: Vec<std::cell::Cell<u64>>,
+    /// By counter index: the host's metric id (`None`: the host refused it) and the count
+    /// not yet handed to the host. A request adds here (no host call on the hot path), the
+    /// tick flushes (so the proxy's stats lag by at most one tick).
+    slots: Vec<(Option<u32>, std::cell::Cell<u64>)>,
     latency: Option<u32>,
 }
 
 impl HostCounters {
     pub fn define() -> HostCounters {
-        let mut ids = HashMap::new();
-        for name in metrics::ALL {
-            if let Ok(id) = hostcalls::define_metric(MetricType::Counter, name) {
-                let slot = ids.len();
-                ids.insert(*name, (id, slot));
-            }
-        }
-        let pending = (0..ids.len()).map(|_| std::cell::Cell::new(0)).collect();
+        let slots = metrics::ALL
+            .iter()
+            .map(|counter| {
+                let id = hostcalls::define_metric(MetricType::Counter, counter.name()).ok();
+                (id, std::cell::Cell::new(0))
+            })
+            .collect();
         let latency =
             hostcalls::define_metric(MetricType::Histogram, metrics::CALLOUT_LATENCY_MS).ok();
-        HostCounters {
-            ids,
-            pending,
-            latency,
-        }
+        HostCounters { slots, latency }
     }
 
     pub fn ids_defined(&self) -> usize {
-        self.ids.len()
+        self.slots.iter().filter(|(id, _)| id.is_some()).count()
     }
 
     pub fn record_latency(&self, ms: u64) {
@@ -104,25 +98,19 @@ impl HostCounters {
 
     /// Hands the counts gathered since the last flush to the host.
     pub fn flush(&self) {
-        for (id, slot) in self.ids.values() {
-            if let Some(cell) = self.pending.get(*slot) {
-                let n = cell.replace(0);
-                if n > 0 {
-                    let _ = hostcalls::increment_metric(*id, i64::try_from(n).unwrap_or(i64::MAX));
-                }
+        for (id, pending) in &self.slots {
+            let n = pending.replace(0);
+            if let (Some(id), true) = (id, n > 0) {
+                let _ = hostcalls::increment_metric(*id, i64::try_from(n).unwrap_or(i64::MAX));
             }
         }
     }
 }
 
 impl Counters for HostCounters {
-    fn add(&self, name: &'static str) {
-        if let Some(cell) = self
-            .ids
-            .get(name)
-            .and_then(|(_, slot)| self.pending.get(*slot))
-        {
-            cell.set(cell.get().saturating_add(1));
+    fn add(&self, counter: Counter) {
+        if let Some((_, pending)) = self.slots.get(counter.index()) {
+            pending.set(pending.get().saturating_add(1));
         }
     }
 }
