@@ -50,6 +50,7 @@ pub const DENIED_UNKNOWN_APPLICATION: &str = "app_auth.denied.unknown_applicatio
 pub const DENIED_NOT_APPROVED: &str = "app_auth.denied.not_approved";
 pub const DENIED_IDP_UNAVAILABLE: &str = "app_auth.denied.idp_unavailable";
 pub const DENIED_NO_POLICY: &str = "app_auth.denied.no_policy";
+pub const DENIED_TOO_MANY_HEADERS: &str = "app_auth.denied.too_many_headers";
 
 pub const CALLOUT_DISCOVERY_OK: &str = "app_auth.callout.discovery.success";
 pub const CALLOUT_DISCOVERY_FAILED: &str = "app_auth.callout.discovery.failure";
@@ -88,6 +89,7 @@ pub const ALL: &[&str] = &[
     DENIED_NOT_APPROVED,
     DENIED_IDP_UNAVAILABLE,
     DENIED_NO_POLICY,
+    DENIED_TOO_MANY_HEADERS,
     CALLOUT_DISCOVERY_OK,
     CALLOUT_DISCOVERY_FAILED,
     CALLOUT_JWKS_OK,
@@ -138,6 +140,7 @@ pub fn denial_counter(denial: Denial) -> &'static str {
         | Denial::InvalidClient => DENIED_UNKNOWN_APPLICATION,
         Denial::NotApproved => DENIED_NOT_APPROVED,
         Denial::IdpUnavailable(_) => DENIED_IDP_UNAVAILABLE,
+        Denial::TooManyHeaders => DENIED_TOO_MANY_HEADERS,
     }
 }
 

@@ -19,6 +19,12 @@ use support::*;
 const AUD: &str = "https://api.example.com";
 const HS_SECRET: &[u8] = b"adversarial-battery-hs-secret-0123456789";
 const LEEWAY: u64 = 5;
+/// `limits.max_request_headers` here: under Envoy's own limit of 100, so the filter's applies.
+const MAX_HEADERS: usize = 20;
+/// Header fields the filter sees besides a case's own: the harness sends `host` (which Envoy
+/// turns into `:authority`, a pseudo-header, not counted) and `connection` (removed by
+/// Envoy); Envoy adds `x-forwarded-proto` and `x-request-id`.
+const ADDED_HEADERS: usize = 2;
 
 /// Request headers, raw.
 type Headers = Vec<(&'static str, Vec<u8>)>;
@@ -172,7 +178,7 @@ fn no_adversarial_request_is_accepted() {
                 "scopes_required": ["orders:read"], "audience_required": [AUD], "leeway": LEEWAY,
                 "enable_hs_signatures": true, "timeout": 2000, "rediscovery_lifetime": 3600}}}]},
         "applications": [{"id": "app-1", "client_id": "client-1", "auth_strategy_id": "s-oidc", "scopes": ["orders-v1"]}],
-        "limits": {"max_token_bytes": 4096},
+        "limits": {"max_token_bytes": 4096, "max_request_headers": MAX_HEADERS},
         "upstreams": {format!("127.0.0.1:{}", idp.port): "idp"}
     });
     let envoy = Envoy::start(&dir, &config, upstream.port, idp.port, 2);
@@ -233,6 +239,32 @@ fn no_adversarial_request_is_accepted() {
             )],
         ),
     ];
+    // Filler headers up to (and, in the cases below, one beyond) the header-count limit.
+    let fill = |headers: Headers, total: usize| -> Headers {
+        let mut h = headers;
+        let names: Vec<&'static str> = (0..MAX_HEADERS)
+            .map(|i| &*Box::leak(format!("x-fill-{i}").into_boxed_str()))
+            .collect();
+        let mut i = 0;
+        while h.len() + ADDED_HEADERS < total {
+            h.push((names[i], b"1".to_vec()));
+            i += 1;
+        }
+        h
+    };
+    let controls: Vec<(&str, Headers)> = controls
+        .into_iter()
+        .chain([(
+            "header count at the limit",
+            fill(
+                vec![(
+                    "authorization",
+                    format!("Bearer {}", rs(&good)).into_bytes(),
+                )],
+                MAX_HEADERS,
+            ),
+        )])
+        .collect();
     for (name, headers) in &controls {
         let h: Vec<(&str, &[u8])> = headers.iter().map(|(n, v)| (*n, v.as_slice())).collect();
         let r = envoy.get("/orders/1", &h);
@@ -768,6 +800,21 @@ fn no_adversarial_request_is_accepted() {
         401,
     );
     add("no credential at all", p, vec![], 401);
+    add(
+        "header count one beyond the limit, valid token",
+        p,
+        fill(bearer(&good_rs), MAX_HEADERS + 1),
+        431,
+    );
+    add(
+        "header count far beyond the limit, no credential",
+        p,
+        fill(vec![], MAX_HEADERS + 1)
+            .into_iter()
+            .chain((0..40).map(|_| ("x-more", b"1".to_vec())))
+            .collect(),
+        431,
+    );
 
     let mut accepted = Vec::new();
     let mut wrong = Vec::new();

@@ -31,6 +31,9 @@ pub struct Limits {
     pub max_jwks_keys: usize,
     /// Capacity of each token cache (client-credentials exchanges, introspection results).
     pub max_cache_entries: usize,
+    /// Most header fields a request may carry (pseudo-headers such as `:path` not counted);
+    /// more is refused with 431 before anything else is looked at.
+    pub max_request_headers: usize,
 }
 
 impl Default for Limits {
@@ -41,6 +44,8 @@ impl Default for Limits {
             max_response_bytes: 256 * 1024,
             max_jwks_keys: 64,
             max_cache_entries: 10_000,
+            // Envoy's own default (max_request_headers_count); Kong/nginx has no count limit.
+            max_request_headers: 100,
         }
     }
 }
@@ -374,6 +379,9 @@ fn limits(p: &mut Problems, path: &str, v: &Value) -> Option<Limits> {
         max_cache_entries: f
             .uint(p, "max_cache_entries", 1, 1_000_000)
             .map_or(d.max_cache_entries, |n| n as usize),
+        max_request_headers: f
+            .uint(p, "max_request_headers", 1, 10_000)
+            .map_or(d.max_request_headers, |n| n as usize),
     };
     f.deny_unknown(p);
     Some(l)

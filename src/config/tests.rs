@@ -1586,6 +1586,7 @@ fn limits_default_and_can_be_set() {
             max_response_bytes: 256 * 1024,
             max_jwks_keys: 64,
             max_cache_entries: 10_000,
+            max_request_headers: 100,
         }
     );
     let mut doc = example();
@@ -1593,7 +1594,7 @@ fn limits_default_and_can_be_set() {
         &mut doc,
         "",
         "limits",
-        json!({"max_token_bytes": 256, "max_json_depth": 128, "max_response_bytes": 1024, "max_jwks_keys": 1, "max_cache_entries": 1}),
+        json!({"max_token_bytes": 256, "max_json_depth": 128, "max_response_bytes": 1024, "max_jwks_keys": 1, "max_cache_entries": 1, "max_request_headers": 1}),
     );
     assert_eq!(
         load(&doc).limits,
@@ -1603,6 +1604,7 @@ fn limits_default_and_can_be_set() {
             max_response_bytes: 1024,
             max_jwks_keys: 1,
             max_cache_entries: 1,
+            max_request_headers: 1,
         }
     );
     let mut doc = example();
@@ -1623,7 +1625,7 @@ fn limits_out_of_range_are_refused() {
         &mut doc,
         "",
         "limits",
-        json!({"max_token_bytes": 255, "max_json_depth": 129, "max_response_bytes": 1023, "max_jwks_keys": 0, "max_cache_entries": 1_000_001}),
+        json!({"max_token_bytes": 255, "max_json_depth": 129, "max_response_bytes": 1023, "max_jwks_keys": 0, "max_cache_entries": 1_000_001, "max_request_headers": 0}),
     );
     assert_eq!(
         errors(&doc),
@@ -1633,6 +1635,7 @@ fn limits_out_of_range_are_refused() {
             "$.limits.max_response_bytes: 1023 is out of range 1024..=16777216",
             "$.limits.max_jwks_keys: 0 is out of range 1..=1024",
             "$.limits.max_cache_entries: 1000001 is out of range 1..=1000000",
+            "$.limits.max_request_headers: 0 is out of range 1..=10000",
         ]
     );
 }

@@ -1307,3 +1307,51 @@ fn a_short_max_age_does_not_refetch_on_every_tick() {
     }
     assert_eq!(e.on_tick(T0 + 27_000).callouts.len(), 1);
 }
+
+#[test]
+fn more_headers_than_the_limit_is_431_before_any_credential_is_read() {
+    let mut doc = config_value();
+    doc["limits"] = json!({"max_request_headers": 5});
+    let mut e = engine_with(doc);
+    let token = rs_token(&claims());
+    let auth = format!("Bearer {token}");
+    let pseudo = [
+        (":method", "GET"),
+        (":path", "/orders/1"),
+        (":authority", "api.example.com"),
+    ];
+    let fillers: Vec<(String, String)> = (0..5).map(|i| (format!("x-f{i}"), "1".into())).collect();
+    let mut list: Vec<(&str, &str)> = pseudo.to_vec();
+    list.push(("authorization", &auth));
+    // At the limit (pseudo-headers not counted): read as usual, here a key fetch.
+    list.extend(
+        fillers
+            .iter()
+            .take(4)
+            .map(|(n, v)| (n.as_str(), v.as_str())),
+    );
+    let step = request_on(&mut e, 1, ROUTE, "/orders/1", &list, T0);
+    assert!(matches!(step, Step::Wait(Some(_))), "{step:?}");
+    // One more: refused at once, whatever the credential, with no callout.
+    list.push(("x-f4", "1"));
+    let step = request_on(&mut e, 2, ROUTE, "/orders/1", &list, T0);
+    assert_eq!(denied(&step), Denial::TooManyHeaders);
+    let Step::Done(Method::None, Outcome::Deny(d)) = &step else {
+        panic!("{step:?}")
+    };
+    assert_eq!(d.reply.status, 431);
+    assert_eq!(
+        d.reply.body,
+        r#"{"message":"Request Header Fields Too Large"}"#
+    );
+    // Even on a route without a policy, and with no credential at all.
+    let mut many: Vec<(&str, &str)> = fillers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    many.push(("x-f5", "1"));
+    let step = request_on(&mut e, 3, "nowhere", "/x", &many, T0);
+    assert_eq!(denied(&step), Denial::TooManyHeaders);
+    // The default leaves room for Envoy's own limit of 100.
+    assert_eq!(crate::config::Limits::default().max_request_headers, 100);
+}
