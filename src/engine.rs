@@ -1638,6 +1638,7 @@ fn rules(strategy: &OidcStrategy) -> ClaimRules<'_> {
         audience_claim: &strategy.audience_claim,
         leeway: strategy.leeway,
         enable_hs_signatures: strategy.enable_hs_signatures,
+        require_at_jwt: strategy.require_at_jwt,
     }
 }
 

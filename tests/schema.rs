@@ -422,6 +422,10 @@ fn valid_cases() -> Vec<(&'static str, Value)> {
             ),
         ),
         (
+            "RFC 9068 access tokens required",
+            set(multi(), &at(OIDC, "require_at_jwt"), json!(true)),
+        ),
+        (
             "openid-connect numbers at their bounds",
             set(
                 set(
@@ -820,6 +824,10 @@ fn invalid_cases() -> Vec<(&'static str, Value)> {
         (
             "enable_hs_signatures is a boolean",
             set(multi(), &at(OIDC, "enable_hs_signatures"), json!("false")),
+        ),
+        (
+            "require_at_jwt is a boolean",
+            set(multi(), &at(OIDC, "require_at_jwt"), json!("true")),
         ),
         (
             "client_id goes with client_secret",

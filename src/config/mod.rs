@@ -125,6 +125,8 @@ pub struct OidcStrategy {
     pub audience_claim: Vec<String>,
     pub leeway: u64,
     pub enable_hs_signatures: bool,
+    /// Only RFC 9068 JWT access tokens (`typ: at+jwt`) are accepted (a filter extension).
+    pub require_at_jwt: bool,
     pub hide_credentials: bool,
     /// (claim path, upstream header name).
     pub upstream_headers: Vec<(Vec<String>, String)>,
@@ -526,6 +528,7 @@ impl Builder {
         }
         let leeway = f.uint(p, "leeway", 0, 3600).unwrap_or(0);
         let enable_hs_signatures = f.bool(p, "enable_hs_signatures").unwrap_or(false);
+        let require_at_jwt = f.bool(p, "require_at_jwt").unwrap_or(false);
         let hide_credentials = f.bool(p, "hide_credentials").unwrap_or(false);
         let timeout_ms = f
             .uint(p, "timeout", 1, 600_000)
@@ -677,6 +680,7 @@ impl Builder {
             audience_claim,
             leeway,
             enable_hs_signatures,
+            require_at_jwt,
             hide_credentials,
             upstream_headers,
             token_endpoint,

@@ -217,6 +217,10 @@ fn example_config_compiles() {
     assert_eq!(s.audience_claim, strings(&["aud"]));
     assert_eq!(s.leeway, 0);
     assert!(!s.enable_hs_signatures);
+    assert!(
+        !s.require_at_jwt,
+        "JWT and at+jwt both accepted by default, as Kong"
+    );
     assert!(!s.hide_credentials);
     assert_eq!(s.upstream_headers, vec![]);
     assert_eq!(s.token_endpoint, None);
@@ -642,6 +646,7 @@ fn wrong_types_are_refused_with_their_paths() {
     set(&mut doc, EX_OIDC_PTR, "credential_claim", json!([1]));
     set(&mut doc, EX_OIDC_PTR, "leeway", json!("5"));
     set(&mut doc, EX_OIDC_PTR, "enable_hs_signatures", json!(0));
+    set(&mut doc, EX_OIDC_PTR, "require_at_jwt", json!("yes"));
     set(&mut doc, "/applications/0", "portal_id", json!(7));
     set(&mut doc, "", "upstreams", json!(["idp"]));
     assert_eq!(
@@ -652,6 +657,7 @@ fn wrong_types_are_refused_with_their_paths() {
             format!("{EX_OIDC}.scopes: must be an array of strings, not a string"),
             format!("{EX_OIDC}.leeway: must be a whole number, not a string"),
             format!("{EX_OIDC}.enable_hs_signatures: must be a boolean, not a number"),
+            format!("{EX_OIDC}.require_at_jwt: must be a boolean, not a string"),
             "$.upstreams: must be an object mapping host:port to a cluster name".to_owned(),
             "$.applications[0].portal_id: must be a string, not a number".to_owned(),
         ]

@@ -1355,3 +1355,42 @@ fn more_headers_than_the_limit_is_431_before_any_credential_is_read() {
     // The default leaves room for Envoy's own limit of 100.
     assert_eq!(crate::config::Limits::default().max_request_headers, 100);
 }
+
+#[test]
+fn require_at_jwt_refuses_id_tokens_and_allows_access_tokens() {
+    let mut doc = config_value();
+    doc["policies"]["orders-v1"]["strategies"][0]["configs"]["openid-connect"]["require_at_jwt"] =
+        json!(true);
+    let mut e = engine_with(doc);
+    // An ID-token-shaped JWT (typ JWT, same issuer, same claims): refused before any fetch.
+    let step = bearer(&mut e, 1, &rs_token(&claims()), T0);
+    assert_eq!(denied(&step), Denial::InvalidToken(TokenError::NotAtJwt));
+    let Step::Done(_, Outcome::Deny(d)) = &step else {
+        panic!("{step:?}")
+    };
+    assert_eq!(d.reply.status, 401);
+    assert!(d.reply.headers.iter().any(|(n, v)| n == "www-authenticate"
+        && v.contains(r#"error="invalid_token", error_description="token type is not at+jwt""#)));
+    // The same claims as an RFC 9068 access token: fetched keys, allowed.
+    let step = bearer(&mut e, 2, &rs_at_jwt(&claims()), T0);
+    let settled = serve_keys(&mut e, &callout(&step), &jwks(), T0);
+    assert!(
+        matches!(settled.as_slice(), [(2, Method::Bearer, Outcome::Allow(_))]),
+        "{settled:?}"
+    );
+    // Keys in hand, the typ rule still refuses; a remembered at+jwt allow stays one.
+    let step = bearer(&mut e, 3, &es_token(&claims()), T0 + 1);
+    assert_eq!(denied(&step), Denial::InvalidToken(TokenError::NotAtJwt));
+    allowed(&bearer(&mut e, 4, &rs_at_jwt(&claims()), T0 + 2));
+    // The other policy does not require it: a JWT-typed token passes there.
+    let token = rs_token(&claims_with(json!({"client_id": "client-3"})));
+    let auth = format!("Bearer {token}");
+    allowed(&request_on(
+        &mut e,
+        5,
+        "other",
+        "/other",
+        &[("authorization", &auth)],
+        T0 + 3,
+    ));
+}
