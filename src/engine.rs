@@ -827,6 +827,9 @@ impl Engine {
                     record.version,
                 );
                 self.counters.add(metrics::KEYS_FROM_SHARED_DATA);
+                // As for a set fetched here: what the previous set verified is void (a key
+                // the IdP dropped stops verifying in every VM, not only the fetching one).
+                self.verified_generation = self.verified_generation.wrapping_add(1);
                 true
             }
             _ => {

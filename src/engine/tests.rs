@@ -1058,6 +1058,27 @@ mod shared_keys {
     }
 
     #[test]
+    fn a_key_set_adopted_from_another_vm_voids_remembered_verifications() {
+        let (mut a, mut b, _) = two_vms();
+        b.on_tick(T0 + 200);
+        let old = rs_token(&claims());
+        allowed(&bearer(&mut b, 1, &old, T0 + 300));
+        allowed(&bearer(&mut b, 2, &old, T0 + 310)); // remembered
+                                                     // The IdP drops rs-1; A learns it (an unknown kid forces a fetch) and publishes.
+        let c = callout(&bearer(&mut a, 3, &rotated_token(&claims()), T0 + 400));
+        let only_new = json!({"keys": [rsa_jwk(&keys().rs_other, "rs-2", Some("RS256"))]});
+        let p = a.on_callout_response(c.id, ok(&only_new.to_string()), T0 + 410);
+        assert!(matches!(p.settled.as_slice(), [(3, _, Outcome::Allow(_))]));
+        // B adopts the new set at its tick: what rs-1 verified there is void too.
+        b.on_tick(T0 + 600);
+        let step = bearer(&mut b, 4, &old, T0 + 700);
+        assert!(
+            !matches!(step, Step::Done(_, Outcome::Allow(_))),
+            "a token of a dropped key is still allowed by another VM: {step:?}"
+        );
+    }
+
+    #[test]
     fn a_vm_waits_for_the_fetch_another_holds() {
         let store = Rc::new(MemoryStore::default());
         let (mut a, _) = vm(&store);
