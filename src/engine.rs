@@ -332,6 +332,13 @@ impl Engine {
     pub fn on_request(&mut self, context_id: u32, req: &Request<'_>, now_ms: u64) -> Step {
         let config = Rc::clone(&self.config);
         let realm = req.authority;
+        // Before anything reads a header: nothing below should walk an unbounded list.
+        if too_many_headers(req.headers, config.limits.max_request_headers) {
+            return done(
+                Method::None,
+                deny(Denial::TooManyHeaders, realm, None, None),
+            );
+        }
         let Some((policy_index, policy)) = config.policy_for(req.route) else {
             return done(Method::None, deny(Denial::NoPolicy, realm, None, None));
         };
@@ -829,6 +836,9 @@ impl Engine {
                     record.version,
                 );
                 self.counters.add(metrics::KEYS_FROM_SHARED_DATA);
+                // As for a set fetched here: what the previous set verified is void (a key
+                // the IdP dropped stops verifying in every VM, not only the fetching one).
+                self.verified_generation = self.verified_generation.wrapping_add(1);
                 true
             }
             _ => {
@@ -1640,6 +1650,7 @@ fn rules(strategy: &OidcStrategy) -> ClaimRules<'_> {
         audience_claim: &strategy.audience_claim,
         leeway: strategy.leeway,
         enable_hs_signatures: strategy.enable_hs_signatures,
+        require_at_jwt: strategy.require_at_jwt,
     }
 }
 
@@ -1673,6 +1684,13 @@ fn allow_for(app: Option<&Application>, identifier: &str) -> Allow {
         .set_headers
         .push(("x-credential-identifier".into(), identifier.to_owned()));
     allow
+}
+
+/// More header fields than `max`, pseudo-headers (`:path`...) not counted. The length of the
+/// list the host already read decides almost every request; only one longer than `max` is
+/// walked.
+fn too_many_headers(headers: &[Header], max: usize) -> bool {
+    headers.len() > max && headers.iter().filter(|(n, _)| !n.starts_with(':')).count() > max
 }
 
 fn done(method: Method, outcome: Outcome) -> Step {

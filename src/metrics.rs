@@ -83,6 +83,7 @@ counters! {
     DENIED_NOT_APPROVED = "app_auth.denied.not_approved",
     DENIED_IDP_UNAVAILABLE = "app_auth.denied.idp_unavailable",
     DENIED_NO_POLICY = "app_auth.denied.no_policy",
+    DENIED_TOO_MANY_HEADERS = "app_auth.denied.too_many_headers",
     CALLOUT_DISCOVERY_OK = "app_auth.callout.discovery.success",
     CALLOUT_DISCOVERY_FAILED = "app_auth.callout.discovery.failure",
     CALLOUT_JWKS_OK = "app_auth.callout.jwks.success",
@@ -133,6 +134,7 @@ pub fn denial_counter(denial: Denial) -> Counter {
         | Denial::InvalidClient => DENIED_UNKNOWN_APPLICATION,
         Denial::NotApproved => DENIED_NOT_APPROVED,
         Denial::IdpUnavailable(_) => DENIED_IDP_UNAVAILABLE,
+        Denial::TooManyHeaders => DENIED_TOO_MANY_HEADERS,
     }
 }
 

@@ -33,6 +33,8 @@ pub enum Denial {
     /// The identity provider could not be reached or answered nonsense, and nothing valid is
     /// cached.
     IdpUnavailable(&'static str),
+    /// The request carries more header fields than `limits.max_request_headers`.
+    TooManyHeaders,
 }
 
 /// A local reply.
@@ -57,6 +59,8 @@ impl Denial {
             | Denial::InvalidClient => 401,
             Denial::NoPolicy | Denial::InsufficientScope | Denial::NotApproved => 403,
             Denial::IdpUnavailable(_) => 503,
+            // RFC 6585 §5: Request Header Fields Too Large.
+            Denial::TooManyHeaders => 431,
         }
     }
 
@@ -75,6 +79,7 @@ impl Denial {
             Denial::NoPolicy | Denial::InsufficientScope => "Forbidden",
             Denial::NotApproved => "You cannot consume this service",
             Denial::IdpUnavailable(_) => "Service Unavailable",
+            Denial::TooManyHeaders => "Request Header Fields Too Large",
         }
     }
 
@@ -105,6 +110,7 @@ impl Denial {
             Denial::NotApproved => "not_approved",
             Denial::InvalidClient => "invalid_client",
             Denial::IdpUnavailable(_) => "idp_unavailable",
+            Denial::TooManyHeaders => "too_many_headers",
         }
     }
 
@@ -176,6 +182,7 @@ mod tests {
             Denial::DuplicateApiKey,
             Denial::InvalidClient,
             Denial::IdpUnavailable("down"),
+            Denial::TooManyHeaders,
         ]
     }
 
@@ -196,7 +203,8 @@ mod tests {
                 | Denial::NotApproved
                 | Denial::DuplicateApiKey
                 | Denial::InvalidClient
-                | Denial::IdpUnavailable(_) => {}
+                | Denial::IdpUnavailable(_)
+                | Denial::TooManyHeaders => {}
             }
             let r = d.reply("api.example.com");
             assert_eq!(r.status, d.status());
@@ -238,6 +246,12 @@ mod tests {
             (403, r#"{"message":"You cannot consume this service"}"#)
         );
         assert_eq!(Denial::IdpUnavailable("x").reply("h").status, 503);
+        let r = Denial::TooManyHeaders.reply("h");
+        assert_eq!(
+            (r.status, r.body.as_str()),
+            (431, r#"{"message":"Request Header Fields Too Large"}"#)
+        );
+        assert!(r.headers.iter().all(|(n, _)| n != "www-authenticate"));
     }
 
     #[test]

@@ -19,6 +19,12 @@ use support::*;
 const AUD: &str = "https://api.example.com";
 const HS_SECRET: &[u8] = b"adversarial-battery-hs-secret-0123456789";
 const LEEWAY: u64 = 5;
+/// `limits.max_request_headers` here: under Envoy's own limit of 100, so the filter's applies.
+const MAX_HEADERS: usize = 20;
+/// Header fields the filter sees besides a case's own: the harness sends `host` (which Envoy
+/// turns into `:authority`, a pseudo-header, not counted) and `connection` (removed by
+/// Envoy); Envoy adds `x-forwarded-proto` and `x-request-id`.
+const ADDED_HEADERS: usize = 2;
 
 /// Request headers, raw.
 type Headers = Vec<(&'static str, Vec<u8>)>;
@@ -165,14 +171,28 @@ fn no_adversarial_request_is_accepted() {
     let dir = scratch();
     let upstream = Upstream::start(&dir);
     let iss = idp.issuer();
+    // Route "orders" (/orders...): the main strategy. Route "unguarded" (every other path):
+    // a strategy of the same issuer that requires RFC 9068 access tokens (require_at_jwt),
+    // for application client-2.
     let config = json!({
-        "policy": {"scope": "orders-v1", "strategies": [{"id": "s-oidc", "strategy_type": "openid_connect",
-            "configs": {"openid-connect": {"issuer": iss, "credential_claim": ["client_id"], "scopes": ["orders:read"],
-                "auth_methods": ["bearer", "client_credentials", "introspection"], "client_id": "rs", "client_secret": "rs-secret",
-                "scopes_required": ["orders:read"], "audience_required": [AUD], "leeway": LEEWAY,
-                "enable_hs_signatures": true, "timeout": 2000, "rediscovery_lifetime": 3600}}}]},
-        "applications": [{"id": "app-1", "client_id": "client-1", "auth_strategy_id": "s-oidc", "scopes": ["orders-v1"]}],
-        "limits": {"max_token_bytes": 4096},
+        "policies": {
+            "main": {"scope": "orders-v1", "strategies": [{"id": "s-oidc", "strategy_type": "openid_connect",
+                "configs": {"openid-connect": {"issuer": iss, "credential_claim": ["client_id"], "scopes": ["orders:read"],
+                    "auth_methods": ["bearer", "client_credentials", "introspection"], "client_id": "rs", "client_secret": "rs-secret",
+                    "scopes_required": ["orders:read"], "audience_required": [AUD], "leeway": LEEWAY,
+                    "enable_hs_signatures": true, "timeout": 2000, "rediscovery_lifetime": 3600}}}]},
+            "access-tokens-only": {"scope": "orders-v1", "strategies": [{"id": "s-at", "strategy_type": "openid_connect",
+                "configs": {"openid-connect": {"issuer": iss, "credential_claim": ["client_id"], "scopes": ["orders:read"],
+                    "auth_methods": ["bearer"], "scopes_required": ["orders:read"], "audience_required": [AUD],
+                    "leeway": LEEWAY, "enable_hs_signatures": true, "require_at_jwt": true,
+                    "timeout": 2000, "rediscovery_lifetime": 3600}}}]}
+        },
+        "routes": {"orders": "main", "unguarded": "access-tokens-only"},
+        "applications": [
+            {"id": "app-1", "client_id": "client-1", "auth_strategy_id": "s-oidc", "scopes": ["orders-v1"]},
+            {"id": "app-2", "client_id": "client-2", "auth_strategy_id": "s-at", "scopes": ["orders-v1"]}
+        ],
+        "limits": {"max_token_bytes": 4096, "max_request_headers": MAX_HEADERS},
         "upstreams": {format!("127.0.0.1:{}", idp.port): "idp"}
     });
     let envoy = Envoy::start(&dir, &config, upstream.port, idp.port, 2);
@@ -193,6 +213,22 @@ fn no_adversarial_request_is_accepted() {
     let hs_header = r#"{"alg":"HS256","kid":"hs-1","typ":"JWT"}"#;
     let hs_claims = |c: &Value| hs(hs_header, &c.to_string());
     let rs = |c: &Value| keys.rs.sign(as_claims(c)).unwrap();
+    // The access-tokens-only route, and tokens for its application with a chosen typ.
+    let at_path = "/at/1";
+    let at_claims = with(json!({"client_id": "client-2"}));
+    let rs_typ = |typ: Option<&str>, c: &Value| {
+        let options = HeaderOptions {
+            signature_type: typ.map(str::to_owned),
+            ..HeaderOptions::default()
+        };
+        keys.rs.sign_with_options(as_claims(c), &options).unwrap()
+    };
+    let hs_typ = |typ: &str, c: &Value| {
+        hs(
+            &format!(r#"{{"alg":"HS256","kid":"hs-1","typ":"{typ}"}}"#),
+            &c.to_string(),
+        )
+    };
     let es = |c: &Value| keys.es.sign(as_claims(c)).unwrap();
 
     // Controls: these must pass, or the battery proves nothing.
@@ -233,9 +269,48 @@ fn no_adversarial_request_is_accepted() {
             )],
         ),
     ];
+    // Filler headers up to (and, in the cases below, one beyond) the header-count limit.
+    let fill = |headers: Headers, total: usize| -> Headers {
+        let mut h = headers;
+        let names: Vec<&'static str> = (0..MAX_HEADERS)
+            .map(|i| &*Box::leak(format!("x-fill-{i}").into_boxed_str()))
+            .collect();
+        let mut i = 0;
+        while h.len() + ADDED_HEADERS < total {
+            h.push((names[i], b"1".to_vec()));
+            i += 1;
+        }
+        h
+    };
+    let controls: Vec<(&str, Headers)> = controls
+        .into_iter()
+        .chain([(
+            "header count at the limit",
+            fill(
+                vec![(
+                    "authorization",
+                    format!("Bearer {}", rs(&good)).into_bytes(),
+                )],
+                MAX_HEADERS,
+            ),
+        )])
+        .collect();
     for (name, headers) in &controls {
         let h: Vec<(&str, &[u8])> = headers.iter().map(|(n, v)| (*n, v.as_slice())).collect();
         let r = envoy.get("/orders/1", &h);
+        assert_eq!(r.status, 200, "control {name}: {}", r.text());
+    }
+    // RFC 9068 §2.1/§4: "at+jwt", or the full media type "application/at+jwt", any case.
+    let at_controls = [
+        ("typ at+jwt", rs_typ(Some("at+jwt"), &at_claims)),
+        (
+            "typ application/at+jwt",
+            rs_typ(Some("application/at+jwt"), &at_claims),
+        ),
+        ("typ AT+JWT", hs_typ("AT+JWT", &at_claims)),
+    ];
+    for (name, token) in &at_controls {
+        let r = envoy.bearer(at_path, token);
         assert_eq!(r.status, 200, "control {name}: {}", r.text());
     }
 
@@ -768,6 +843,58 @@ fn no_adversarial_request_is_accepted() {
         401,
     );
     add("no credential at all", p, vec![], 401);
+    // Where at+jwt is required: an ID token, or any other typ, is no access token.
+    add(
+        "at+jwt required: ID token (typ JWT, the claims of an accepted access token)",
+        at_path,
+        bearer(&rs_typ(Some("JWT"), &at_claims)),
+        401,
+    );
+    let t_id = now();
+    let id_token = json!({"iss": iss, "sub": "user-1", "aud": "client-2", "azp": "client-2",
+        "client_id": "client-2", "exp": t_id + 600, "iat": t_id, "auth_time": t_id, "nonce": "n-0S6_WzA2Mj"});
+    add(
+        "at+jwt required: ID token with ID-token claims",
+        at_path,
+        bearer(&rs_typ(Some("JWT"), &id_token)),
+        401,
+    );
+    add(
+        "at+jwt required: no typ",
+        at_path,
+        bearer(&rs_typ(None, &at_claims)),
+        401,
+    );
+    for typ in [
+        "jwt",
+        "dpop+jwt",
+        "logout+jwt",
+        "application/jwt",
+        "at+jwt; charset=utf-8",
+        "at+jws",
+    ] {
+        add(
+            &format!("at+jwt required: typ {typ:?}"),
+            at_path,
+            bearer(&hs_typ(typ, &at_claims)),
+            401,
+        );
+    }
+    add(
+        "header count one beyond the limit, valid token",
+        p,
+        fill(bearer(&good_rs), MAX_HEADERS + 1),
+        431,
+    );
+    add(
+        "header count far beyond the limit, no credential",
+        p,
+        fill(vec![], MAX_HEADERS + 1)
+            .into_iter()
+            .chain((0..40).map(|_| ("x-more", b"1".to_vec())))
+            .collect(),
+        431,
+    );
 
     let mut accepted = Vec::new();
     let mut wrong = Vec::new();
@@ -815,7 +942,7 @@ fn no_adversarial_request_is_accepted() {
         .filter(|c| c.3 != 200)
         .count();
     eprintln!("adversarial battery: {cases_len} cases ({denied_cases} must be refused), {} accepted, {} with another status; {} controls passed; {:?}",
-        accepted.len(), wrong.len(), controls.len(), started.elapsed());
+        accepted.len(), wrong.len(), controls.len() + at_controls.len(), started.elapsed());
     assert!(accepted.is_empty(), "ACCEPTED:\n{}", accepted.join("\n"));
     assert!(
         wrong.is_empty(),

@@ -408,7 +408,7 @@ fn valid_cases() -> Vec<(&'static str, Value)> {
                 multi(),
                 "/limits",
                 json!({"max_token_bytes": 256, "max_json_depth": 4, "max_response_bytes": 1024,
-                       "max_jwks_keys": 1, "max_cache_entries": 1}),
+                       "max_jwks_keys": 1, "max_cache_entries": 1, "max_request_headers": 1}),
             ),
         ),
         (
@@ -418,8 +418,12 @@ fn valid_cases() -> Vec<(&'static str, Value)> {
                 "/limits",
                 json!({"max_token_bytes": 1_048_576, "max_json_depth": 128,
                        "max_response_bytes": 16_777_216, "max_jwks_keys": 1024,
-                       "max_cache_entries": 1_000_000}),
+                       "max_cache_entries": 1_000_000, "max_request_headers": 10_000}),
             ),
+        ),
+        (
+            "RFC 9068 access tokens required",
+            set(multi(), &at(OIDC, "require_at_jwt"), json!(true)),
         ),
         (
             "openid-connect numbers at their bounds",
@@ -822,6 +826,10 @@ fn invalid_cases() -> Vec<(&'static str, Value)> {
             set(multi(), &at(OIDC, "enable_hs_signatures"), json!("false")),
         ),
         (
+            "require_at_jwt is a boolean",
+            set(multi(), &at(OIDC, "require_at_jwt"), json!("true")),
+        ),
+        (
             "client_id goes with client_secret",
             set(multi(), &at(OIDC, "client_id"), json!("gw")),
         ),
@@ -992,6 +1000,14 @@ fn invalid_cases() -> Vec<(&'static str, Value)> {
         (
             "max_jwks_keys at least 1",
             set(multi(), "/limits", json!({"max_jwks_keys": 0})),
+        ),
+        (
+            "max_request_headers at least 1",
+            set(multi(), "/limits", json!({"max_request_headers": 0})),
+        ),
+        (
+            "max_request_headers at most 10000",
+            set(multi(), "/limits", json!({"max_request_headers": 10_001})),
         ),
     ]
 }

@@ -327,6 +327,7 @@ mod cli {
     fn checks(method: Method, outcome: &Outcome) -> Vec<(&'static str, &'static str)> {
         let order: &[&str] = match method {
             Method::KeyAuth => &[
+                "header count",
                 "policy for the route",
                 "one API key",
                 "application for the credential",
@@ -334,6 +335,7 @@ mod cli {
                 "application approved for the API",
             ],
             Method::ClientCredentials => &[
+                "header count",
                 "policy for the route",
                 "one credential",
                 "application for the credential",
@@ -350,6 +352,7 @@ mod cli {
                 "application approved for the API",
             ],
             Method::Introspection => &[
+                "header count",
                 "policy for the route",
                 "one credential",
                 "introspection",
@@ -364,6 +367,7 @@ mod cli {
                 "application approved for the API",
             ],
             Method::Bearer | Method::None => &[
+                "header count",
                 "policy for the route",
                 "one credential",
                 "token format",
@@ -404,6 +408,7 @@ mod cli {
     fn failed_check(method: Method, denial: Denial) -> &'static str {
         match denial {
             Denial::NoPolicy => "policy for the route",
+            Denial::TooManyHeaders => "header count",
             Denial::MissingCredential
             | Denial::UnsupportedCredential
             | Denial::InvalidRequest(_)

@@ -31,6 +31,9 @@ pub struct Limits {
     pub max_jwks_keys: usize,
     /// Capacity of each token cache (client-credentials exchanges, introspection results).
     pub max_cache_entries: usize,
+    /// Most header fields a request may carry (pseudo-headers such as `:path` not counted);
+    /// more is refused with 431 before anything else is looked at.
+    pub max_request_headers: usize,
 }
 
 impl Default for Limits {
@@ -41,6 +44,8 @@ impl Default for Limits {
             max_response_bytes: 256 * 1024,
             max_jwks_keys: 64,
             max_cache_entries: 10_000,
+            // Envoy's own default (max_request_headers_count); Kong/nginx has no count limit.
+            max_request_headers: 100,
         }
     }
 }
@@ -120,6 +125,8 @@ pub struct OidcStrategy {
     pub audience_claim: Vec<String>,
     pub leeway: u64,
     pub enable_hs_signatures: bool,
+    /// Only RFC 9068 JWT access tokens (`typ: at+jwt`) are accepted (a filter extension).
+    pub require_at_jwt: bool,
     pub hide_credentials: bool,
     /// (claim path, upstream header name).
     pub upstream_headers: Vec<(Vec<String>, String)>,
@@ -374,6 +381,9 @@ fn limits(p: &mut Problems, path: &str, v: &Value) -> Option<Limits> {
         max_cache_entries: f
             .uint(p, "max_cache_entries", 1, 1_000_000)
             .map_or(d.max_cache_entries, |n| n as usize),
+        max_request_headers: f
+            .uint(p, "max_request_headers", 1, 10_000)
+            .map_or(d.max_request_headers, |n| n as usize),
     };
     f.deny_unknown(p);
     Some(l)
@@ -518,6 +528,7 @@ impl Builder {
         }
         let leeway = f.uint(p, "leeway", 0, 3600).unwrap_or(0);
         let enable_hs_signatures = f.bool(p, "enable_hs_signatures").unwrap_or(false);
+        let require_at_jwt = f.bool(p, "require_at_jwt").unwrap_or(false);
         let hide_credentials = f.bool(p, "hide_credentials").unwrap_or(false);
         let timeout_ms = f
             .uint(p, "timeout", 1, 600_000)
@@ -669,6 +680,7 @@ impl Builder {
             audience_claim,
             leeway,
             enable_hs_signatures,
+            require_at_jwt,
             hide_credentials,
             upstream_headers,
             token_endpoint,

@@ -217,6 +217,10 @@ fn example_config_compiles() {
     assert_eq!(s.audience_claim, strings(&["aud"]));
     assert_eq!(s.leeway, 0);
     assert!(!s.enable_hs_signatures);
+    assert!(
+        !s.require_at_jwt,
+        "JWT and at+jwt both accepted by default, as Kong"
+    );
     assert!(!s.hide_credentials);
     assert_eq!(s.upstream_headers, vec![]);
     assert_eq!(s.token_endpoint, None);
@@ -642,6 +646,7 @@ fn wrong_types_are_refused_with_their_paths() {
     set(&mut doc, EX_OIDC_PTR, "credential_claim", json!([1]));
     set(&mut doc, EX_OIDC_PTR, "leeway", json!("5"));
     set(&mut doc, EX_OIDC_PTR, "enable_hs_signatures", json!(0));
+    set(&mut doc, EX_OIDC_PTR, "require_at_jwt", json!("yes"));
     set(&mut doc, "/applications/0", "portal_id", json!(7));
     set(&mut doc, "", "upstreams", json!(["idp"]));
     assert_eq!(
@@ -652,6 +657,7 @@ fn wrong_types_are_refused_with_their_paths() {
             format!("{EX_OIDC}.scopes: must be an array of strings, not a string"),
             format!("{EX_OIDC}.leeway: must be a whole number, not a string"),
             format!("{EX_OIDC}.enable_hs_signatures: must be a boolean, not a number"),
+            format!("{EX_OIDC}.require_at_jwt: must be a boolean, not a string"),
             "$.upstreams: must be an object mapping host:port to a cluster name".to_owned(),
             "$.applications[0].portal_id: must be a string, not a number".to_owned(),
         ]
@@ -1586,6 +1592,7 @@ fn limits_default_and_can_be_set() {
             max_response_bytes: 256 * 1024,
             max_jwks_keys: 64,
             max_cache_entries: 10_000,
+            max_request_headers: 100,
         }
     );
     let mut doc = example();
@@ -1593,7 +1600,7 @@ fn limits_default_and_can_be_set() {
         &mut doc,
         "",
         "limits",
-        json!({"max_token_bytes": 256, "max_json_depth": 128, "max_response_bytes": 1024, "max_jwks_keys": 1, "max_cache_entries": 1}),
+        json!({"max_token_bytes": 256, "max_json_depth": 128, "max_response_bytes": 1024, "max_jwks_keys": 1, "max_cache_entries": 1, "max_request_headers": 1}),
     );
     assert_eq!(
         load(&doc).limits,
@@ -1603,6 +1610,7 @@ fn limits_default_and_can_be_set() {
             max_response_bytes: 1024,
             max_jwks_keys: 1,
             max_cache_entries: 1,
+            max_request_headers: 1,
         }
     );
     let mut doc = example();
@@ -1623,7 +1631,7 @@ fn limits_out_of_range_are_refused() {
         &mut doc,
         "",
         "limits",
-        json!({"max_token_bytes": 255, "max_json_depth": 129, "max_response_bytes": 1023, "max_jwks_keys": 0, "max_cache_entries": 1_000_001}),
+        json!({"max_token_bytes": 255, "max_json_depth": 129, "max_response_bytes": 1023, "max_jwks_keys": 0, "max_cache_entries": 1_000_001, "max_request_headers": 0}),
     );
     assert_eq!(
         errors(&doc),
@@ -1633,6 +1641,7 @@ fn limits_out_of_range_are_refused() {
             "$.limits.max_response_bytes: 1023 is out of range 1024..=16777216",
             "$.limits.max_jwks_keys: 0 is out of range 1..=1024",
             "$.limits.max_cache_entries: 1000001 is out of range 1..=1000000",
+            "$.limits.max_request_headers: 0 is out of range 1..=10000",
         ]
     );
 }

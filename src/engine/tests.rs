@@ -1058,6 +1058,27 @@ mod shared_keys {
     }
 
     #[test]
+    fn a_key_set_adopted_from_another_vm_voids_remembered_verifications() {
+        let (mut a, mut b, _) = two_vms();
+        b.on_tick(T0 + 200);
+        let old = rs_token(&claims());
+        allowed(&bearer(&mut b, 1, &old, T0 + 300));
+        allowed(&bearer(&mut b, 2, &old, T0 + 310)); // remembered
+                                                     // The IdP drops rs-1; A learns it (an unknown kid forces a fetch) and publishes.
+        let c = callout(&bearer(&mut a, 3, &rotated_token(&claims()), T0 + 400));
+        let only_new = json!({"keys": [rsa_jwk(&keys().rs_other, "rs-2", Some("RS256"))]});
+        let p = a.on_callout_response(c.id, ok(&only_new.to_string()), T0 + 410);
+        assert!(matches!(p.settled.as_slice(), [(3, _, Outcome::Allow(_))]));
+        // B adopts the new set at its tick: what rs-1 verified there is void too.
+        b.on_tick(T0 + 600);
+        let step = bearer(&mut b, 4, &old, T0 + 700);
+        assert!(
+            !matches!(step, Step::Done(_, Outcome::Allow(_))),
+            "a token of a dropped key is still allowed by another VM: {step:?}"
+        );
+    }
+
+    #[test]
     fn a_vm_waits_for_the_fetch_another_holds() {
         let store = Rc::new(MemoryStore::default());
         let (mut a, _) = vm(&store);
@@ -1306,4 +1327,91 @@ fn a_short_max_age_does_not_refetch_on_every_tick() {
         );
     }
     assert_eq!(e.on_tick(T0 + 27_000).callouts.len(), 1);
+}
+
+#[test]
+fn more_headers_than_the_limit_is_431_before_any_credential_is_read() {
+    let mut doc = config_value();
+    doc["limits"] = json!({"max_request_headers": 5});
+    let mut e = engine_with(doc);
+    let token = rs_token(&claims());
+    let auth = format!("Bearer {token}");
+    let pseudo = [
+        (":method", "GET"),
+        (":path", "/orders/1"),
+        (":authority", "api.example.com"),
+    ];
+    let fillers: Vec<(String, String)> = (0..5).map(|i| (format!("x-f{i}"), "1".into())).collect();
+    let mut list: Vec<(&str, &str)> = pseudo.to_vec();
+    list.push(("authorization", &auth));
+    // At the limit (pseudo-headers not counted): read as usual, here a key fetch.
+    list.extend(
+        fillers
+            .iter()
+            .take(4)
+            .map(|(n, v)| (n.as_str(), v.as_str())),
+    );
+    let step = request_on(&mut e, 1, ROUTE, "/orders/1", &list, T0);
+    assert!(matches!(step, Step::Wait(Some(_))), "{step:?}");
+    // One more: refused at once, whatever the credential, with no callout.
+    list.push(("x-f4", "1"));
+    let step = request_on(&mut e, 2, ROUTE, "/orders/1", &list, T0);
+    assert_eq!(denied(&step), Denial::TooManyHeaders);
+    let Step::Done(Method::None, Outcome::Deny(d)) = &step else {
+        panic!("{step:?}")
+    };
+    assert_eq!(d.reply.status, 431);
+    assert_eq!(
+        d.reply.body,
+        r#"{"message":"Request Header Fields Too Large"}"#
+    );
+    // Even on a route without a policy, and with no credential at all.
+    let mut many: Vec<(&str, &str)> = fillers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    many.push(("x-f5", "1"));
+    let step = request_on(&mut e, 3, "nowhere", "/x", &many, T0);
+    assert_eq!(denied(&step), Denial::TooManyHeaders);
+    // The default leaves room for Envoy's own limit of 100.
+    assert_eq!(crate::config::Limits::default().max_request_headers, 100);
+}
+
+#[test]
+fn require_at_jwt_refuses_id_tokens_and_allows_access_tokens() {
+    let mut doc = config_value();
+    doc["policies"]["orders-v1"]["strategies"][0]["configs"]["openid-connect"]["require_at_jwt"] =
+        json!(true);
+    let mut e = engine_with(doc);
+    // An ID-token-shaped JWT (typ JWT, same issuer, same claims): refused before any fetch.
+    let step = bearer(&mut e, 1, &rs_token(&claims()), T0);
+    assert_eq!(denied(&step), Denial::InvalidToken(TokenError::NotAtJwt));
+    let Step::Done(_, Outcome::Deny(d)) = &step else {
+        panic!("{step:?}")
+    };
+    assert_eq!(d.reply.status, 401);
+    assert!(d.reply.headers.iter().any(|(n, v)| n == "www-authenticate"
+        && v.contains(r#"error="invalid_token", error_description="token type is not at+jwt""#)));
+    // The same claims as an RFC 9068 access token: fetched keys, allowed.
+    let step = bearer(&mut e, 2, &rs_at_jwt(&claims()), T0);
+    let settled = serve_keys(&mut e, &callout(&step), &jwks(), T0);
+    assert!(
+        matches!(settled.as_slice(), [(2, Method::Bearer, Outcome::Allow(_))]),
+        "{settled:?}"
+    );
+    // Keys in hand, the typ rule still refuses; a remembered at+jwt allow stays one.
+    let step = bearer(&mut e, 3, &es_token(&claims()), T0 + 1);
+    assert_eq!(denied(&step), Denial::InvalidToken(TokenError::NotAtJwt));
+    allowed(&bearer(&mut e, 4, &rs_at_jwt(&claims()), T0 + 2));
+    // The other policy does not require it: a JWT-typed token passes there.
+    let token = rs_token(&claims_with(json!({"client_id": "client-3"})));
+    let auth = format!("Bearer {token}");
+    allowed(&request_on(
+        &mut e,
+        5,
+        "other",
+        "/other",
+        &[("authorization", &auth)],
+        T0 + 3,
+    ));
 }

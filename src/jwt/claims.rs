@@ -15,6 +15,9 @@ pub struct ClaimRules<'a> {
     pub audience_claim: &'a [String],
     pub leeway: u64,
     pub enable_hs_signatures: bool,
+    /// Only RFC 9068 access tokens (`typ: at+jwt`): ID tokens and other JWTs of the same
+    /// issuer are refused.
+    pub require_at_jwt: bool,
 }
 
 /// The time claims of a token that passed [`check`].
@@ -35,6 +38,11 @@ pub enum Origin {
 /// Checks every claim rule that needs no key. Order: shape of the time claims, expiry,
 /// validity start, issue time, issuer, audience.
 pub fn check(token: &ParsedToken, rules: &ClaimRules<'_>, now_s: u64) -> Result<Times, TokenError> {
+    // RFC 9068 §4: a resource server that expects JWT access tokens rejects any other typ,
+    // so an ID token (typ JWT) of the same issuer is not an access token here.
+    if rules.require_at_jwt && !token.at_jwt {
+        return Err(TokenError::NotAtJwt);
+    }
     check_claims(&token.claims, rules, now_s, Origin::Jwt)
 }
 

@@ -90,6 +90,9 @@ pub enum TokenError {
     SymmetricAlgNotEnabled,
     /// `typ` is neither `JWT` nor `at+jwt`.
     WrongType,
+    /// The strategy requires RFC 9068 access tokens and `typ` is not `at+jwt` (an ID token,
+    /// a plain JWT, or no `typ`).
+    NotAtJwt,
     /// `crit` names extensions (none are understood).
     UnknownCritical,
     /// `kid` is not a string.
@@ -139,6 +142,7 @@ impl TokenError {
             TokenError::UnsupportedAlg => "token algorithm is not accepted",
             TokenError::SymmetricAlgNotEnabled => "HS signatures are not enabled",
             TokenError::WrongType => "token type is not JWT or at+jwt",
+            TokenError::NotAtJwt => "token type is not at+jwt",
             TokenError::UnknownCritical => "token has unknown critical header parameters",
             TokenError::BadKid => "token kid is malformed",
             TokenError::BadPayload => "token payload is malformed",

@@ -18,6 +18,7 @@ fn rules_with<'a>(
         audience_claim: aud_claim,
         leeway: 0,
         enable_hs_signatures: true,
+        require_at_jwt: false,
     }
 }
 
@@ -164,6 +165,53 @@ fn only_canonical_base64url_is_accepted() {
             "non-canonical trailing bits"
         );
     }
+}
+
+#[test]
+fn at_jwt_required_refuses_every_other_typ() {
+    let issuers = vec![ISS.to_owned()];
+    let audience = vec![vec![AUD.to_owned()]];
+    let aud_claim = vec!["aud".to_owned()];
+    let mut rules = rules_with(&issuers, &audience, &aud_claim);
+    rules.require_at_jwt = true;
+    let check = |h: &str| {
+        let parsed = ParsedToken::parse(&hs_with_header(h), 16)?;
+        verify(&parsed, &key_set(), &rules, NOW, &native::PureRust)
+    };
+    // RFC 9068 §4: "at+jwt" or "application/at+jwt"; media types compare in any case.
+    for typ in [
+        "at+jwt",
+        "AT+JWT",
+        "application/at+jwt",
+        "Application/At+JWT",
+    ] {
+        let h = format!(r#"{{"alg":"HS256","kid":"hs-1","typ":"{typ}"}}"#);
+        assert!(check(&h).is_ok(), "{typ}");
+    }
+    // An ID token (typ JWT), no typ at all: valid JWTs, but not access tokens.
+    for h in [
+        r#"{"alg":"HS256","kid":"hs-1","typ":"JWT"}"#,
+        r#"{"alg":"HS256","kid":"hs-1","typ":"jwt"}"#,
+        r#"{"alg":"HS256","kid":"hs-1"}"#,
+    ] {
+        assert_eq!(check(h).unwrap_err(), TokenError::NotAtJwt, "{h}");
+    }
+    // Other types are malformed whatever the rule.
+    for typ in ["dpop+jwt", "application/jwt", "at+jwt ", "logout+jwt"] {
+        let h = format!(r#"{{"alg":"HS256","kid":"hs-1","typ":"{typ}"}}"#);
+        assert_eq!(check(&h).unwrap_err(), TokenError::WrongType, "{typ}");
+    }
+    // Without the rule, the JWT-typed token passes (Kong's behaviour).
+    assert!(check_at(
+        &hs_with_header(r#"{"alg":"HS256","kid":"hs-1","typ":"JWT"}"#),
+        NOW,
+        0
+    )
+    .is_ok());
+    assert_eq!(
+        TokenError::NotAtJwt.description(),
+        "token type is not at+jwt"
+    );
 }
 
 #[test]

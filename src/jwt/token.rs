@@ -17,6 +17,8 @@ pub struct ParsedToken {
     raw: String,
     pub alg: Alg,
     pub kid: Option<String>,
+    /// `typ` is `at+jwt` or `application/at+jwt`: a JWT access token by RFC 9068.
+    pub at_jwt: bool,
     pub claims: Map<String, Value>,
     /// The decoded signature segment.
     pub signature: Vec<u8>,
@@ -49,11 +51,11 @@ impl ParsedToken {
             Some(Value::String(name)) => Alg::from_name(name).ok_or(TokenError::UnsupportedAlg)?,
             _ => return Err(TokenError::BadHeader),
         };
-        match header.get("typ") {
-            None => {}
-            Some(Value::String(typ)) if is_access_token_type(typ) => {}
+        let at_jwt = match header.get("typ") {
+            None => false,
+            Some(Value::String(typ)) if is_access_token_type(typ) => is_at_jwt(typ),
             Some(_) => return Err(TokenError::WrongType),
-        }
+        };
         match header.get("crit") {
             None => {}
             // RFC 7515 §4.1.11: we understand no extension, so any listed one is fatal, and
@@ -74,6 +76,7 @@ impl ParsedToken {
             raw: token.to_owned(),
             alg,
             kid,
+            at_jwt,
             claims,
             signature,
         })
@@ -92,6 +95,11 @@ fn is_access_token_type(typ: &str) -> bool {
     // and one token must get one verdict whichever path checks its signature.
     let t = typ.to_ascii_lowercase();
     t == "jwt" || t == "at+jwt" || t == "application/at+jwt"
+}
+
+/// RFC 9068 §4: "at+jwt" or "application/at+jwt" (media types: any case).
+fn is_at_jwt(typ: &str) -> bool {
+    typ.eq_ignore_ascii_case("at+jwt") || typ.eq_ignore_ascii_case("application/at+jwt")
 }
 
 /// Canonical unpadded base64url only: no `=`, no `+` or `/`, no whitespace, no stray

@@ -4,6 +4,8 @@
 //! `make setup`); nothing is skipped.
 #![allow(dead_code)]
 
+pub mod fake_idp;
+
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -265,22 +267,61 @@ impl Envoy {
         idp_port: u16,
         workers: u32,
     ) -> Envoy {
-        let template =
-            std::fs::read_to_string(root().join("envoy-test/envoy.yaml")).expect("envoy.yaml");
-        let port = free_port();
-        let admin_port = free_port();
-        let wasm = wasm_path();
-        let rendered = template
-            .replace("${ADMIN_PORT}", &admin_port.to_string())
-            .replace("${LISTEN_PORT}", &port.to_string())
-            .replace("${UPSTREAM_PORT}", &upstream_port.to_string())
-            .replace("${IDP_PORT}", &idp_port.to_string())
-            .replace("${WASM_PATH}", &wasm.display().to_string())
-            .replace("${FILTER_CONFIG}", &filter_config.to_string());
-        assert!(
-            !rendered.contains("${"),
-            "unfilled placeholder in envoy.yaml"
+        let (port, admin_port) = (free_port(), free_port());
+        let template = template();
+        let rendered = render(
+            &template,
+            port,
+            admin_port,
+            upstream_port,
+            idp_port,
+            filter_config,
         );
+        Envoy::launch(dir, &rendered, port, admin_port, workers)
+    }
+
+    /// As [`Envoy::start`], but the Wasm filter comes through extension config discovery
+    /// (ECDS) from a file Envoy watches: [`Ecds::push`] delivers a new filter configuration
+    /// the way a control plane would. The listener waits for the first one (no default).
+    pub fn start_ecds(
+        dir: &Path,
+        filter_config: &Value,
+        upstream_port: u16,
+        idp_port: u16,
+        workers: u32,
+    ) -> (Envoy, Ecds) {
+        let (port, admin_port) = (free_port(), free_port());
+        let (bootstrap, filter) = split_wasm_filter(&template());
+        let ecds_dir = dir.join("ecds");
+        std::fs::create_dir_all(&ecds_dir).expect("ecds dir");
+        let mut ecds = Ecds {
+            dir: ecds_dir.clone(),
+            template: filter,
+            ports: (port, admin_port, upstream_port, idp_port),
+            version: 0,
+        };
+        ecds.push(filter_config);
+        let discovery = format!(
+            "          - name: {ECDS_NAME}\n            config_discovery:\n              config_source:\n                resource_api_version: V3\n                path_config_source:\n                  path: \"{}\"\n                  watched_directory: {{ path: \"{}\" }}\n              type_urls: [\"type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm\"]\n",
+            ecds.file().display(),
+            ecds_dir.display()
+        );
+        let bootstrap = bootstrap.replace(WASM_SLOT, &discovery);
+        let rendered = render(
+            &bootstrap,
+            port,
+            admin_port,
+            upstream_port,
+            idp_port,
+            filter_config,
+        );
+        (
+            Envoy::launch(dir, &rendered, port, admin_port, workers),
+            ecds,
+        )
+    }
+
+    fn launch(dir: &Path, rendered: &str, port: u16, admin_port: u16, workers: u32) -> Envoy {
         let config = dir.join("envoy.yaml");
         std::fs::write(&config, rendered).expect("write envoy.yaml");
         let log = dir.join("envoy.log");
@@ -289,6 +330,8 @@ impl Envoy {
             .arg(&config)
             .args(["--concurrency", &workers.to_string()])
             .args(["--base-id", &port.to_string()])
+            // File-based xDS (ECDS) wants a node identity.
+            .args(["--service-node", "e2e", "--service-cluster", "e2e"])
             .args(["--log-level", "warn", "--component-log-level", "wasm:debug"])
             .stdout(std::fs::File::create(&log).expect("log"))
             .stderr(Stdio::from(
@@ -327,6 +370,14 @@ impl Envoy {
         }
     }
 
+    /// A counter or gauge from `/stats`, if Envoy has it.
+    pub fn stat(&self, name: &str) -> Option<u64> {
+        self.stats().lines().find_map(|l| {
+            let (n, v) = l.split_once(": ")?;
+            (n == name).then(|| v.trim().parse().ok())?
+        })
+    }
+
     pub fn get(&self, path: &str, headers: &[(&str, &[u8])]) -> Response {
         http(self.port, "GET", path, headers, b"")
     }
@@ -357,6 +408,97 @@ impl Envoy {
 
     pub fn stats(&self) -> String {
         http(self.admin_port, "GET", "/stats", &[], b"").text()
+    }
+}
+
+fn template() -> String {
+    std::fs::read_to_string(root().join("envoy-test/envoy.yaml")).expect("envoy.yaml")
+}
+
+/// Fills the placeholders of envoy-test/envoy.yaml (or a part of it).
+fn render(
+    template: &str,
+    port: u16,
+    admin_port: u16,
+    upstream_port: u16,
+    idp_port: u16,
+    filter_config: &Value,
+) -> String {
+    let rendered = template
+        .replace("${ADMIN_PORT}", &admin_port.to_string())
+        .replace("${LISTEN_PORT}", &port.to_string())
+        .replace("${UPSTREAM_PORT}", &upstream_port.to_string())
+        .replace("${IDP_PORT}", &idp_port.to_string())
+        .replace("${WASM_PATH}", &wasm_path().display().to_string())
+        .replace("${FILTER_CONFIG}", &filter_config.to_string());
+    assert!(
+        !rendered.contains("${"),
+        "unfilled placeholder in envoy.yaml"
+    );
+    rendered
+}
+
+/// The name of the filter, and of its ECDS resource.
+pub const ECDS_NAME: &str = "app_auth_filter";
+const WASM_SLOT: &str = "#WASM_FILTER#\n";
+
+/// Splits envoy.yaml's Wasm filter out of the HTTP filter chain: (the bootstrap with a slot
+/// where the filter was, the filter's `typed_config` block re-indented as the
+/// `typed_config` of an ECDS `TypedExtensionConfig`).
+fn split_wasm_filter(template: &str) -> (String, String) {
+    let lines: Vec<&str> = template.lines().collect();
+    let start = lines
+        .iter()
+        .position(|l| l.trim() == "- name: envoy.filters.http.wasm")
+        .expect("the wasm filter in envoy.yaml");
+    let end = start
+        + 1
+        + lines[start + 1..]
+            .iter()
+            .position(|l| l.trim_start().starts_with("- name:"))
+            .expect("a filter after the wasm filter");
+    let indent = lines[start + 1].len() - lines[start + 1].trim_start().len();
+    let mut filter = String::new();
+    for l in &lines[start + 1..end] {
+        filter.push_str("  ");
+        filter.push_str(l.get(indent..).unwrap_or(l.trim_start()));
+        filter.push('\n');
+    }
+    let mut bootstrap = lines[..start].join("\n");
+    bootstrap.push('\n');
+    bootstrap.push_str(WASM_SLOT);
+    bootstrap.push_str(&lines[end..].join("\n"));
+    bootstrap.push('\n');
+    (bootstrap, filter)
+}
+
+/// The file Envoy reads the Wasm filter's configuration from (ECDS), and its versions.
+pub struct Ecds {
+    dir: PathBuf,
+    template: String,
+    /// (listen, admin, upstream, idp) ports, for rendering.
+    ports: (u16, u16, u16, u16),
+    pub version: u32,
+}
+
+impl Ecds {
+    pub fn file(&self) -> PathBuf {
+        self.dir.join("filter.yaml")
+    }
+
+    /// Delivers a new filter configuration: the resource is written aside and renamed over
+    /// the watched file, atomically, as Envoy's file-based xDS expects.
+    pub fn push(&mut self, filter_config: &Value) {
+        self.version += 1;
+        let (port, admin, upstream, idp) = self.ports;
+        let typed_config = render(&self.template, port, admin, upstream, idp, filter_config);
+        let doc = format!(
+            "version_info: \"{}\"\nresources:\n- \"@type\": type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig\n  name: {ECDS_NAME}\n{typed_config}",
+            self.version
+        );
+        let aside = self.dir.join(format!(".filter.yaml.{}", self.version));
+        std::fs::write(&aside, doc).expect("write the ECDS resource");
+        std::fs::rename(&aside, self.file()).expect("rename the ECDS resource");
     }
 }
 
