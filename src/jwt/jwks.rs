@@ -5,24 +5,34 @@ use super::{Alg, TokenError};
 use crate::json;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use jwt_simple::prelude::*;
+use hmac_sha256::Hash as Sha256;
+use hmac_sha512::sha384::Hash as Sha384;
+use hmac_sha512::Hash as Sha512;
+use p256::ecdsa::signature::hazmat::PrehashVerifier as _;
+use rsa::pkcs8::AssociatedOid;
+use rsa::signature::digest::{Digest, FixedOutputReset};
+use rsa::signature::DigestVerifier as _;
+use rsa::{pkcs1v15, pss, BigUint, RsaPublicKey};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 
-/// A verifying key for exactly one algorithm.
+/// A verifying key for exactly one algorithm: the key types and calls of the crates
+/// jwt-simple's pure-Rust backend used (rsa with hmac-sha256/hmac-sha512 as the digests,
+/// p256/p384 ecdsa, ed25519-compact, HMAC with a constant-time compare), without its token
+/// parsing: the token was parsed and its claims checked by this crate already.
 pub enum Verifier {
-    RS256(RS256PublicKey),
-    RS384(RS384PublicKey),
-    RS512(RS512PublicKey),
-    PS256(PS256PublicKey),
-    PS384(PS384PublicKey),
-    PS512(PS512PublicKey),
-    ES256(ES256PublicKey),
-    ES384(ES384PublicKey),
-    EdDSA(Ed25519PublicKey),
-    HS256(HS256Key),
-    HS384(HS384Key),
-    HS512(HS512Key),
+    RS256(pkcs1v15::VerifyingKey<Sha256>),
+    RS384(pkcs1v15::VerifyingKey<Sha384>),
+    RS512(pkcs1v15::VerifyingKey<Sha512>),
+    PS256(pss::VerifyingKey<Sha256>),
+    PS384(pss::VerifyingKey<Sha384>),
+    PS512(pss::VerifyingKey<Sha512>),
+    ES256(p256::ecdsa::VerifyingKey),
+    ES384(p384::ecdsa::VerifyingKey),
+    EdDSA(ed25519_compact::PublicKey),
+    HS256(Vec<u8>),
+    HS384(Vec<u8>),
+    HS512(Vec<u8>),
 }
 
 impl std::fmt::Debug for Verifier {
@@ -49,34 +59,54 @@ impl Verifier {
         }
     }
 
-    /// Checks the signature of `token` (jwt-simple also re-checks `alg` against this key and
-    /// the time claims with the same clock and leeway, so it can only be stricter).
-    pub fn verify(&self, token: &str, now_s: u64, leeway: u64) -> Result<(), TokenError> {
-        let options = VerificationOptions {
-            artificial_time: Some(UnixTimeStamp::from_secs(now_s)),
-            time_tolerance: Some(Duration::from_secs(leeway)),
-            accept_future: true,
-            max_token_length: None,
-            ..VerificationOptions::default()
-        };
-        let o = Some(options);
-        let result = match self {
-            Verifier::RS256(k) => k.verify_token::<NoCustomClaims>(token, o).map(drop),
-            Verifier::RS384(k) => k.verify_token::<NoCustomClaims>(token, o).map(drop),
-            Verifier::RS512(k) => k.verify_token::<NoCustomClaims>(token, o).map(drop),
-            Verifier::PS256(k) => k.verify_token::<NoCustomClaims>(token, o).map(drop),
-            Verifier::PS384(k) => k.verify_token::<NoCustomClaims>(token, o).map(drop),
-            Verifier::PS512(k) => k.verify_token::<NoCustomClaims>(token, o).map(drop),
-            Verifier::ES256(k) => k.verify_token::<NoCustomClaims>(token, o).map(drop),
-            Verifier::ES384(k) => k.verify_token::<NoCustomClaims>(token, o).map(drop),
-            Verifier::EdDSA(k) => k.verify_token::<NoCustomClaims>(token, o).map(drop),
-            Verifier::HS256(k) => k.verify_token::<NoCustomClaims>(token, o).map(drop),
-            Verifier::HS384(k) => k.verify_token::<NoCustomClaims>(token, o).map(drop),
-            Verifier::HS512(k) => k.verify_token::<NoCustomClaims>(token, o).map(drop),
-        };
-        result.map_err(|_| TokenError::BadSignature)
+    /// Whether `signature` (the decoded third segment) signs `signed` (the first two
+    /// segments, as received). RSA signatures must be as long as the modulus; PSS salts as
+    /// long as the digest; ECDSA signatures are r || s, each in 1..n; Ed25519 refuses
+    /// small-order results; MACs are compared in constant time.
+    pub fn verify(&self, signed: &[u8], signature: &[u8]) -> bool {
+        match self {
+            Verifier::RS256(k) => rsa_pkcs1(k, Sha256::new(), signed, signature),
+            Verifier::RS384(k) => rsa_pkcs1(k, Sha384::new(), signed, signature),
+            Verifier::RS512(k) => rsa_pkcs1(k, Sha512::new(), signed, signature),
+            Verifier::PS256(k) => rsa_pss(k, Sha256::new(), signed, signature),
+            Verifier::PS384(k) => rsa_pss(k, Sha384::new(), signed, signature),
+            Verifier::PS512(k) => rsa_pss(k, Sha512::new(), signed, signature),
+            Verifier::ES256(k) => p256::ecdsa::Signature::try_from(signature)
+                .is_ok_and(|s| k.verify_prehash(&Sha256::hash(signed), &s).is_ok()),
+            Verifier::ES384(k) => p384::ecdsa::Signature::try_from(signature)
+                .is_ok_and(|s| k.verify_prehash(&Sha384::hash(signed), &s).is_ok()),
+            Verifier::EdDSA(k) => ed25519_compact::Signature::from_slice(signature)
+                .is_ok_and(|s| k.verify(signed, &s).is_ok()),
+            Verifier::HS256(k) => same(&hmac_sha256::HMAC::mac(signed, k), signature),
+            Verifier::HS384(k) => same(&hmac_sha512::sha384::HMAC::mac(signed, k), signature),
+            Verifier::HS512(k) => same(&hmac_sha512::HMAC::mac(signed, k), signature),
+        }
     }
 }
+
+fn rsa_pkcs1<D>(key: &pkcs1v15::VerifyingKey<D>, mut digest: D, signed: &[u8], sig: &[u8]) -> bool
+where
+    D: Digest + AssociatedOid,
+{
+    Digest::update(&mut digest, signed);
+    pkcs1v15::Signature::try_from(sig).is_ok_and(|s| key.verify_digest(digest, &s).is_ok())
+}
+
+fn rsa_pss<D>(key: &pss::VerifyingKey<D>, mut digest: D, signed: &[u8], sig: &[u8]) -> bool
+where
+    D: Digest + FixedOutputReset,
+{
+    Digest::update(&mut digest, signed);
+    pss::Signature::try_from(sig).is_ok_and(|s| key.verify_digest(digest, &s).is_ok())
+}
+
+/// Constant-time equality (of a MAC and a tag); different lengths are simply unequal.
+fn same(mac: &[u8], tag: &[u8]) -> bool {
+    mac.len() == tag.len() && mac.iter().zip(tag).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+}
+
+/// Why a well-formed JWK's key material is refused (the words jwt-simple used).
+const INVALID_KEY: &str = "Invalid public key";
 
 /// One JWK: its `kid` and a verifier for each algorithm it may be used with.
 #[derive(Debug)]
@@ -283,13 +313,12 @@ fn verifiers_of(jwk: &Map<String, Value>) -> Result<Vec<Verifier>, String> {
             None => candidates.to_vec(),
         }
     };
-    let bad = |e: jwt_simple::Error| e.to_string();
     match kty {
         "RSA" => {
             let n = bytes(jwk, "n")?;
             let e = bytes(jwk, "e")?;
             let modulus_bits = significant_bits(&n);
-            // jwt-simple (and RFC 8725 practice) takes 2048..=4096-bit keys with e = 65537.
+            // RFC 8725 practice (and what jwt-simple took): 2048..=4096-bit keys, e = 65537.
             if !(2048..=4096).contains(&modulus_bits) || e != [1, 0, 1] {
                 return Ok(Vec::new());
             }
@@ -301,28 +330,34 @@ fn verifiers_of(jwk: &Map<String, Value>) -> Result<Vec<Verifier>, String> {
                 Alg::PS384,
                 Alg::PS512,
             ]);
-            algs.into_iter()
+            if algs.is_empty() {
+                return Ok(Vec::new());
+            }
+            // An even modulus is no RSA key: the set is malformed.
+            if n.last().is_none_or(|b| b & 1 == 0) {
+                return Err(INVALID_KEY.into());
+            }
+            let key = RsaPublicKey::new(BigUint::from_bytes_be(&n), BigUint::from_bytes_be(&e))
+                .map_err(|_| INVALID_KEY)?;
+            // PSS salts are as long as the digest (RFC 7518 §3.5).
+            Ok(algs
+                .into_iter()
                 .map(|alg| {
-                    Ok(match alg {
-                        Alg::RS256 => {
-                            Verifier::RS256(RS256PublicKey::from_components(&n, &e).map_err(bad)?)
-                        }
-                        Alg::RS384 => {
-                            Verifier::RS384(RS384PublicKey::from_components(&n, &e).map_err(bad)?)
-                        }
-                        Alg::RS512 => {
-                            Verifier::RS512(RS512PublicKey::from_components(&n, &e).map_err(bad)?)
-                        }
+                    let key = key.clone();
+                    match alg {
+                        Alg::RS256 => Verifier::RS256(pkcs1v15::VerifyingKey::new(key)),
+                        Alg::RS384 => Verifier::RS384(pkcs1v15::VerifyingKey::new(key)),
+                        Alg::RS512 => Verifier::RS512(pkcs1v15::VerifyingKey::new(key)),
                         Alg::PS256 => {
-                            Verifier::PS256(PS256PublicKey::from_components(&n, &e).map_err(bad)?)
+                            Verifier::PS256(pss::VerifyingKey::new_with_salt_len(key, 32))
                         }
                         Alg::PS384 => {
-                            Verifier::PS384(PS384PublicKey::from_components(&n, &e).map_err(bad)?)
+                            Verifier::PS384(pss::VerifyingKey::new_with_salt_len(key, 48))
                         }
-                        _ => Verifier::PS512(PS512PublicKey::from_components(&n, &e).map_err(bad)?),
-                    })
+                        _ => Verifier::PS512(pss::VerifyingKey::new_with_salt_len(key, 64)),
+                    }
                 })
-                .collect()
+                .collect())
         }
         "EC" => {
             let (alg, size) = match member(jwk, "crv")? {
@@ -345,10 +380,12 @@ fn verifiers_of(jwk: &Map<String, Value>) -> Result<Vec<Verifier>, String> {
             // from_bytes refuses points that are not on the curve.
             let v = match alg {
                 Alg::ES256 => Verifier::ES256(
-                    ES256PublicKey::from_bytes(&point).map_err(|_| "is not a point on P-256")?,
+                    p256::ecdsa::VerifyingKey::from_sec1_bytes(&point)
+                        .map_err(|_| "is not a point on P-256")?,
                 ),
                 _ => Verifier::ES384(
-                    ES384PublicKey::from_bytes(&point).map_err(|_| "is not a point on P-384")?,
+                    p384::ecdsa::VerifyingKey::from_sec1_bytes(&point)
+                        .map_err(|_| "is not a point on P-384")?,
                 ),
             };
             Ok(vec![v])
@@ -361,9 +398,10 @@ fn verifiers_of(jwk: &Map<String, Value>) -> Result<Vec<Verifier>, String> {
             if x.len() != 32 {
                 return Err("has an Ed25519 key of the wrong length".into());
             }
-            Ok(vec![Verifier::EdDSA(
-                Ed25519PublicKey::from_bytes(&x).map_err(bad)?,
-            )])
+            // Not a point, or of small order (a weak key): the set is malformed.
+            let key = ed25519_compact::PublicKey::from_slice(&x).map_err(|_| INVALID_KEY)?;
+            key.validate().map_err(|_| INVALID_KEY)?;
+            Ok(vec![Verifier::EdDSA(key)])
         }
         "oct" => {
             let k = bytes(jwk, "k")?;
@@ -373,9 +411,9 @@ fn verifiers_of(jwk: &Map<String, Value>) -> Result<Vec<Verifier>, String> {
             Ok(wanted(&[Alg::HS256, Alg::HS384, Alg::HS512])
                 .into_iter()
                 .map(|alg| match alg {
-                    Alg::HS256 => Verifier::HS256(HS256Key::from_bytes(&k)),
-                    Alg::HS384 => Verifier::HS384(HS384Key::from_bytes(&k)),
-                    _ => Verifier::HS512(HS512Key::from_bytes(&k)),
+                    Alg::HS256 => Verifier::HS256(k.clone()),
+                    Alg::HS384 => Verifier::HS384(k.clone()),
+                    _ => Verifier::HS512(k.clone()),
                 })
                 .collect())
         }

@@ -2,6 +2,7 @@
 //! the one function that turns a parsed token into [`VerifiedClaims`].
 
 pub mod claims;
+mod compat;
 pub mod jwks;
 pub mod native;
 pub mod token;
@@ -193,7 +194,13 @@ pub fn verify(
     match by_host {
         Some(true) => {}
         Some(false) => return Err(TokenError::BadSignature),
-        None => key.verifier.verify(token.raw(), now_s, rules.leeway)?,
+        None => {
+            if !token.compat_ok(now_s, rules.leeway)
+                || !key.verifier.verify(token.signed(), &token.signature)
+            {
+                return Err(TokenError::BadSignature);
+            }
+        }
     }
     Ok(VerifiedClaims::new(
         token.claims.clone(),
@@ -235,6 +242,8 @@ pub fn introspected(
     Ok(VerifiedClaims::new(claims, times.exp.unwrap_or(u64::MAX)))
 }
 
+#[cfg(test)]
+mod crosscheck;
 #[cfg(test)]
 pub(crate) mod fixtures;
 #[cfg(test)]

@@ -22,6 +22,8 @@ pub struct ParsedToken {
     pub claims: Map<String, Value>,
     /// The decoded signature segment.
     pub signature: Vec<u8>,
+    /// The header passes [`super::compat::header_ok`] (the pure-Rust path's extra rules).
+    compat_header: bool,
 }
 
 impl ParsedToken {
@@ -40,6 +42,7 @@ impl ParsedToken {
         if header.is_empty() || payload.is_empty() || signature.is_empty() {
             return Err(TokenError::NotCompactJws);
         }
+        let header_b64_len = header.len();
         let header = decode(header)?;
         let payload = decode(payload)?;
         let signature = decode(signature)?;
@@ -72,6 +75,7 @@ impl ParsedToken {
         let Ok(Value::Object(claims)) = json::parse_strict(&payload, max_json_depth) else {
             return Err(TokenError::BadPayload);
         };
+        let compat_header = super::compat::header_ok(header_b64_len, &header, alg);
         Ok(ParsedToken {
             raw: token.to_owned(),
             alg,
@@ -79,6 +83,7 @@ impl ParsedToken {
             at_jwt,
             claims,
             signature,
+            compat_header,
         })
     }
 
@@ -86,13 +91,24 @@ impl ParsedToken {
     pub fn raw(&self) -> &str {
         &self.raw
     }
+
+    /// The signed part: the first two segments, as received.
+    pub fn signed(&self) -> &[u8] {
+        let end = self.raw.rfind('.').unwrap_or(0);
+        self.raw.as_bytes().get(..end).unwrap_or_default()
+    }
+
+    /// Whether the pure-Rust path may verify this token at `now_s` (see [`super::compat`]).
+    pub(super) fn compat_ok(&self, now_s: u64, leeway: u64) -> bool {
+        self.compat_header && super::compat::claims_ok(&self.claims, now_s, leeway)
+    }
 }
 
 /// `JWT` (RFC 7519) or `at+jwt` (RFC 9068, with or without the `application/` prefix),
 /// compared case-insensitively as media types are.
 fn is_access_token_type(typ: &str) -> bool {
-    // `application/jwt` is refused on purpose: jwt-simple (the pure-Rust path) refuses it,
-    // and one token must get one verdict whichever path checks its signature.
+    // `application/jwt` is refused on purpose: the pure-Rust path refused it (through
+    // jwt-simple), and one token must get one verdict whichever path checks its signature.
     let t = typ.to_ascii_lowercase();
     t == "jwt" || t == "at+jwt" || t == "application/at+jwt"
 }
