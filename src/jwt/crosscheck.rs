@@ -372,6 +372,7 @@ fn new_and_old_pure_rust_paths_agree() {
             audience_claim: &aud_claim,
             leeway,
             enable_hs_signatures: rng.below(4) != 0,
+            require_at_jwt: false,
         };
         let h = header(&mut rng, alg, kid).to_string();
         let p = payload(&mut rng, now).to_string();
@@ -415,6 +416,7 @@ fn the_old_rules_the_pure_path_keeps() {
         audience_claim: &[],
         leeway: 0,
         enable_hs_signatures: true,
+        require_at_jwt: false,
     };
     let run = |h: Value, p: Value| {
         let token = hs_raw(&h.to_string(), &p.to_string());
