@@ -1,7 +1,8 @@
-//! What the pure-Rust path refused before it verified signatures directly: jwt-simple's
-//! `verify_token` re-parsed every token and refused a few shapes that this crate's own rules
-//! (`token`, `claims`) accept. They are kept, on that path only, so that no token changes
-//! verdict. The host path (Envoy's `verify_signature`) never applied them.
+//! Claim and header shapes jwt-simple's `verify_token` refused and this crate's own rules
+//! (`token`, `claims`) did not: kept when signatures came to be verified directly, and
+//! applied on every path (the host's `verify_signature` and pure Rust alike), so one token
+//! gets one verdict on Envoy and on Kong. A header that breaks them is `BadHeader`, a payload
+//! `BadPayload`.
 
 use super::Alg;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

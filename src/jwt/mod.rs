@@ -187,6 +187,9 @@ pub fn verify(
     }
     let times = claims::check(token, rules, now_s)?;
     let key = keys.select(token.kid.as_deref(), token.alg)?;
+    if !compat::claims_ok(&token.claims, now_s, rules.leeway) {
+        return Err(TokenError::BadPayload);
+    }
     let by_host = match (native::host_hash(token.alg), key.spki) {
         (Some(hash), Some(spki)) => verify_by_host(token, hash, spki, backend)?,
         _ => None,
@@ -195,9 +198,7 @@ pub fn verify(
         Some(true) => {}
         Some(false) => return Err(TokenError::BadSignature),
         None => {
-            if !token.compat_ok(now_s, rules.leeway)
-                || !key.verifier.verify(token.signed(), &token.signature)
-            {
+            if !key.verifier.verify(token.signed(), &token.signature) {
                 return Err(TokenError::BadSignature);
             }
         }

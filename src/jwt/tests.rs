@@ -833,3 +833,21 @@ fn der_lengths_of_every_size() {
         c.n
     );
 }
+
+#[test]
+fn the_old_rules_hold_on_the_host_path_too() {
+    // A well-signed ES256 token the host verifies, whose payload breaks a rule jwt-simple
+    // had (crosscheck::the_old_rules_every_path_keeps): one verdict on every path.
+    let host = HostEcdsa::default();
+    let issuers = vec![ISS.to_owned()];
+    let rules = rules_with(&issuers, &[], &[]);
+    for (name, value) in [("sub", json!(1)), ("jti", json!([])), ("aud", json!([1]))] {
+        let token = es_token(&claims_with(json!({ name: value })));
+        let parsed = ParsedToken::parse(&token, 16).unwrap();
+        assert_eq!(
+            verify(&parsed, &key_set(), &rules, NOW, &host).map(drop),
+            Err(TokenError::BadPayload),
+            "{name}"
+        );
+    }
+}

@@ -22,8 +22,6 @@ pub struct ParsedToken {
     pub claims: Map<String, Value>,
     /// The decoded signature segment.
     pub signature: Vec<u8>,
-    /// The header passes [`super::compat::header_ok`] (the pure-Rust path's extra rules).
-    compat_header: bool,
 }
 
 impl ParsedToken {
@@ -72,10 +70,12 @@ impl ParsedToken {
             }
             Some(_) => return Err(TokenError::BadKid),
         };
+        if !super::compat::header_ok(header_b64_len, &header, alg) {
+            return Err(TokenError::BadHeader);
+        }
         let Ok(Value::Object(claims)) = json::parse_strict(&payload, max_json_depth) else {
             return Err(TokenError::BadPayload);
         };
-        let compat_header = super::compat::header_ok(header_b64_len, &header, alg);
         Ok(ParsedToken {
             raw: token.to_owned(),
             alg,
@@ -83,7 +83,6 @@ impl ParsedToken {
             at_jwt,
             claims,
             signature,
-            compat_header,
         })
     }
 
@@ -96,11 +95,6 @@ impl ParsedToken {
     pub fn signed(&self) -> &[u8] {
         let end = self.raw.rfind('.').unwrap_or(0);
         self.raw.as_bytes().get(..end).unwrap_or_default()
-    }
-
-    /// Whether the pure-Rust path may verify this token at `now_s` (see [`super::compat`]).
-    pub(super) fn compat_ok(&self, now_s: u64, leeway: u64) -> bool {
-        self.compat_header && super::compat::claims_ok(&self.claims, now_s, leeway)
     }
 }
 
