@@ -776,3 +776,59 @@ fn strip_query_params_leaves_paths_without_query_alone() {
     assert_eq!(strip_query_params("/p", &["access_token"]), "/p");
     assert_eq!(strip_query_params("/", &["access_token"]), "/");
 }
+
+#[test]
+fn the_one_pass_bearer_path_agrees_with_the_rules() {
+    // Values built from the pieces that matter (scheme spellings, spaces, padding, commas,
+    // control and non-ASCII bytes, token68 and other punctuation), a deterministic stream.
+    let pieces: [&[u8]; 16] = [
+        b"Bearer ",
+        b"bearer ",
+        b"BEARER  ",
+        b" Bearer ",
+        b"Bearer",
+        b"Basic ",
+        b"abc",
+        b"Z9-._~+/",
+        b"=",
+        b"==",
+        b" ",
+        b",",
+        b"\t",
+        b"\xe9",
+        b"\"",
+        b"A",
+    ];
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut fast_taken = 0;
+    for _ in 0..20_000 {
+        let mut value = Vec::new();
+        let n = 1 + (state % 6) as usize;
+        for _ in 0..n {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            value.extend_from_slice(pieces[(state % pieces.len() as u64) as usize]);
+        }
+        for max in [4, MAX] {
+            let by_rules = parse_authorization_by_rules(&value, max);
+            if let Some(token) = well_formed_bearer(&value, max) {
+                fast_taken += 1;
+                assert_eq!(
+                    by_rules,
+                    Ok(Credential::Bearer {
+                        token,
+                        source: Source::Header
+                    }),
+                    "{:?}",
+                    String::from_utf8_lossy(&value)
+                );
+            }
+            assert_eq!(parse_authorization(&value, max), by_rules);
+        }
+    }
+    assert!(
+        fast_taken > 300,
+        "the one-pass path was tried: {fast_taken}"
+    );
+}

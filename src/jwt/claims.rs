@@ -3,6 +3,7 @@
 
 use super::{ParsedToken, TokenError};
 use serde_json::{Map, Value};
+use std::rc::Rc;
 
 /// Largest time claim accepted (year 5138): keeps arithmetic far from overflow.
 const MAX_TIME: u64 = 100_000_000_000;
@@ -152,12 +153,13 @@ pub fn has_scopes(
 /// verified identity.
 #[derive(Debug, Clone)]
 pub struct VerifiedClaims {
-    claims: Map<String, Value>,
+    /// Shared with the parsed token they came from: no copy of the claims per token.
+    claims: Rc<Map<String, Value>>,
     exp: u64,
 }
 
 impl VerifiedClaims {
-    pub(super) fn new(claims: Map<String, Value>, exp: u64) -> VerifiedClaims {
+    pub(super) fn new(claims: Rc<Map<String, Value>>, exp: u64) -> VerifiedClaims {
         VerifiedClaims { claims, exp }
     }
 

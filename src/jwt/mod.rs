@@ -12,6 +12,7 @@ pub use jwks::KeySet;
 pub use token::ParsedToken;
 
 use std::fmt;
+use std::rc::Rc;
 
 /// Signature algorithms this filter verifies (`alg` header values).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -204,7 +205,7 @@ pub fn verify(
         }
     }
     Ok(VerifiedClaims::new(
-        token.claims.clone(),
+        Rc::clone(&token.claims),
         times.exp.unwrap_or(0),
     ))
 }
@@ -240,7 +241,10 @@ pub fn introspected(
     now_s: u64,
 ) -> Result<VerifiedClaims, TokenError> {
     let times = claims::check_claims(&claims, rules, now_s, claims::Origin::Introspection)?;
-    Ok(VerifiedClaims::new(claims, times.exp.unwrap_or(u64::MAX)))
+    Ok(VerifiedClaims::new(
+        Rc::new(claims),
+        times.exp.unwrap_or(u64::MAX),
+    ))
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ use crate::json;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde_json::{Map, Value};
+use std::rc::Rc;
 
 /// Longest `kid` accepted: it is only ever a map key, but an unbounded one is a free
 /// allocation for an attacker.
@@ -19,7 +20,7 @@ pub struct ParsedToken {
     pub kid: Option<String>,
     /// `typ` is `at+jwt` or `application/at+jwt`: a JWT access token by RFC 9068.
     pub at_jwt: bool,
-    pub claims: Map<String, Value>,
+    pub claims: Rc<Map<String, Value>>,
     /// The decoded signature segment.
     pub signature: Vec<u8>,
 }
@@ -81,7 +82,7 @@ impl ParsedToken {
             alg,
             kid,
             at_jwt,
-            claims,
+            claims: Rc::new(claims),
             signature,
         })
     }
