@@ -5,8 +5,9 @@
 //! Headers arrive as raw bytes: a client can send any byte, and a credential that is not
 //! printable ASCII is malformed, never a reason to crash.
 
-/// A request header as the host hands it over: lower-case name, raw value.
-pub type Header = (String, Vec<u8>);
+/// A request header as the host hands it over: lower-case name, raw value, both borrowed
+/// from the host's buffer (see [`crate::header_map`]).
+pub type Header<'a> = (&'a str, &'a [u8]);
 
 /// Where a bearer token was found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +48,7 @@ const ACCESS_TOKEN_PARAM: &str = "access_token";
 /// Reads the request's credential from its `Authorization` headers and its query string.
 /// `Ok(None)`: the request carries none.
 pub fn extract(
-    headers: &[Header],
+    headers: &[Header<'_>],
     path: &str,
     max_token_bytes: usize,
 ) -> Result<Option<Credential>, Malformed> {
@@ -347,7 +348,7 @@ fn form_decode(s: &str) -> Result<String, Malformed> {
 /// key-auth: the single API key the request carries under any of `key_names` (headers
 /// first, then the query string). `Ok(None)` when none is present.
 pub fn extract_api_key(
-    headers: &[Header],
+    headers: &[Header<'_>],
     path: &str,
     key_names: &[String],
     max_token_bytes: usize,

@@ -34,7 +34,7 @@ pub struct Request<'a> {
     pub authority: &'a str,
     /// `:path`, with the query string.
     pub path: &'a str,
-    pub headers: &'a [Header],
+    pub headers: &'a [Header<'a>],
 }
 
 /// How the request was authenticated, for counters and logs.
@@ -1689,7 +1689,7 @@ fn allow_for(app: Option<&Application>, identifier: &str) -> Allow {
 /// More header fields than `max`, pseudo-headers (`:path`...) not counted. The length of the
 /// list the host already read decides almost every request; only one longer than `max` is
 /// walked.
-fn too_many_headers(headers: &[Header], max: usize) -> bool {
+fn too_many_headers(headers: &[Header<'_>], max: usize) -> bool {
     headers.len() > max && headers.iter().filter(|(n, _)| !n.starts_with(':')).count() > max
 }
 

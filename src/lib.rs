@@ -20,6 +20,7 @@ pub mod cache;
 pub mod config;
 pub mod credential;
 pub mod engine;
+pub mod header_map;
 pub mod json;
 pub mod jwt;
 pub mod metrics;

@@ -27,8 +27,8 @@ const BAD_FORM: Malformed =
     Malformed::InvalidRequest("Basic credentials are not valid form-encoding");
 const KEY_NOT_PRINTABLE: Malformed = Malformed::InvalidRequest("API key is not printable ASCII");
 
-fn header(name: &str, value: &[u8]) -> Header {
-    (name.to_owned(), value.to_vec())
+fn header<'a>(name: &'a str, value: &'a [u8]) -> Header<'a> {
+    (name, value)
 }
 
 /// `extract` with one `Authorization` header and no query string.
@@ -61,7 +61,7 @@ fn basic_header(pair: &[u8]) -> Vec<u8> {
 }
 
 fn keys(
-    headers: &[Header],
+    headers: &[Header<'_>],
     path: &str,
     names: &[&str],
 ) -> Result<Option<(String, String)>, Malformed> {

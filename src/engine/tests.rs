@@ -53,10 +53,8 @@ fn engine() -> Engine {
     engine_with(config_value())
 }
 
-fn headers(list: &[(&str, &str)]) -> Vec<Header> {
-    list.iter()
-        .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
-        .collect()
+fn headers<'a>(list: &[(&'a str, &'a str)]) -> Vec<Header<'a>> {
+    list.iter().map(|(n, v)| (*n, v.as_bytes())).collect()
 }
 
 fn request_on(
@@ -466,7 +464,7 @@ fn every_denial_of_the_bearer_flow() {
         assert_eq!(denied(&step), want, "{name}");
     }
     let mut h = headers(&[("authorization", "Bearer x")]);
-    h[0].1 = b"Bearer \xe9t\xe9".to_vec();
+    h[0].1 = b"Bearer \xe9t\xe9";
     let req = Request {
         route: Some(ROUTE),
         authority: "h",

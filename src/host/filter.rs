@@ -1,7 +1,8 @@
 //! One request: read the headers (as bytes), ask the engine, act on its step.
 
-use super::{apply, dispatch_all, now_ms, on_callout_response, settle, SharedRef};
+use super::{apply, dispatch_all, now_ms, on_callout_response, raw, settle, SharedRef};
 use crate::engine::{Progress, Request, Step};
+use crate::header_map;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, MapType};
@@ -18,11 +19,12 @@ impl Filter {
 }
 
 /// Where each host keeps the route's name: Envoy's `xds.route_name`, Kong's
-/// `kong.route_name` (3.9+) or, before that, its service name.
-const ROUTE_PROPERTIES: [&[&str]; 3] = [
-    &["xds", "route_name"],
-    &["kong", "route_name"],
-    &["kong", "service_name"],
+/// `kong.route_name` (3.9+) or, before that, its service name. Serialized as the ABI takes a
+/// property path (segments joined by NUL), so a lookup builds nothing.
+const ROUTE_PROPERTIES: [&[u8]; 3] = [
+    b"xds\0route_name",
+    b"kong\0route_name",
+    b"kong\0service_name",
 ];
 
 thread_local! {
@@ -31,8 +33,9 @@ thread_local! {
     static ROUTE_PROPERTY: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
 }
 
-fn property(path: &[&str]) -> Option<String> {
-    let bytes = hostcalls::get_property(path.to_vec()).ok().flatten()?;
+/// A non-empty UTF-8 property (the host's buffer becomes the String, no copy).
+fn property(path: &[u8]) -> Option<String> {
+    let bytes = raw::property(path)?;
     String::from_utf8(bytes).ok().filter(|s| !s.is_empty())
 }
 
@@ -72,19 +75,28 @@ impl Context for Filter {
 
 impl HttpContext for Filter {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        // Bytes, never the string getters: one non-UTF-8 header value would trap the VM.
-        let headers = match hostcalls::get_map_bytes(MapType::HttpRequestHeaders) {
-            Ok(h) => h,
+        // The host's serialized map, read in place: names and values point into this one
+        // buffer (values stay bytes: one non-UTF-8 header value must not trap the VM).
+        let map = match raw::header_map(MapType::HttpRequestHeaders) {
+            Ok(map) => map,
             Err(status) => {
-                log::error!("could not read request headers ({status:?}); denying");
+                log::error!("could not read request headers (host status {status}); denying");
                 let _ = hostcalls::send_http_response(500, vec![], None);
                 return Action::Pause;
             }
         };
+        let Some(headers) = header_map::parse(&map) else {
+            log::error!(
+                "request headers from the host are malformed ({} bytes); denying",
+                map.len()
+            );
+            let _ = hostcalls::send_http_response(500, vec![], None);
+            return Action::Pause;
+        };
         let pseudo = |name: &str| {
             headers
                 .iter()
-                .find(|(n, _)| n == name)
+                .find(|(n, _)| *n == name)
                 .and_then(|(_, v)| std::str::from_utf8(v).ok())
                 .unwrap_or_default()
         };

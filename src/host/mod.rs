@@ -4,8 +4,10 @@
 
 mod filter;
 mod native;
+mod raw;
 mod root;
 
+use crate::credential::Header;
 use crate::engine::{CalloutResponse, Engine, FetchId, Method, Outcome, Progress};
 use crate::metrics::{self, Counter, Counters};
 use crate::shared::SharedStore;
@@ -212,22 +214,23 @@ pub(crate) fn on_callout_response(shared: &SharedRef, token: u32, body_size: usi
         .as_ref()
         .map_or(0, |e| e.config().limits.max_response_bytes);
     let mut response = CalloutResponse::default();
-    if let Ok(headers) = hostcalls::get_map_bytes(MapType::HttpCallResponseHeaders) {
+    // Read in place, as the request's headers; a map the host cannot give or that is
+    // malformed is a response without headers (no `:status`: a failed callout).
+    let map = raw::header_map(MapType::HttpCallResponseHeaders).unwrap_or_default();
+    if let Some(headers) = crate::header_map::parse(&map) {
         for (name, value) in headers {
-            match name.as_str() {
+            match name {
                 ":status" => {
-                    response.status = std::str::from_utf8(&value)
-                        .ok()
-                        .and_then(|s| s.parse().ok());
+                    response.status = std::str::from_utf8(value).ok().and_then(|s| s.parse().ok());
                 }
                 // Kong (ngx_wasm_module) reports a failed call this way.
                 ":dispatch_status" => {
                     response.failure = Some(format!(
                         "dispatch failed: {}",
-                        String::from_utf8_lossy(&value)
+                        String::from_utf8_lossy(value)
                     ));
                 }
-                "cache-control" => response.max_age_s = max_age(&value),
+                "cache-control" => response.max_age_s = max_age(value),
                 _ => {}
             }
         }
@@ -293,7 +296,7 @@ pub(crate) fn apply(
     shared: &SharedRef,
     outcome: &Outcome,
     method: Method,
-    present: Option<&[(String, Vec<u8>)]>,
+    present: Option<&[Header<'_>]>,
 ) -> bool {
     if let Ok(s) = shared.try_borrow() {
         s.counters.add(metrics::outcome_counter(method, outcome));
@@ -346,21 +349,26 @@ pub(crate) fn apply(
             true
         }
         Outcome::Deny(deny) => {
-            let route = filter::route_name();
-            let line = format!(
-                "denied {}: reason={} detail=\"{}\" method={} route={} strategy={} credential={}",
-                deny.reply.status,
-                deny.denial.reason(),
-                deny.denial.detail(),
-                method.name(),
-                route.as_deref().unwrap_or("-"),
-                deny.strategy_id.as_deref().unwrap_or("-"),
-                deny.credential_hash.as_deref().unwrap_or("-"),
-            );
-            if deny.reply.status >= 500 {
-                log::warn!("{line}");
+            // A 4xx is logged at debug: unless the host prints those, neither the route
+            // property nor the line is made.
+            let level = if deny.reply.status >= 500 {
+                log::Level::Warn
             } else {
-                log::debug!("{line}");
+                log::Level::Debug
+            };
+            if log::log_enabled!(level) {
+                let route = filter::route_name();
+                log::log!(
+                    level,
+                    "denied {}: reason={} detail=\"{}\" method={} route={} strategy={} credential={}",
+                    deny.reply.status,
+                    deny.denial.reason(),
+                    deny.denial.detail(),
+                    method.name(),
+                    route.as_deref().unwrap_or("-"),
+                    deny.strategy_id.as_deref().unwrap_or("-"),
+                    deny.credential_hash.as_deref().unwrap_or("-"),
+                );
             }
             let headers: Vec<(&str, &str)> = deny
                 .reply

@@ -1,0 +1,214 @@
+//! The proxy-wasm ABI's serialized header map, read in place.
+//!
+//! `proxy_get_header_map_pairs` hands the module one buffer: a little-endian `u32` count,
+//! then per pair its name and value lengths (two `u32`), then each name and each value
+//! followed by a NUL byte (Envoy's proxy-wasm host and ngx_wasm_module both write it so).
+//! The SDK copies every name and value into its own `String`/`Vec`; [`parse`] only points
+//! into the buffer, so a request's header list costs one allocation (the list itself).
+
+use crate::credential::Header;
+
+/// The pairs of a serialized header map, borrowed from `buf`. `None` when the buffer is not
+/// one: too short for its count or its lengths, a name or value running past the end, a
+/// missing NUL, or a name that is not UTF-8 (values are bytes, any byte goes). An empty
+/// buffer is an empty map. Bytes after the last pair are ignored, as the SDK ignores them.
+pub fn parse(buf: &[u8]) -> Option<Vec<Header<'_>>> {
+    if buf.is_empty() {
+        return Some(Vec::new());
+    }
+    let (count, rest) = read_u32(buf)?;
+    let lengths_size = count.checked_mul(8)?;
+    // Checked before the list is sized by `count`: a huge count in a short buffer is refused
+    // without allocating for it.
+    let lengths = rest.get(..lengths_size)?;
+    let mut data = rest.get(lengths_size..)?;
+    let mut pairs = Vec::with_capacity(count);
+    for entry in lengths.chunks_exact(8) {
+        let (name_len, entry) = read_u32(entry)?;
+        let (value_len, _) = read_u32(entry)?;
+        let (name, rest) = field(data, name_len)?;
+        let (value, rest) = field(rest, value_len)?;
+        data = rest;
+        pairs.push((std::str::from_utf8(name).ok()?, value));
+    }
+    Some(pairs)
+}
+
+/// A little-endian `u32` at the start of `buf`, as a length, and what follows it.
+fn read_u32(buf: &[u8]) -> Option<(usize, &[u8])> {
+    let bytes: [u8; 4] = buf.get(..4)?.try_into().ok()?;
+    let n = usize::try_from(u32::from_le_bytes(bytes)).ok()?;
+    Some((n, buf.get(4..)?))
+}
+
+/// The `len` bytes at the start of `data`, which must be followed by a NUL, and what follows
+/// that NUL.
+fn field(data: &[u8], len: usize) -> Option<(&[u8], &[u8])> {
+    let bytes = data.get(..len)?;
+    match data.get(len..)?.split_first()? {
+        (0, rest) => Some((bytes, rest)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The host's serialization of `pairs`.
+    fn serialize(pairs: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut out = (pairs.len() as u32).to_le_bytes().to_vec();
+        for (n, v) in pairs {
+            out.extend((n.len() as u32).to_le_bytes());
+            out.extend((v.len() as u32).to_le_bytes());
+        }
+        for (n, v) in pairs {
+            out.extend(n.as_bytes());
+            out.push(0);
+            out.extend(*v);
+            out.push(0);
+        }
+        out
+    }
+
+    const PAIRS: &[(&str, &[u8])] = &[
+        (":method", b"GET"),
+        (":path", b"/bytes/1"),
+        (":authority", b"httpbin.org"),
+        ("Powered-By", b"proxy-wasm"),
+    ];
+
+    #[test]
+    fn reads_the_sdk_example() {
+        // proxy-wasm 0.2.5's own test vector (hostcalls::utils::tests::SERIALIZED_MAP).
+        #[rustfmt::skip]
+        let sdk: &[u8] = &[
+            4, 0, 0, 0,
+            7, 0, 0, 0, 3, 0, 0, 0,
+            5, 0, 0, 0, 8, 0, 0, 0,
+            10, 0, 0, 0, 11, 0, 0, 0,
+            10, 0, 0, 0, 10, 0, 0, 0,
+            58, 109, 101, 116, 104, 111, 100, 0,
+            71, 69, 84, 0,
+            58, 112, 97, 116, 104, 0,
+            47, 98, 121, 116, 101, 115, 47, 49, 0,
+            58, 97, 117, 116, 104, 111, 114, 105, 116, 121, 0,
+            104, 116, 116, 112, 98, 105, 110, 46, 111, 114, 103, 0,
+            80, 111, 119, 101, 114, 101, 100, 45, 66, 121, 0,
+            112, 114, 111, 120, 121, 45, 119, 97, 115, 109, 0,
+        ];
+        assert_eq!(sdk, serialize(PAIRS).as_slice());
+        assert_eq!(parse(sdk), Some(PAIRS.to_vec()));
+    }
+
+    #[test]
+    fn borrows_from_the_buffer() {
+        let buf = serialize(PAIRS);
+        let pairs = parse(&buf).unwrap();
+        let range = buf.as_ptr_range();
+        for (n, v) in pairs {
+            assert!(range.contains(&n.as_ptr()) && range.contains(&v.as_ptr()));
+        }
+    }
+
+    #[test]
+    fn empty_maps() {
+        assert_eq!(parse(&[]), Some(vec![]));
+        assert_eq!(parse(&[0, 0, 0, 0]), Some(vec![]));
+        assert_eq!(parse(&serialize(&[])), Some(vec![]));
+    }
+
+    #[test]
+    fn empty_names_and_values() {
+        let pairs: &[(&str, &[u8])] = &[("", b""), ("x-empty", b""), ("", b"v")];
+        assert_eq!(parse(&serialize(pairs)), Some(pairs.to_vec()));
+    }
+
+    #[test]
+    fn values_are_bytes() {
+        let pairs: &[(&str, &[u8])] = &[
+            ("authorization", b"Bearer \xe9t\xe9"),
+            ("x-bin", b"\xff\x00\xfe"),
+            ("caf\u{e9}", "caf\u{e9}".as_bytes()),
+        ];
+        assert_eq!(parse(&serialize(pairs)), Some(pairs.to_vec()));
+    }
+
+    #[test]
+    fn a_name_that_is_not_utf8_refuses_the_map() {
+        let mut buf = serialize(&[("a", b"1"), ("xy", b"2")]);
+        // Header: 4 + 2 × 8 bytes; "a\0" "1\0", then "xy".
+        let at = 4 + 16 + 4;
+        assert_eq!(&buf[at..at + 2], b"xy");
+        buf[at] = 0xe9;
+        assert_eq!(parse(&buf), None);
+    }
+
+    #[test]
+    fn short_buffers_are_refused() {
+        let buf = serialize(PAIRS);
+        for len in 1..buf.len() {
+            assert_eq!(parse(&buf[..len]), None, "truncated to {len}");
+        }
+    }
+
+    #[test]
+    fn trailing_bytes_are_ignored() {
+        let mut buf = serialize(PAIRS);
+        buf.extend(b"junk");
+        assert_eq!(parse(&buf), Some(PAIRS.to_vec()));
+    }
+
+    #[test]
+    fn counts_too_large_are_refused() {
+        let buf = serialize(PAIRS);
+        for count in [5u32, 6, 1000, u32::MAX / 8, u32::MAX / 8 + 1, u32::MAX] {
+            let mut b = buf.clone();
+            b[..4].copy_from_slice(&count.to_le_bytes());
+            assert_eq!(parse(&b), None, "count {count}");
+        }
+        // A count of 0 with pairs behind it is an empty map (the rest is trailing bytes).
+        let mut b = buf.clone();
+        b[..4].copy_from_slice(&0u32.to_le_bytes());
+        assert_eq!(parse(&b), Some(vec![]));
+    }
+
+    #[test]
+    fn lengths_past_the_end_are_refused() {
+        let buf = serialize(PAIRS);
+        // Each length in turn (name and value of every pair), made too large.
+        for slot in 0..PAIRS.len() * 2 {
+            let at = 4 + slot * 4;
+            for len in [buf.len() as u32, 1 << 20, u32::MAX] {
+                let mut b = buf.clone();
+                b[at..at + 4].copy_from_slice(&len.to_le_bytes());
+                assert_eq!(parse(&b), None, "slot {slot} length {len}");
+            }
+        }
+    }
+
+    #[test]
+    fn shifted_lengths_are_refused() {
+        // A name one byte longer than written: the NUL lands inside it, the next byte is not NUL.
+        let mut buf = serialize(&[("ab", b"cd")]);
+        buf[4..8].copy_from_slice(&3u32.to_le_bytes());
+        assert_eq!(parse(&buf), None);
+        // One byte shorter: where its NUL should be is the name's last byte.
+        let mut buf = serialize(&[("ab", b"cd")]);
+        buf[4..8].copy_from_slice(&1u32.to_le_bytes());
+        assert_eq!(parse(&buf), None);
+    }
+
+    #[test]
+    fn missing_nuls_are_refused() {
+        let buf = serialize(&[("ab", b"cd"), ("e", b"f")]);
+        let data = 4 + 2 * 8;
+        // The NUL after each name and value.
+        for at in [data + 2, data + 5, data + 7, data + 9] {
+            assert_eq!(buf[at], 0);
+            let mut b = buf.clone();
+            b[at] = b'x';
+            assert_eq!(parse(&b), None, "NUL at {at}");
+        }
+    }
+}
