@@ -15,16 +15,17 @@ const KEY_NAMES: [&str; 2] = ["apikey", "x-api-key"];
 fuzz_target!(|data: &[u8]| {
     let mut lines = data.split(|b| *b == b'\n');
     let path = String::from_utf8_lossy(lines.next().unwrap_or_default()).into_owned();
-    let headers: Vec<Header> = lines
+    let owned: Vec<(String, &[u8])> = lines
         .take(8)
         .map(|line| {
             let (name, value) = match line.iter().position(|b| *b == b':') {
                 Some(i) => (&line[..i], &line[i + 1..]),
                 None => (line, &[][..]),
             };
-            (String::from_utf8_lossy(name).into_owned(), value.to_vec())
+            (String::from_utf8_lossy(name).into_owned(), value)
         })
         .collect();
+    let headers: Vec<Header> = owned.iter().map(|(n, v)| (n.as_str(), *v)).collect();
     let key_names: Vec<String> = KEY_NAMES.iter().map(|s| s.to_string()).collect();
 
     // A small limit too, so that the size checks are reachable with short inputs.

@@ -104,6 +104,7 @@ fuzz_target!(|data: &[u8]| {
         audience_claim: &audience_claim,
         leeway: [0, 1, 60, 3600][usize::from((mode >> 2) & 3)],
         enable_hs_signatures: mode & 2 != 0,
+        require_at_jwt: mode & 16 != 0,
     };
     let pure = jwt::verify(&parsed, keys(), &rules, NOW, &native::PureRust);
     assert!(
