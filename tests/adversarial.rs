@@ -747,6 +747,24 @@ fn no_adversarial_request_is_accepted() {
         401,
     );
     add(
+        "credential claim with a NUL",
+        p,
+        bearer(&rs(&with(json!({"client_id": "client-1\u{0}"})))),
+        401,
+    );
+    add(
+        "NUL in the Authorization header",
+        p,
+        vec![("authorization", format!("Bearer {good_rs}\0").into_bytes())],
+        400,
+    );
+    add(
+        "percent-encoded NUL in the query token",
+        &format!("{p}?access_token={good_rs}%00"),
+        vec![],
+        400,
+    );
+    add(
         "credential claim of another case",
         p,
         bearer(&rs(&with(json!({"client_id": "CLIENT-1"})))),
