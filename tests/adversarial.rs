@@ -8,12 +8,13 @@ mod support;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use jwt_simple::prelude::*;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use support::fake_idp::as_claims;
 use support::*;
 
 const AUD: &str = "https://api.example.com";
@@ -142,20 +143,6 @@ fn hs(header: &str, claims: &str) -> String {
     let input = format!("{}.{}", b64(header.as_bytes()), b64(claims.as_bytes()));
     let tag = hmac_sha256::HMAC::mac(input.as_bytes(), HS_SECRET);
     format!("{input}.{}", b64(&tag))
-}
-
-fn as_claims(c: &Value) -> JWTClaims<Map<String, Value>> {
-    JWTClaims {
-        issued_at: None,
-        expires_at: None,
-        invalid_before: None,
-        issuer: None,
-        subject: None,
-        audiences: None,
-        jwt_id: None,
-        nonce: None,
-        custom: c.as_object().cloned().unwrap_or_default(),
-    }
 }
 
 #[test]
