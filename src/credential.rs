@@ -91,6 +91,38 @@ fn parse_authorization(value: &[u8], max_token_bytes: usize) -> Result<Credentia
     parse_authorization_by_rules(value, max_token_bytes)
 }
 
+/// The token of a request that can only mean `Bearer <token>` in its one `Authorization`
+/// header, *not yet checked* to be a token68: for a lookup among tokens that already passed
+/// [`extract`] (a match is then the same token, which passed), so that a repeated token is
+/// not validated byte by byte on every request. `None` whenever [`extract`] could read the
+/// request any other way: no or several `Authorization` headers, another scheme, a query
+/// string (which may carry `access_token`), or a value past the length limit.
+pub fn bearer_candidate<'a>(
+    headers: &[Header<'a>],
+    path: &str,
+    max_token_bytes: usize,
+) -> Option<&'a str> {
+    if path.contains('?') {
+        return None;
+    }
+    let mut authorization = headers
+        .iter()
+        .filter(|(name, _)| name.eq_ignore_ascii_case(AUTHORIZATION));
+    let (_, value) = authorization.next()?;
+    if authorization.next().is_some() || value.len() > max_token_bytes.saturating_add(16) {
+        return None;
+    }
+    let scheme = value.get(..7)?;
+    if !scheme.eq_ignore_ascii_case(b"bearer ") {
+        return None;
+    }
+    // Spaces only, as the full rules trim: a tab here makes the value malformed there.
+    let rest = value.get(7..)?;
+    let start = rest.iter().position(|b| *b != b' ')?;
+    let end = rest.iter().rposition(|b| *b != b' ')?.checked_add(1)?;
+    std::str::from_utf8(rest.get(start..end)?).ok()
+}
+
 /// Every rule in turn, each refusal with its reason.
 fn parse_authorization_by_rules(
     value: &[u8],

@@ -12,6 +12,7 @@ use crate::metrics::{self, Counters};
 use crate::oidc::{self, Url};
 use crate::response::{Denial, Reply};
 use crate::shared::{KeyRecord, Lease, Refusal, SharedStore, Slots};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
@@ -243,7 +244,13 @@ pub struct Engine {
     /// Bumped whenever any issuer's key set changes; remembered verifications of an older
     /// generation are not used.
     verified_generation: usize,
+    /// Each application's forwarded identity, built once: most requests that are not
+    /// cache hits (a new token, a key) forward exactly this. Bounded: cleared when full.
+    identities: RefCell<HashMap<String, Rc<Allow>>>,
 }
+
+/// How many applications' identities are kept built (each a few hundred bytes).
+const MAX_IDENTITIES: usize = 4096;
 
 /// A remembered verification: what the request needs to be allowed again without redoing
 /// the work, valid until the token's `exp` and only with the key set it was verified with.
@@ -306,6 +313,7 @@ impl Engine {
             counters,
             backend: Rc::new(native::PureRust),
             verified_generation: 0,
+            identities: RefCell::default(),
         }
     }
 
@@ -325,7 +333,10 @@ impl Engine {
 
     /// A request's context went away: stop tracking it.
     pub fn forget(&mut self, context_id: u32) {
-        self.waiting.remove(&context_id);
+        // Every request ends here, and almost none waited.
+        if !self.waiting.is_empty() {
+            self.waiting.remove(&context_id);
+        }
     }
 
     /// Decides on a request whose headers just arrived.
@@ -372,6 +383,18 @@ impl Engine {
                 deny(Denial::MissingCredential, realm, None, None),
             );
         }
+        // The hot path: a token this policy already accepted, still valid. It is looked up
+        // before it is validated: what is remembered passed `extract` when first seen, so an
+        // exact match is that same well-formed token.
+        let candidate = credential::bearer_candidate(req.headers, req.path, limits.max_token_bytes);
+        if let Some(token) = candidate {
+            if let Some(allow) =
+                self.remembered(token, policy_index, req.path, Source::Header, now_ms)
+            {
+                self.counters.add(metrics::CACHE_VERIFIED_HIT);
+                return done(Method::Bearer, Outcome::Allow(allow));
+            }
+        }
         let credential = match credential::extract(req.headers, req.path, limits.max_token_bytes) {
             Ok(Some(c)) => c,
             Ok(None) => {
@@ -393,11 +416,14 @@ impl Engine {
         };
         match credential {
             Credential::Bearer { token, source } => {
-                // The hot path: a token this policy already accepted, still valid.
-                if let Some(allow) = self.remembered(&token, policy_index, req.path, source, now_ms)
-                {
-                    self.counters.add(metrics::CACHE_VERIFIED_HIT);
-                    return done(Method::Bearer, Outcome::Allow(allow));
+                // A token the fast path above did not look up (from the query string).
+                if candidate.is_none() {
+                    if let Some(allow) =
+                        self.remembered(&token, policy_index, req.path, source, now_ms)
+                    {
+                        self.counters.add(metrics::CACHE_VERIFIED_HIT);
+                        return done(Method::Bearer, Outcome::Allow(allow));
+                    }
                 }
                 self.counters.add(metrics::CACHE_VERIFIED_MISS);
                 let parsed = ParsedToken::parse(&token, limits.max_json_depth);
@@ -1099,11 +1125,15 @@ impl Engine {
             Ok(app) => app,
             Err(d) => return fail(d),
         };
-        let identifier = app.map_or_else(
-            || values.first().copied().unwrap_or_default(),
-            |a| a.client_id.as_str(),
-        );
-        let mut allow = allow_for(app, identifier);
+        let adds_more = !strategy.upstream_headers.is_empty()
+            || forward_token.is_some()
+            || policy.hide_credentials
+            || strategy.hide_credentials;
+        let mut allow = match app {
+            Some(app) if !adds_more => return Outcome::Allow(self.identity(app)),
+            Some(app) => Allow::clone(&self.identity(app)),
+            None => allow_for(None, values.first().copied().unwrap_or_default()),
+        };
         for (claim, header) in &strategy.upstream_headers {
             match verified.header_value(claim) {
                 Ok(Some(v)) => allow.set_headers.push((header.clone(), v)),
@@ -1174,15 +1204,30 @@ impl Engine {
             Ok(None) => return fail(Denial::UnknownApplication),
             Err(d) => return fail(d),
         };
-        let mut allow = allow_for(Some(app), &app.client_id);
-        if policy.hide_credentials {
-            allow.remove_headers.push(name.to_owned());
-            let stripped = credential::strip_query_params(req.path, &[name]);
-            if stripped != req.path {
-                allow.path = Some(stripped);
-            }
+        if !policy.hide_credentials {
+            return Outcome::Allow(self.identity(app));
+        }
+        let mut allow = Allow::clone(&self.identity(app));
+        allow.remove_headers.push(name.to_owned());
+        let stripped = credential::strip_query_params(req.path, &[name]);
+        if stripped != req.path {
+            allow.path = Some(stripped);
         }
         Outcome::Allow(Rc::new(allow))
+    }
+
+    /// The application's forwarded identity (see `allow_for`), shared by its requests.
+    fn identity(&self, app: &Application) -> Rc<Allow> {
+        if let Some(allow) = self.identities.borrow().get(&app.client_id) {
+            return Rc::clone(allow);
+        }
+        let allow = Rc::new(allow_for(Some(app), &app.client_id));
+        let mut identities = self.identities.borrow_mut();
+        if identities.len() >= MAX_IDENTITIES {
+            identities.clear();
+        }
+        identities.insert(app.client_id.clone(), Rc::clone(&allow));
+        allow
     }
 
     fn keys_callout(&self, issuer_index: usize, stage: Stage) -> Option<Callout> {

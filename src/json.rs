@@ -107,10 +107,15 @@ impl<'de> Visitor<'de> for Seed {
         let mut map = Map::new();
         while let Some(key) = access.next_key::<String>()? {
             let value = access.next_value_seed(inner)?;
-            if map.contains_key(&key) {
-                return Err(A::Error::custom(format!("duplicate member name {key:?}")));
+            match map.entry(key) {
+                serde_json::map::Entry::Vacant(slot) => {
+                    slot.insert(value);
+                }
+                serde_json::map::Entry::Occupied(slot) => {
+                    let key = slot.key();
+                    return Err(A::Error::custom(format!("duplicate member name {key:?}")));
+                }
             }
-            map.insert(key, value);
         }
         Ok(Value::Object(map))
     }

@@ -801,6 +801,7 @@ fn the_one_pass_bearer_path_agrees_with_the_rules() {
     ];
     let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut fast_taken = 0;
+    let mut candidates_valid = 0;
     for _ in 0..20_000 {
         let mut value = Vec::new();
         let n = 1 + (state % 6) as usize;
@@ -825,10 +826,59 @@ fn the_one_pass_bearer_path_agrees_with_the_rules() {
                 );
             }
             assert_eq!(parse_authorization(&value, max), by_rules);
+            // The cache's candidate: whenever it names a token that could have been
+            // remembered (a token68 within the limit), the rules read exactly that token;
+            // and a candidate is the token the rules read, when they read one (the engine
+            // looks a token up once: by its candidate, or after the rules when it has none).
+            let headers = [header("authorization", &value)];
+            let candidate = bearer_candidate(&headers, "/", max);
+            if let Some(t) = candidate.filter(|t| check_token68(t, max).is_ok()) {
+                candidates_valid += 1;
+                assert_eq!(
+                    extract(&headers, "/", max),
+                    bearer(t, Source::Header),
+                    "{:?}",
+                    String::from_utf8_lossy(&value)
+                );
+            }
+            if let (Some(t), Ok(Credential::Bearer { token, .. })) = (candidate, &by_rules) {
+                assert_eq!(t, token);
+            }
         }
     }
     assert!(
         fast_taken > 300,
         "the one-pass path was tried: {fast_taken}"
     );
+    assert!(candidates_valid > 300, "{candidates_valid}");
+}
+
+#[test]
+fn the_cache_candidate_is_none_wherever_the_rules_could_read_more() {
+    let token = b"Bearer abc.def.ghi";
+    let one = [header("authorization", token)];
+    assert_eq!(bearer_candidate(&one, "/orders", MAX), Some("abc.def.ghi"));
+    // A query string may carry access_token (both together are refused).
+    assert_eq!(bearer_candidate(&one, "/orders?access_token=x", MAX), None);
+    assert_eq!(bearer_candidate(&one, "/orders?", MAX), None);
+    // Two Authorization headers, whatever their case, are refused by the rules.
+    let two = [
+        header("authorization", token),
+        header("Authorization", token),
+    ];
+    assert_eq!(bearer_candidate(&two, "/", MAX), None);
+    // Other schemes, and values past the length limit.
+    assert_eq!(
+        bearer_candidate(&[header("authorization", b"Basic abc")], "/", MAX),
+        None
+    );
+    let long = [b"Bearer ".as_slice(), &[b'a'; MAX + 10]].concat();
+    assert_eq!(
+        bearer_candidate(&[header("authorization", &long)], "/", MAX),
+        None
+    );
+    // Only spaces are trimmed, as the rules do: a tab stays (and the rules refuse it).
+    let tab = [header("authorization", b"Bearer \tabc")];
+    assert_eq!(bearer_candidate(&tab, "/", MAX), Some("\tabc"));
+    assert!(from_header(b"Bearer \tabc").is_err());
 }

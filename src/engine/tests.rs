@@ -1413,3 +1413,65 @@ fn require_at_jwt_refuses_id_tokens_and_allows_access_tokens() {
         T0 + 3,
     ));
 }
+
+#[test]
+fn a_remembered_token_is_found_before_it_is_validated_but_never_past_the_rules() {
+    use crate::metrics::Recording;
+    let (config, _) = Config::parse(config_value().to_string().as_bytes()).unwrap();
+    let counters = Rc::new(Recording::default());
+    let store = Rc::new(crate::shared::MemoryStore::default());
+    let mut e = Engine::with_host(Rc::new(config), 1, store, counters.clone());
+    let token = rs_token(&claims());
+    let first = bearer(&mut e, 1, &token, T0);
+    assert_eq!(serve_keys(&mut e, &callout(&first), &jwks(), T0).len(), 1);
+    let hits = || counters.get(metrics::CACHE_VERIFIED_HIT);
+
+    let a = allowed(&bearer(&mut e, 2, &token, T0 + 1));
+    assert_eq!(header(&a, "x-application-id"), Some("app-1"));
+    let spaced = format!("bearer   {token}  ");
+    let on = |e: &mut Engine, path: &str, list: &[(&str, &str)]| {
+        request_on(e, 3, ROUTE, path, list, T0 + 2)
+    };
+    allowed(&on(&mut e, "/orders/1", &[("authorization", &spaced)]));
+    assert_eq!(hits(), 2);
+
+    // Whatever the cache holds, a request the rules refuse is refused.
+    let auth = format!("Bearer {token}");
+    let tabbed = format!("Bearer \t{token}");
+    let refused: [(&str, Vec<(&str, &str)>); 3] = [
+        ("/orders/1?access_token=x", vec![("authorization", &auth)]),
+        (
+            "/orders/1",
+            vec![("authorization", &auth), ("Authorization", &auth)],
+        ),
+        ("/orders/1", vec![("authorization", &tabbed)]),
+    ];
+    for (path, list) in &refused {
+        let d = denied(&on(&mut e, path, list));
+        assert!(matches!(d, Denial::InvalidRequest(_)), "{path} {d:?}");
+    }
+    assert_eq!(hits(), 2, "none of those was answered from the cache");
+}
+
+#[test]
+fn an_application_forwards_one_shared_identity() {
+    let mut e = warm();
+    let mut by_key = |ctx: u32| match request_on(
+        &mut e,
+        ctx,
+        ROUTE,
+        "/orders",
+        &[("apikey", "secret-key-1")],
+        T0,
+    ) {
+        Step::Done(_, Outcome::Allow(a)) => a,
+        other => panic!("{other:?}"),
+    };
+    let (one, two) = (by_key(1), by_key(2));
+    assert!(Rc::ptr_eq(&one, &two), "built once, not per request");
+    assert_eq!(header(&one, "x-application-id"), Some("app-key"));
+    // What a strategy adds to it (here: a claim as a header) is the request's own.
+    let a = allowed(&bearer(&mut e, 3, &rs_token(&claims()), T0));
+    assert_eq!(header(&a, "x-application-id"), Some("app-1"));
+    assert_eq!(header(&a, "x-subject"), Some("client-1"));
+}
