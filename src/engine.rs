@@ -7,7 +7,9 @@ use crate::cache::{Flights, IssuerKeys, Stage, TtlCache};
 use crate::config::{Config, KeyAuthStrategy, OidcStrategy, Policy, Strategy};
 use crate::credential::{self, Credential, Header, Malformed, Source};
 use crate::jwt::native::{self, SignatureBackend};
-use crate::jwt::{self, claims, ClaimRules, KeySet, ParsedToken, TokenError, VerifiedClaims};
+use crate::jwt::{
+    self, claims, ClaimRules, HeaderMemo, KeySet, ParsedToken, TokenError, VerifiedClaims,
+};
 use crate::metrics::{self, Counters};
 use crate::oidc::{self, Url};
 use crate::response::{Denial, Reply};
@@ -247,6 +249,8 @@ pub struct Engine {
     /// Each application's forwarded identity, built once: most requests that are not
     /// cache hits (a new token, a key) forward exactly this. Bounded: cleared when full.
     identities: RefCell<HashMap<String, Rc<Allow>>>,
+    /// JWT headers already read (an issuer's new tokens share one).
+    jose_headers: HeaderMemo,
 }
 
 /// How many applications' identities are kept built (each a few hundred bytes).
@@ -314,6 +318,7 @@ impl Engine {
             backend: Rc::new(native::PureRust),
             verified_generation: 0,
             identities: RefCell::default(),
+            jose_headers: HeaderMemo::default(),
         }
     }
 
@@ -426,7 +431,8 @@ impl Engine {
                     }
                 }
                 self.counters.add(metrics::CACHE_VERIFIED_MISS);
-                let parsed = ParsedToken::parse(&token, limits.max_json_depth);
+                let parsed =
+                    ParsedToken::parse_with(&token, limits.max_json_depth, &self.jose_headers);
                 // A JWT goes to the bearer strategy that accepts its issuer; anything else
                 // (or any token, with introspect_jwt_tokens) to introspection if enabled.
                 let jwt_strategy = parsed
@@ -896,7 +902,8 @@ impl Engine {
             {
                 return done(job.method(), Outcome::Allow(allow));
             }
-            let parsed = ParsedToken::parse(&token, config.limits.max_json_depth);
+            let parsed =
+                ParsedToken::parse_with(&token, config.limits.max_json_depth, &self.jose_headers);
             let checked = match &parsed {
                 Ok(t) => self.check_jwt(strategy, t, now_ms),
                 Err(e) => Ok(Checked::Denied(Denial::InvalidToken(*e))),

@@ -362,6 +362,10 @@ fn new_and_old_pure_rust_paths_agree() {
     let mut accepted = 0;
     let mut refused_by_signature = 0;
     let mut refused_by_old_rules = 0;
+    // One memo of headers for the whole run, as the engine keeps it: a header read before
+    // (or a header met again, below) must give the verdict a fresh parse gives.
+    let memo = token::HeaderMemo::default();
+    let mut seen_header_again = 0;
     for i in 0..3000 {
         let (alg, kid) = *rng.pick(&ALGS);
         let now = *rng.pick(&[NOW, NOW, NOW, 30, 60]);
@@ -383,8 +387,12 @@ fn new_and_old_pure_rust_paths_agree() {
         let token = format!("{signed}.{}", b64(&sig));
         let max_depth = *rng.pick(&[16, 128]);
 
-        let new = ParsedToken::parse(&token, max_depth)
-            .and_then(|t| verify(&t, &set, &rules, now, &native::PureRust).map(drop));
+        let check = |t: ParsedToken| verify(&t, &set, &rules, now, &native::PureRust).map(drop);
+        let new = ParsedToken::parse_with(&token, max_depth, &memo).and_then(check);
+        let again = ParsedToken::parse_with(&token, max_depth, &memo).and_then(check);
+        assert_eq!(again, new, "token {i} with its header remembered: {token}");
+        assert_eq!(ParsedToken::parse(&token, max_depth).and_then(check), new);
+        seen_header_again += usize::from(memo.knows(token.split('.').next().unwrap_or("")));
         let before = ParsedToken::parse(&token, max_depth).and_then(|t| {
             if t.alg.is_symmetric() && !rules.enable_hs_signatures {
                 return Err(TokenError::SymmetricAlgNotEnabled);
@@ -408,6 +416,7 @@ fn new_and_old_pure_rust_paths_agree() {
     }
     // Both verdicts were well represented.
     assert!(accepted > 150, "{accepted} accepted");
+    assert!(seen_header_again > 1000, "{seen_header_again} headers remembered");
     assert!(refused_by_signature > 100, "{refused_by_signature} refused");
     assert!(
         refused_by_old_rules > 100,

@@ -9,7 +9,7 @@ pub mod token;
 
 pub use claims::{ClaimRules, VerifiedClaims};
 pub use jwks::KeySet;
-pub use token::ParsedToken;
+pub use token::{HeaderMemo, ParsedToken};
 
 use std::fmt;
 use std::rc::Rc;

@@ -6,6 +6,8 @@ use crate::json;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde_json::{Map, Value};
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::Rc;
 
 /// Longest `kid` accepted: it is only ever a map key, but an unbounded one is a free
@@ -17,7 +19,7 @@ const MAX_KID_LEN: usize = 256;
 pub struct ParsedToken {
     raw: String,
     pub alg: Alg,
-    pub kid: Option<String>,
+    pub kid: Option<Rc<str>>,
     /// `typ` is `at+jwt` or `application/at+jwt`: a JWT access token by RFC 9068.
     pub at_jwt: bool,
     pub claims: Rc<Map<String, Value>>,
@@ -25,8 +27,52 @@ pub struct ParsedToken {
     pub signature: Vec<u8>,
 }
 
+/// What a well-formed JOSE header says.
+#[derive(Debug, Clone)]
+struct JoseHeader {
+    alg: Alg,
+    kid: Option<Rc<str>>,
+    at_jwt: bool,
+}
+
+/// JOSE headers already read, by their base64url text. An issuer's tokens share one header
+/// (same `alg`, `typ` and `kid`), so a stream of new tokens decodes and checks it once, not
+/// per token. Only well-formed headers are kept; the memo is cleared when full.
+#[derive(Debug, Default)]
+pub struct HeaderMemo(RefCell<HashMap<Box<str>, JoseHeader>>);
+
+impl HeaderMemo {
+    const CAPACITY: usize = 64;
+
+    #[cfg(test)]
+    pub fn knows(&self, segment: &str) -> bool {
+        self.0.borrow().contains_key(segment)
+    }
+
+    fn get(&self, segment: &str) -> Option<JoseHeader> {
+        self.0.borrow().get(segment).cloned()
+    }
+
+    fn remember(&self, segment: &str, header: &JoseHeader) {
+        let mut known = self.0.borrow_mut();
+        if known.len() >= Self::CAPACITY {
+            known.clear();
+        }
+        known.insert(segment.into(), header.clone());
+    }
+}
+
 impl ParsedToken {
     pub fn parse(token: &str, max_json_depth: usize) -> Result<ParsedToken, TokenError> {
+        ParsedToken::parse_with(token, max_json_depth, &HeaderMemo::default())
+    }
+
+    /// As `parse`, with headers read before remembered in `memo`.
+    pub fn parse_with(
+        token: &str,
+        max_json_depth: usize,
+        memo: &HeaderMemo,
+    ) -> Result<ParsedToken, TokenError> {
         let mut segments = token.split('.');
         let (Some(header), Some(payload), Some(signature)) =
             (segments.next(), segments.next(), segments.next())
@@ -41,39 +87,23 @@ impl ParsedToken {
         if header.is_empty() || payload.is_empty() || signature.is_empty() {
             return Err(TokenError::NotCompactJws);
         }
-        let header_b64_len = header.len();
-        let header = decode(header)?;
+        // Refusals keep their order whether the header is known or not: the segments'
+        // encoding first, then the header's content (a known header has none to refuse).
+        let known = memo.get(header);
+        let header_json = match known {
+            Some(_) => None,
+            None => Some(decode(header)?),
+        };
         let payload = decode(payload)?;
         let signature = decode(signature)?;
-
-        let Ok(Value::Object(header)) = json::parse_strict(&header, 4) else {
-            return Err(TokenError::BadHeader);
-        };
-        let alg = match header.get("alg") {
-            Some(Value::String(name)) => Alg::from_name(name).ok_or(TokenError::UnsupportedAlg)?,
-            _ => return Err(TokenError::BadHeader),
-        };
-        let at_jwt = match header.get("typ") {
-            None => false,
-            Some(Value::String(typ)) if is_access_token_type(typ) => is_at_jwt(typ),
-            Some(_) => return Err(TokenError::WrongType),
-        };
-        match header.get("crit") {
-            None => {}
-            // RFC 7515 §4.1.11: we understand no extension, so any listed one is fatal, and
-            // an empty or non-array `crit` is malformed.
-            Some(_) => return Err(TokenError::UnknownCritical),
-        }
-        let kid = match header.get("kid") {
-            None => None,
-            Some(Value::String(kid)) if !kid.is_empty() && kid.len() <= MAX_KID_LEN => {
-                Some(kid.clone())
+        let JoseHeader { alg, kid, at_jwt } = match known {
+            Some(known) => known,
+            None => {
+                let read = read_header(header_json.as_deref().unwrap_or_default(), header.len())?;
+                memo.remember(header, &read);
+                read
             }
-            Some(_) => return Err(TokenError::BadKid),
         };
-        if !super::compat::header_ok(header_b64_len, &header, alg) {
-            return Err(TokenError::BadHeader);
-        }
         let Ok(Value::Object(claims)) = json::parse_strict(&payload, max_json_depth) else {
             return Err(TokenError::BadPayload);
         };
@@ -97,6 +127,39 @@ impl ParsedToken {
         let end = self.raw.rfind('.').unwrap_or(0);
         self.raw.as_bytes().get(..end).unwrap_or_default()
     }
+}
+
+/// Checks a decoded JOSE header (`b64_len`: the length of its base64url segment).
+fn read_header(json: &[u8], b64_len: usize) -> Result<JoseHeader, TokenError> {
+    let Ok(Value::Object(header)) = json::parse_strict(json, 4) else {
+        return Err(TokenError::BadHeader);
+    };
+    let alg = match header.get("alg") {
+        Some(Value::String(name)) => Alg::from_name(name).ok_or(TokenError::UnsupportedAlg)?,
+        _ => return Err(TokenError::BadHeader),
+    };
+    let at_jwt = match header.get("typ") {
+        None => false,
+        Some(Value::String(typ)) if is_access_token_type(typ) => is_at_jwt(typ),
+        Some(_) => return Err(TokenError::WrongType),
+    };
+    match header.get("crit") {
+        None => {}
+        // RFC 7515 §4.1.11: we understand no extension, so any listed one is fatal, and
+        // an empty or non-array `crit` is malformed.
+        Some(_) => return Err(TokenError::UnknownCritical),
+    }
+    let kid = match header.get("kid") {
+        None => None,
+        Some(Value::String(kid)) if !kid.is_empty() && kid.len() <= MAX_KID_LEN => {
+            Some(Rc::from(kid.as_str()))
+        }
+        Some(_) => return Err(TokenError::BadKid),
+    };
+    if !super::compat::header_ok(b64_len, &header, alg) {
+        return Err(TokenError::BadHeader);
+    }
+    Ok(JoseHeader { alg, kid, at_jwt })
 }
 
 /// `JWT` (RFC 7519) or `at+jwt` (RFC 9068, with or without the `application/` prefix),
