@@ -82,6 +82,9 @@ def log(msg):
 CASES = [
     ("no-filter", "none", ("bearer", "rs256")),
     ("noop-wasm", "noop", ("bearer", "rs256")),
+    # The no-op plus the five identity headers an allowed request is forwarded with: the floor
+    # of any filter that does this job, whatever it checks.
+    ("noop-wasm-identity", "noop-identity", ("bearer", "rs256")),
     ("jwt_authn-nocache", "jwt_authn", ("bearer", "rs256")),
     ("jwt_authn-cache", "jwt_authn-cache", ("bearer", "rs256")),
     ("filter-rs256-repeat", "filter", ("bearer", "rs256")),
@@ -418,6 +421,8 @@ def http_filters_for(kind, fx, idp_port, wasm, noop_wasm):
         return []
     if kind == "noop":
         return [wasm_filter("noop", noop_wasm, None)]
+    if kind == "noop-identity":
+        return [wasm_filter("noop", noop_wasm, {"identity": True})]
     if kind == "jwt_authn":
         return [jwt_authn_filter(fx, cache=False)]
     if kind == "jwt_authn-cache":
@@ -700,6 +705,7 @@ def summarize(results):
 def render(meta, results, summary):
     base = summary.get("no-filter", {})
     noop = summary.get("noop-wasm", {})
+    ident = summary.get("noop-wasm-identity", {})
     lines = []
     lines.append("# app-auth-filter vs Envoy jwt_authn")
     lines.append("")
@@ -715,12 +721,13 @@ def render(meta, results, summary):
     lines.append("")
     lines.append("Medians over rounds. CPU = Envoy process utime+stime per request served (judge by this). "
                  "Ratios: req/s case ÷ no-filter and ÷ noop-wasm; CPU noop ÷ case (higher is better, like "
-                 "req/s). Δ CPU = case − no-filter, µs per request. (min): the least CPU/req of the rounds, the "
+                 "req/s); CPU noop+id ÷ case: the same against `noop-wasm-identity`, the no-op that also "
+                 "adds the five identity headers an allowed request is forwarded with. Δ CPU = case − no-filter, µs per request. (min): the least CPU/req of the rounds, the "
                  "one least disturbed on a shared machine.")
     lines.append("")
     lines.append("| case | req/s | p50 ms | p99 ms | CPU µs/req | (min) | req/s vs no-filter | req/s vs noop | "
-                 "CPU noop/case | Δ CPU µs | non-2xx | notes |")
-    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+                 "CPU noop/case | CPU noop+id/case | Δ CPU µs | non-2xx | notes |")
+    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for case in results:
         s = summary[case]
         notes = []
@@ -730,7 +737,7 @@ def render(meta, results, summary):
             notes.append(f"**{results[case]['open_gate']}**")
         if s["socket_errors"]:
             notes.append(f"{s['socket_errors']} socket errors")
-        caches = results[case]["envoy"] not in ("jwt_authn", "none", "noop")
+        caches = results[case]["envoy"] not in ("jwt_authn", "none", "noop", "noop-identity")
         stream = results[case].get("tokens")
         if s["tokens_wrapped"] or s["tokens_reused"]:
             if caches and stream is not None and stream <= FILTER_CACHE_ENTRIES:
@@ -746,6 +753,7 @@ def render(meta, results, summary):
             f"{fmt(s['p99_ms'], 3)} | {fmt(s['cpu_us_per_req'], 1)} | {fmt(s['cpu_us_per_req_min'], 1)} | "
             f"{ratio(s['rps'], base.get('rps'))} | "
             f"{ratio(s['rps'], noop.get('rps'))} | {ratio(noop.get('cpu_us_per_req'), s['cpu_us_per_req'])} | "
+            f"{ratio(ident.get('cpu_us_per_req'), s['cpu_us_per_req'])} | "
             f"{fmt(delta, 1)} | {s['non2xx']:,} | {'; '.join(notes)} |")
     lines.append("")
     lines.append("Requests: " + " · ".join(f"`{case}` {data['load']} (Envoy: {data['envoy']})"
@@ -973,7 +981,7 @@ def main():
             except BenchError as e:
                 raise BenchError(f"{e}\nlast answer: {last.get('answer')}")
             open_gate = None
-            if envoy.kind != "none" and envoy.kind != "noop":
+            if envoy.kind not in ("none", "noop", "noop-identity"):
                 # A benchmark of a filter that lets everything through would be meaningless too.
                 forged = tokens["rs256-repeat"][:-6] + ("AAAAAA" if not tokens["rs256-repeat"].endswith("AAAAAA")
                                                         else "BBBBBB")
@@ -993,7 +1001,7 @@ def main():
             results[case] = {"envoy": envoy.kind, "load": load.describe(), "tokens": load.tokens_count,
                              "ready_s": envoy.ready_s,
                              "rss_ready_kb": envoy.rss_ready_kb, "rounds": [], "warmup": None,
-                             "open_gate": open_gate if envoy.kind not in ("none", "noop") else None}
+                             "open_gate": open_gate if envoy.kind not in ("none", "noop", "noop-identity") else None}
         if warmup > 0:
             for case, envoy in envoys.items():
                 w = run_wrk(envoy.port, loads[case], max(1, int(round(warmup))), args.connections, args.wrk_cpu)
