@@ -160,7 +160,7 @@ enum Pending {
     /// A bearer JWT.
     Bearer(ParsedToken),
     /// Basic client credentials, exchanged for a token at the IdP. `cache_key` is
-    /// SHA-256(issuer, client_id, SHA-256(secret)); `retried` after one failed verification.
+    /// SHA-256(issuer, client_id, secret); `retried` after one failed verification.
     ClientCredentials {
         client_id: String,
         client_secret: String,
@@ -212,7 +212,8 @@ enum Awaited {
 /// A cached introspection answer.
 #[derive(Debug, Clone)]
 enum Introspected {
-    Active(serde_json::Map<String, serde_json::Value>),
+    /// Shared with each request it answers (claims are checked again, never copied).
+    Active(Rc<serde_json::Map<String, serde_json::Value>>),
     Inactive,
 }
 
@@ -489,9 +490,11 @@ impl Engine {
                         .issuers
                         .get(strategy.issuer)
                         .map_or("", |i| i.issuer.as_str());
-                    let secret_hash = sha256_hex(client_secret.as_bytes());
+                    // One line per (issuer, client, secret): neither the issuer URL nor a
+                    // client_id holds a newline (control characters are refused), so the
+                    // secret cannot shift into another field.
                     let cache_key =
-                        sha256_hex(format!("{issuer}\n{client_id}\n{secret_hash}").as_bytes());
+                        sha256_hex(format!("{issuer}\n{client_id}\n{client_secret}").as_bytes());
                     let pending = Pending::ClientCredentials {
                         client_id,
                         client_secret,
@@ -891,17 +894,20 @@ impl Engine {
         else {
             return self.fail(&job, Denial::NoPolicy);
         };
-        let cached = self.tokens.get(cache_key, now_ms).cloned();
+        let cached = self.tokens.get(cache_key, now_ms);
         self.counters.add(if cached.is_some() {
             metrics::CACHE_TOKEN_HIT
         } else {
             metrics::CACHE_TOKEN_MISS
         });
-        if let Some(token) = cached {
-            if let Some(allow) = self.remembered(&token, job.policy, &job.path, job.source, now_ms)
-            {
-                return done(job.method(), Outcome::Allow(allow));
-            }
+        // The hot path: the exchanged token, already verified for this policy (looked up in
+        // place: a token is a kilobyte, not copied for a lookup).
+        let remembered = cached
+            .and_then(|token| self.remembered(token, job.policy, &job.path, job.source, now_ms));
+        if let Some(allow) = remembered {
+            return done(job.method(), Outcome::Allow(allow));
+        }
+        if let Some(token) = cached.cloned() {
             let parsed =
                 ParsedToken::parse_with(&token, config.limits.max_json_depth, &self.jose_headers);
             let checked = match &parsed {
@@ -1016,7 +1022,7 @@ impl Engine {
                     self.fail(&job, Denial::InvalidToken(TokenError::Inactive))
                 }
                 Introspected::Active(claims) => {
-                    match jwt::introspected(claims.clone(), &rules(strategy), now_ms / 1000) {
+                    match jwt::introspected(Rc::clone(claims), &rules(strategy), now_ms / 1000) {
                         Ok(v) => done(
                             job.method(),
                             self.authorize(&job, policy, strategy, &v, None),
@@ -1516,8 +1522,12 @@ impl Engine {
                 let until = exp_ms
                     .min(now_ms.saturating_add(ttl))
                     .max(now_ms.saturating_add(1_000));
-                self.introspections
-                    .insert(key, Introspected::Active(claims), until, now_ms);
+                self.introspections.insert(
+                    key,
+                    Introspected::Active(Rc::new(claims)),
+                    until,
+                    now_ms,
+                );
                 self.settle(&awaited, None, now_ms, progress);
             }
             Ok(oidc::Introspection::Inactive) => {
@@ -1775,8 +1785,11 @@ fn malformed(m: Malformed, realm: &str, strategy_id: Option<&str>) -> Outcome {
 pub fn sha256_hex(data: &[u8]) -> String {
     let digest = hmac_sha256::Hash::hash(data);
     let mut out = String::with_capacity(64);
+    // Digit by digit (no formatting machinery: key-auth hashes every request's key).
     for b in digest {
-        out.push_str(&format!("{b:02x}"));
+        for nibble in [b >> 4, b & 0x0f] {
+            out.push(char::from_digit(u32::from(nibble), 16).unwrap_or('0'));
+        }
     }
     out
 }

@@ -1475,3 +1475,15 @@ fn an_application_forwards_one_shared_identity() {
     assert_eq!(header(&a, "x-application-id"), Some("app-1"));
     assert_eq!(header(&a, "x-subject"), Some("client-1"));
 }
+
+#[test]
+fn sha256_hex_is_the_lowercase_hex_of_the_digest() {
+    assert_eq!(
+        sha256_hex(b"abc"),
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    );
+    assert_eq!(
+        sha256_hex(b""),
+        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    );
+}

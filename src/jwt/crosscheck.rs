@@ -416,7 +416,10 @@ fn new_and_old_pure_rust_paths_agree() {
     }
     // Both verdicts were well represented.
     assert!(accepted > 150, "{accepted} accepted");
-    assert!(seen_header_again > 1000, "{seen_header_again} headers remembered");
+    assert!(
+        seen_header_again > 1000,
+        "{seen_header_again} headers remembered"
+    );
     assert!(refused_by_signature > 100, "{refused_by_signature} refused");
     assert!(
         refused_by_old_rules > 100,

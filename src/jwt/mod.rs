@@ -236,15 +236,12 @@ fn verify_by_host(
 /// JWT's. The IdP vouched for the token, so there is no signature to check; `inactive` and
 /// anything but a JSON `true` in `active` never reach here.
 pub fn introspected(
-    claims: serde_json::Map<String, serde_json::Value>,
+    claims: Rc<serde_json::Map<String, serde_json::Value>>,
     rules: &ClaimRules<'_>,
     now_s: u64,
 ) -> Result<VerifiedClaims, TokenError> {
     let times = claims::check_claims(&claims, rules, now_s, claims::Origin::Introspection)?;
-    Ok(VerifiedClaims::new(
-        Rc::new(claims),
-        times.exp.unwrap_or(u64::MAX),
-    ))
+    Ok(VerifiedClaims::new(claims, times.exp.unwrap_or(u64::MAX)))
 }
 
 #[cfg(test)]
