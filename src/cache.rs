@@ -334,7 +334,9 @@ impl<V> TtlCache<V> {
         }
     }
 
-    pub fn insert(&mut self, key: String, value: V, until_ms: u64, _now_ms: u64) {
+    /// Keeps `value` under `key` until `until_ms` (the key is copied once, into the one
+    /// allocation the map and the queue share).
+    pub fn insert(&mut self, key: &str, value: V, until_ms: u64, _now_ms: u64) {
         self.serial = self.serial.wrapping_add(1);
         let serial = self.serial;
         let key: Rc<str> = Rc::from(key);
@@ -426,19 +428,19 @@ mod ttl_tests {
     #[test]
     fn entries_expire_and_capacity_holds() {
         let mut c = TtlCache::new(3);
-        c.insert("a".into(), 1, 100, 0);
+        c.insert("a", 1, 100, 0);
         assert_eq!(c.get("a", 99), Some(&1));
         assert_eq!(c.get("a", 100), None);
-        c.insert("b".into(), 2, 50, 0);
-        c.insert("c".into(), 3, 200, 0);
-        c.insert("a".into(), 5, 100, 0);
-        c.insert("d".into(), 4, 300, 0);
+        c.insert("b", 2, 50, 0);
+        c.insert("c", 3, 200, 0);
+        c.insert("a", 5, 100, 0);
+        c.insert("d", 4, 300, 0);
         assert_eq!(c.len(), 3);
         assert_eq!(c.get("b", 0), None, "the oldest entry made room");
         assert_eq!(c.get("a", 0), Some(&5), "an overwrite counts as new");
         for i in 0..1000 {
-            c.insert(format!("k{i}"), i, 1_000 + i, 10);
-            c.insert("hot".into(), i, 5_000, 10);
+            c.insert(&format!("k{i}"), i, 1_000 + i, 10);
+            c.insert("hot", i, 5_000, 10);
         }
         assert_eq!(c.len(), 3);
         assert!(
@@ -452,9 +454,9 @@ mod ttl_tests {
     fn keys_that_share_a_tail_stay_apart() {
         let tail = "x".repeat(TailHash::BYTES);
         let mut c = TtlCache::new(10);
-        c.insert(format!("header.payload-a.{tail}"), 1, 100, 0);
-        c.insert(format!("header.payload-b.{tail}"), 2, 100, 0);
-        c.insert(tail.clone(), 3, 100, 0);
+        c.insert(&format!("header.payload-a.{tail}"), 1, 100, 0);
+        c.insert(&format!("header.payload-b.{tail}"), 2, 100, 0);
+        c.insert(&tail, 3, 100, 0);
         assert_eq!(c.get(&format!("header.payload-a.{tail}"), 0), Some(&1));
         assert_eq!(c.get(&format!("header.payload-b.{tail}"), 0), Some(&2));
         assert_eq!(c.get(&tail, 0), Some(&3));

@@ -695,7 +695,7 @@ impl Engine {
             allow,
         };
         self.verified
-            .insert(token.to_owned(), entry, exp_s.saturating_mul(1000), now_ms);
+            .insert(token, entry, exp_s.saturating_mul(1000), now_ms);
     }
 
     /// Checks a JWT for a strategy. `Err(forced)`: keys are needed first (`forced` when an
@@ -1451,7 +1451,8 @@ impl Engine {
                         .saturating_sub((life / 10).min(5_000))
                         .min(now_ms.saturating_add(ttl))
                         .max(now_ms.saturating_add(1_000));
-                    self.tokens.insert(key, access_token.clone(), until, now_ms);
+                    self.tokens
+                        .insert(&key, access_token.clone(), until, now_ms);
                     self.settle(&awaited, None, now_ms, progress);
                 } else {
                     // Not a JWT and no expires_in: usable by the requests that waited for
@@ -1523,7 +1524,7 @@ impl Engine {
                     .min(now_ms.saturating_add(ttl))
                     .max(now_ms.saturating_add(1_000));
                 self.introspections.insert(
-                    key,
+                    &key,
                     Introspected::Active(Rc::new(claims)),
                     until,
                     now_ms,
@@ -1532,7 +1533,7 @@ impl Engine {
             }
             Ok(oidc::Introspection::Inactive) => {
                 self.introspections.insert(
-                    key,
+                    &key,
                     Introspected::Inactive,
                     now_ms.saturating_add(INACTIVE_TTL_MS),
                     now_ms,
