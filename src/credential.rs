@@ -52,21 +52,13 @@ pub fn extract(
     path: &str,
     max_token_bytes: usize,
 ) -> Result<Option<Credential>, Malformed> {
-    let mut authorization = headers
-        .iter()
-        .filter(|(name, _)| name.eq_ignore_ascii_case(AUTHORIZATION));
-    let header = authorization.next();
-    if authorization.next().is_some() {
-        return Err(Malformed::InvalidRequest(
-            "more than one Authorization header",
-        ));
-    }
+    let header = authorization(headers)?;
     let query_token = query_param(path, ACCESS_TOKEN_PARAM)?;
     match (header, query_token) {
         (Some(_), Some(_)) => Err(Malformed::InvalidRequest(
             "credentials in both the Authorization header and the query string",
         )),
-        (Some((_, value)), None) => parse_authorization(value, max_token_bytes).map(Some),
+        (Some(value), None) => parse_authorization(value, max_token_bytes).map(Some),
         (None, Some(token)) => {
             check_token68(&token, max_token_bytes)?;
             Ok(Some(Credential::Bearer {
@@ -78,8 +70,42 @@ pub fn extract(
     }
 }
 
+/// The value of the request's one `Authorization` header; two are malformed.
+fn authorization<'a>(headers: &[Header<'a>]) -> Result<Option<&'a [u8]>, Malformed> {
+    let mut values = headers
+        .iter()
+        .filter(|(name, _)| name.eq_ignore_ascii_case(AUTHORIZATION))
+        .map(|(_, value)| *value);
+    let value = values.next();
+    if values.next().is_some() {
+        return Err(Malformed::InvalidRequest(
+            "more than one Authorization header",
+        ));
+    }
+    Ok(value)
+}
+
+/// Longer than any credential within the limit could make an `Authorization` value.
+fn too_long(value: &[u8], max_token_bytes: usize) -> bool {
+    value.len() > max_token_bytes.saturating_add(16)
+}
+
+/// The parameter of a `Bearer ` value (scheme in any case, then spaces), trimmed of spaces:
+/// only spaces, as the full rules trim (a tab makes the value malformed there). `None` for
+/// another scheme or no parameter.
+fn bearer_param(value: &[u8]) -> Option<&[u8]> {
+    let scheme = value.get(..7)?;
+    if !scheme.eq_ignore_ascii_case(b"bearer ") {
+        return None;
+    }
+    let rest = value.get(7..)?;
+    let start = rest.iter().position(|b| *b != b' ')?;
+    let end = rest.iter().rposition(|b| *b != b' ')?.checked_add(1)?;
+    rest.get(start..end)
+}
+
 fn parse_authorization(value: &[u8], max_token_bytes: usize) -> Result<Credential, Malformed> {
-    if value.len() > max_token_bytes.saturating_add(16) {
+    if too_long(value, max_token_bytes) {
         return Err(Malformed::TooLarge);
     }
     if let Some(token) = well_formed_bearer(value, max_token_bytes) {
@@ -105,22 +131,11 @@ pub fn bearer_candidate<'a>(
     if path.contains('?') {
         return None;
     }
-    let mut authorization = headers
-        .iter()
-        .filter(|(name, _)| name.eq_ignore_ascii_case(AUTHORIZATION));
-    let (_, value) = authorization.next()?;
-    if authorization.next().is_some() || value.len() > max_token_bytes.saturating_add(16) {
+    let value = authorization(headers).ok()??;
+    if too_long(value, max_token_bytes) {
         return None;
     }
-    let scheme = value.get(..7)?;
-    if !scheme.eq_ignore_ascii_case(b"bearer ") {
-        return None;
-    }
-    // Spaces only, as the full rules trim: a tab here makes the value malformed there.
-    let rest = value.get(7..)?;
-    let start = rest.iter().position(|b| *b != b' ')?;
-    let end = rest.iter().rposition(|b| *b != b' ')?.checked_add(1)?;
-    std::str::from_utf8(rest.get(start..end)?).ok()
+    std::str::from_utf8(bearer_param(value)?).ok()
 }
 
 /// Every rule in turn, each refusal with its reason.
@@ -128,7 +143,7 @@ fn parse_authorization_by_rules(
     value: &[u8],
     max_token_bytes: usize,
 ) -> Result<Credential, Malformed> {
-    if value.len() > max_token_bytes.saturating_add(16) {
+    if too_long(value, max_token_bytes) {
         return Err(Malformed::TooLarge);
     }
     // One pass over the value (it is a kilobyte on every request); the reason is only
@@ -169,14 +184,7 @@ fn parse_authorization_by_rules(
 /// `None` for anything else, which the full rules then accept or refuse with a reason; the
 /// two agree on every value this accepts (a token68 is printable and has no comma).
 fn well_formed_bearer(value: &[u8], max_token_bytes: usize) -> Option<String> {
-    let scheme = value.get(..7)?;
-    if !scheme.eq_ignore_ascii_case(b"bearer ") {
-        return None;
-    }
-    let rest = value.get(7..)?;
-    let start = rest.iter().position(|b| *b != b' ')?;
-    let end = rest.iter().rposition(|b| *b != b' ')?.checked_add(1)?;
-    let token = rest.get(start..end)?;
+    let token = bearer_param(value)?;
     let body_end = token.iter().rposition(|b| *b != b'=')?.checked_add(1)?;
     let body = token.get(..body_end)?;
     if token.len() > max_token_bytes || !all_token68(body) {
