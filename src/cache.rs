@@ -377,6 +377,41 @@ impl<V> TtlCache<V> {
     }
 }
 
+/// Values worked out from their key alone (any entry can be dropped and worked out again),
+/// kept so that a hot key is worked out once. Bounded: emptied when full. Shared (`&self`),
+/// as the engine's lookups are.
+#[derive(Debug)]
+pub struct Memo<V> {
+    entries: std::cell::RefCell<std::collections::HashMap<Box<str>, V>>,
+    capacity: usize,
+}
+
+impl<V: Clone> Memo<V> {
+    pub fn new(capacity: usize) -> Memo<V> {
+        Memo {
+            entries: std::cell::RefCell::default(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<V> {
+        self.entries.borrow().get(key).cloned()
+    }
+
+    pub fn remember(&self, key: &str, value: V) {
+        let mut entries = self.entries.borrow_mut();
+        if entries.len() >= self.capacity {
+            entries.clear();
+        }
+        entries.insert(key.into(), value);
+    }
+
+    #[cfg(test)]
+    pub fn knows(&self, key: &str) -> bool {
+        self.entries.borrow().contains_key(key)
+    }
+}
+
 /// Fetches under way, keyed by what they fetch, so that concurrent requests needing the same
 /// token exchange or introspection share one callout.
 #[derive(Debug, Default)]
@@ -487,5 +522,22 @@ mod ttl_tests {
             "a lost fetch's late answer is not the current one"
         );
         assert_eq!(f.finish(s2).as_deref(), Some("k"));
+    }
+}
+
+#[cfg(test)]
+mod memo_tests {
+    use super::Memo;
+
+    #[test]
+    fn keeps_what_it_is_given_and_empties_when_full() {
+        let m = Memo::new(2);
+        assert_eq!(m.get("a"), None);
+        m.remember("a", 1);
+        m.remember("b", 2);
+        assert_eq!((m.get("a"), m.get("b")), (Some(1), Some(2)));
+        m.remember("c", 3);
+        assert_eq!((m.get("a"), m.get("b"), m.get("c")), (None, None, Some(3)));
+        assert!(m.knows("c") && !m.knows("a"));
     }
 }

@@ -3,7 +3,7 @@
 //! back). Nothing here calls the proxy.
 
 use crate::apps::Application;
-use crate::cache::{Flights, IssuerKeys, Stage, TtlCache};
+use crate::cache::{Flights, IssuerKeys, Memo, Stage, TtlCache};
 use crate::config::{Config, KeyAuthStrategy, OidcStrategy, Policy, Strategy};
 use crate::credential::{self, Credential, Header, Malformed, Source};
 use crate::jwt::native::{self, SignatureBackend};
@@ -14,7 +14,6 @@ use crate::metrics::{self, Counters};
 use crate::oidc::{self, Url};
 use crate::response::{Denial, Reply};
 use crate::shared::{KeyRecord, Lease, Refusal, SharedStore, Slots};
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
@@ -249,7 +248,7 @@ pub struct Engine {
     verified_generation: usize,
     /// Each application's forwarded identity, built once: most requests that are not
     /// cache hits (a new token, a key) forward exactly this. Bounded: cleared when full.
-    identities: RefCell<HashMap<String, Rc<Allow>>>,
+    identities: Memo<Rc<Allow>>,
     /// JWT headers already read (an issuer's new tokens share one).
     jose_headers: HeaderMemo,
 }
@@ -318,7 +317,7 @@ impl Engine {
             counters,
             backend: Rc::new(native::PureRust),
             verified_generation: 0,
-            identities: RefCell::default(),
+            identities: Memo::new(MAX_IDENTITIES),
             jose_headers: HeaderMemo::default(),
         }
     }
@@ -1231,15 +1230,11 @@ impl Engine {
 
     /// The application's forwarded identity (see `allow_for`), shared by its requests.
     fn identity(&self, app: &Application) -> Rc<Allow> {
-        if let Some(allow) = self.identities.borrow().get(&app.client_id) {
-            return Rc::clone(allow);
+        if let Some(allow) = self.identities.get(&app.client_id) {
+            return allow;
         }
         let allow = Rc::new(allow_for(Some(app), &app.client_id));
-        let mut identities = self.identities.borrow_mut();
-        if identities.len() >= MAX_IDENTITIES {
-            identities.clear();
-        }
-        identities.insert(app.client_id.clone(), Rc::clone(&allow));
+        self.identities.remember(&app.client_id, Rc::clone(&allow));
         allow
     }
 

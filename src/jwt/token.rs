@@ -2,12 +2,11 @@
 //! JSON object payload. Nothing here trusts the token; it only refuses what is malformed.
 
 use super::{Alg, TokenError};
+use crate::cache::Memo;
 use crate::json;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde_json::{Map, Value};
-use std::cell::RefCell;
-use std::collections::HashMap;
 use std::rc::Rc;
 
 /// Longest `kid` accepted: it is only ever a map key, but an unbounded one is a free
@@ -38,27 +37,19 @@ struct JoseHeader {
 /// JOSE headers already read, by their base64url text. An issuer's tokens share one header
 /// (same `alg`, `typ` and `kid`), so a stream of new tokens decodes and checks it once, not
 /// per token. Only well-formed headers are kept; the memo is cleared when full.
-#[derive(Debug, Default)]
-pub struct HeaderMemo(RefCell<HashMap<Box<str>, JoseHeader>>);
+#[derive(Debug)]
+pub struct HeaderMemo(Memo<JoseHeader>);
+
+impl Default for HeaderMemo {
+    fn default() -> HeaderMemo {
+        HeaderMemo(Memo::new(64))
+    }
+}
 
 impl HeaderMemo {
-    const CAPACITY: usize = 64;
-
     #[cfg(test)]
     pub fn knows(&self, segment: &str) -> bool {
-        self.0.borrow().contains_key(segment)
-    }
-
-    fn get(&self, segment: &str) -> Option<JoseHeader> {
-        self.0.borrow().get(segment).cloned()
-    }
-
-    fn remember(&self, segment: &str, header: &JoseHeader) {
-        let mut known = self.0.borrow_mut();
-        if known.len() >= Self::CAPACITY {
-            known.clear();
-        }
-        known.insert(segment.into(), header.clone());
+        self.0.knows(segment)
     }
 }
 
@@ -89,7 +80,7 @@ impl ParsedToken {
         }
         // Refusals keep their order whether the header is known or not: the segments'
         // encoding first, then the header's content (a known header has none to refuse).
-        let known = memo.get(header);
+        let known = memo.0.get(header);
         let header_json = match known {
             Some(_) => None,
             None => Some(decode(header)?),
@@ -100,7 +91,7 @@ impl ParsedToken {
             Some(known) => known,
             None => {
                 let read = read_header(header_json.as_deref().unwrap_or_default(), header.len())?;
-                memo.remember(header, &read);
+                memo.0.remember(header, read.clone());
                 read
             }
         };
