@@ -30,16 +30,16 @@ pub struct Applications {
 }
 
 impl Applications {
-    /// Builds the index from (JSON path, application) pairs. Two applications with one
-    /// `client_id` are an error (reported at the second one's path): a credential must name
-    /// exactly one application.
-    pub fn new(apps: Vec<(String, Application)>) -> Result<Applications, (String, String)> {
+    /// Builds the index from (where it was read, application) pairs. Two applications with
+    /// one `client_id` are an error, reported with where the second one was read: a credential
+    /// must name exactly one application.
+    pub fn new<At>(apps: Vec<(At, Application)>) -> Result<Applications, (At, String)> {
         let mut by_client_id = HashMap::with_capacity(apps.len());
-        for (path, app) in apps {
+        for (at, app) in apps {
             if let Some(prev) = by_client_id.get(&app.client_id) {
                 let prev: &Application = prev;
                 return Err((
-                    format!("{path}.client_id"),
+                    at,
                     format!("is also the client_id of application {:?}", prev.id),
                 ));
             }
@@ -79,7 +79,7 @@ mod tests {
 
     #[test]
     fn finds_by_client_id_exactly() {
-        let apps = Applications::new(vec![("$[0]".into(), app("a", "c1"))]).unwrap();
+        let apps = Applications::new(vec![(0, app("a", "c1"))]).unwrap();
         assert_eq!(apps.find("c1").unwrap().id, "a");
         assert!(apps.find("C1").is_none());
         assert!(apps.find("c").is_none());
@@ -90,11 +90,7 @@ mod tests {
 
     #[test]
     fn refuses_two_applications_with_one_client_id() {
-        let err = Applications::new(vec![
-            ("$[0]".into(), app("a", "c1")),
-            ("$[1]".into(), app("b", "c1")),
-        ])
-        .unwrap_err();
-        assert_eq!(err.0, "$[1].client_id");
+        let err = Applications::new(vec![(0, app("a", "c1")), (1, app("b", "c1"))]).unwrap_err();
+        assert_eq!(err.0, 1);
     }
 }

@@ -8,6 +8,7 @@
 
 use serde::de::{DeserializeSeed, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
+use std::cell::{Cell, RefCell};
 use std::fmt;
 
 /// Why a document was refused.
@@ -23,10 +24,40 @@ impl fmt::Display for JsonError {
 /// Parses `bytes` as one JSON value, refusing invalid UTF-8, duplicate member names, nesting
 /// deeper than `max_depth` and trailing data.
 pub fn parse_strict(bytes: &[u8], max_depth: usize) -> Result<Value, JsonError> {
+    read(bytes, max_depth, None)
+}
+
+/// [`parse_strict`] for a document with one large array in a top-level member (the
+/// configuration's `applications`): each element of that array is handed to `each` as soon as
+/// it is read, and not kept, so the whole list never exists as one tree of values. The document
+/// comes back with that member as an empty array; the return's second part says whether its
+/// elements went to `each` (false: the member is absent or not an array, and is returned as
+/// read). Every rule of [`parse_strict`] holds as before, in the streamed elements too.
+pub fn parse_strict_streaming(
+    bytes: &[u8],
+    max_depth: usize,
+    member: &str,
+    each: &mut dyn FnMut(Value),
+) -> Result<(Value, bool), JsonError> {
+    let stream = Stream {
+        member,
+        each: RefCell::new(each),
+        streamed: Cell::new(false),
+    };
+    let value = read(bytes, max_depth, Some((&stream, Role::Document)))?;
+    Ok((value, stream.streamed.get()))
+}
+
+fn read(
+    bytes: &[u8],
+    max_depth: usize,
+    stream: Option<(&Stream<'_>, Role)>,
+) -> Result<Value, JsonError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = Seed {
         depth: 0,
         max_depth,
+        stream,
     }
     .deserialize(&mut de)
     .map_err(|e| JsonError(e.to_string()))?;
@@ -34,14 +65,31 @@ pub fn parse_strict(bytes: &[u8], max_depth: usize) -> Result<Value, JsonError> 
     Ok(value)
 }
 
-#[derive(Clone, Copy)]
-struct Seed {
-    depth: usize,
-    max_depth: usize,
+/// What [`parse_strict_streaming`] hands over, and to whom.
+struct Stream<'a> {
+    member: &'a str,
+    each: RefCell<&'a mut dyn FnMut(Value)>,
+    streamed: Cell<bool>,
 }
 
-impl Seed {
-    fn nested<E: serde::de::Error>(self) -> Result<Seed, E> {
+/// Where a value stands for a stream: the document itself, or the streamed member's value.
+#[derive(Clone, Copy)]
+enum Role {
+    Document,
+    Elements,
+}
+
+/// One reader for every value (one copy of the deserializer's code, streaming or not); only
+/// the document and the streamed member's value carry the stream.
+#[derive(Clone, Copy)]
+struct Seed<'s, 'a> {
+    depth: usize,
+    max_depth: usize,
+    stream: Option<(&'s Stream<'a>, Role)>,
+}
+
+impl<'s, 'a> Seed<'s, 'a> {
+    fn nested<E: serde::de::Error>(self) -> Result<Seed<'s, 'a>, E> {
         if self.depth >= self.max_depth {
             return Err(E::custom(format!(
                 "nesting deeper than {} levels",
@@ -51,18 +99,19 @@ impl Seed {
         Ok(Seed {
             depth: self.depth.saturating_add(1),
             max_depth: self.max_depth,
+            stream: None,
         })
     }
 }
 
-impl<'de> DeserializeSeed<'de> for Seed {
+impl<'de> DeserializeSeed<'de> for Seed<'_, '_> {
     type Value = Value;
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
         deserializer.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for Seed {
+impl<'de> Visitor<'de> for Seed<'_, '_> {
     type Value = Value;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -96,6 +145,14 @@ impl<'de> Visitor<'de> for Seed {
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
         let inner = self.nested()?;
+        if let Some((stream, Role::Elements)) = self.stream {
+            let mut each = stream.each.borrow_mut();
+            while let Some(item) = seq.next_element_seed(inner)? {
+                (*each)(item);
+            }
+            stream.streamed.set(true);
+            return Ok(Value::Array(Vec::new()));
+        }
         let mut items = Vec::new();
         while let Some(item) = seq.next_element_seed(inner)? {
             items.push(item);
@@ -104,9 +161,19 @@ impl<'de> Visitor<'de> for Seed {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Value, A::Error> {
         let inner = self.nested()?;
+        let streamed_member = match self.stream {
+            Some((stream, Role::Document)) => Some(stream),
+            _ => None,
+        };
         let mut map = Map::new();
         while let Some(key) = access.next_key::<String>()? {
-            let value = access.next_value_seed(inner)?;
+            let value = match streamed_member {
+                Some(stream) if key == stream.member => access.next_value_seed(Seed {
+                    stream: Some((stream, Role::Elements)),
+                    ..inner
+                })?,
+                _ => access.next_value_seed(inner)?,
+            };
             match map.entry(key) {
                 serde_json::map::Entry::Vacant(slot) => {
                     slot.insert(value);
@@ -144,6 +211,57 @@ mod tests {
         assert!(parse_strict(b"[[[[1]]]]", 3).is_err());
         let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
         assert!(parse_strict(deep.as_bytes(), 32).is_err());
+    }
+
+    /// Streams `doc`'s member `m`, then puts the elements back: what `parse_strict` reads.
+    fn streamed(doc: &str, m: &str, depth: usize) -> Result<(Value, bool), JsonError> {
+        let mut seen = Vec::new();
+        let (mut v, streamed) =
+            parse_strict_streaming(doc.as_bytes(), depth, m, &mut |e| seen.push(e))?;
+        if streamed {
+            assert_eq!(v[m], Value::Array(vec![]), "{doc}");
+            v[m] = Value::Array(seen);
+        } else {
+            assert!(seen.is_empty(), "{doc}");
+        }
+        Ok((v, streamed))
+    }
+
+    #[test]
+    fn streaming_hands_over_the_elements_in_order_and_reads_the_rest_as_before() {
+        for (doc, is_streamed) in [
+            (
+                r#"{"apps":[{"id":1},{"id":2},[3],"x"],"b":{"apps":[9]}}"#,
+                true,
+            ),
+            (r#"{"b":1,"apps":[]}"#, true),
+            (r#"{"b":1}"#, false),
+            (r#"{"apps":{"id":1}}"#, false),
+            (r#"{"apps":"x","b":[{"apps":[1]}]}"#, false),
+            (r#"[{"apps":[1]}]"#, false),
+            (r#""apps""#, false),
+        ] {
+            let (v, streamed) = streamed(doc, "apps", 8).unwrap();
+            assert_eq!(streamed, is_streamed, "{doc}");
+            assert_eq!(v, parse_strict(doc.as_bytes(), 8).unwrap(), "{doc}");
+        }
+    }
+
+    #[test]
+    fn streaming_keeps_every_refusal() {
+        for (doc, depth) in [
+            (r#"{"apps":[1],"apps":[2]}"#, 8),
+            (r#"{"apps":[{"k":1,"k":2}]}"#, 8),
+            (r#"{"apps":[[[1]]]}"#, 3),
+            (r#"{"apps":[1]} x"#, 8),
+            (r#"{"apps":[1,]}"#, 8),
+        ] {
+            assert!(parse_strict(doc.as_bytes(), depth).is_err(), "{doc}");
+            assert!(streamed(doc, "apps", depth).is_err(), "{doc}");
+        }
+        assert!(streamed(r#"{"apps":[[1]]}"#, "apps", 3).is_ok());
+        let not_utf8 = b"{\"apps\":[\"\xe9\"]}";
+        assert!(parse_strict_streaming(not_utf8, 8, "apps", &mut |_| {}).is_err());
     }
 
     #[test]

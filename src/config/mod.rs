@@ -181,14 +181,20 @@ impl Config {
     /// with its JSON path; on success, the compiled configuration and the warnings.
     pub fn parse(bytes: &[u8]) -> Result<(Config, Vec<Problem>), Vec<Problem>> {
         let mut p = Problems::default();
-        let doc = match json::parse_strict(bytes, 64) {
-            Ok(doc) => doc,
+        // The applications are read one by one as the document is parsed: 100,000 of them as
+        // a tree of JSON values first would take several times the registry's own memory (and
+        // a Wasm VM's memory never shrinks).
+        let mut listed = Listed::default();
+        let parsed =
+            json::parse_strict_streaming(bytes, 64, APPLICATIONS, &mut |app| listed.read(app));
+        let (doc, streamed) = match parsed {
+            Ok(parsed) => parsed,
             Err(e) => {
                 p.error("$", format!("is not valid JSON: {e}"));
                 return Err(p.errors);
             }
         };
-        let config = compile(&mut p, &doc);
+        let config = compile(&mut p, &doc, streamed.then_some(listed));
         match config {
             Some(c) if p.errors.is_empty() => Ok((c, p.warnings)),
             _ => Err(p.errors),
@@ -226,7 +232,7 @@ impl Config {
     }
 }
 
-fn compile(p: &mut Problems, doc: &Value) -> Option<Config> {
+fn compile(p: &mut Problems, doc: &Value, listed: Option<Listed>) -> Option<Config> {
     let mut top = Fields::of(p, "$", doc)?;
     let mut b = Builder::default();
 
@@ -322,9 +328,13 @@ fn compile(p: &mut Problems, doc: &Value) -> Option<Config> {
         }
     }
 
-    let applications = top
-        .get("applications")
-        .and_then(|(path, v)| applications(p, &path, v, &b.strategy_ids));
+    let applications = top.get(APPLICATIONS).and_then(|(path, _)| match listed {
+        Some(listed) => listed.register(p, &path, &b.strategy_ids),
+        None => {
+            p.error(&path, "must be an array of applications");
+            None
+        }
+    });
     if applications.is_none() {
         for policy in &policies {
             for strategy in &policy.strategies {
@@ -774,21 +784,29 @@ fn is_header_name(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
-fn applications(
-    p: &mut Problems,
-    path: &str,
-    v: &Value,
-    strategies: &HashMap<String, (String, Value)>,
-) -> Option<Applications> {
-    let Value::Array(items) = v else {
-        p.error(path, "must be an array of applications");
-        return None;
-    };
-    let mut apps = Vec::with_capacity(items.len());
-    for (i, item) in items.iter().enumerate() {
-        let apath = element(path, i);
-        let Some(mut f) = Fields::of(p, &apath, item) else {
-            continue;
+/// The top-level member listing the applications.
+const APPLICATIONS: &str = "applications";
+
+/// The applications as the document is parsed: each is checked on its own as it is read; what
+/// needs the rest of the document (the strategies they name) is checked by
+/// [`Listed::register`].
+#[derive(Default)]
+struct Listed {
+    problems: Problems,
+    apps: Vec<(usize, Application)>,
+    /// The strategy named by each application left out of `apps` for a problem of its own.
+    incomplete: Vec<(usize, String)>,
+    count: usize,
+}
+
+impl Listed {
+    fn read(&mut self, item: Value) {
+        let index = self.count;
+        self.count = index.saturating_add(1);
+        let p = &mut self.problems;
+        let apath = format!("$.{APPLICATIONS}[{index}]");
+        let Some(mut f) = Fields::of(p, &apath, &item) else {
+            return;
         };
         f.ignore(&[
             "name",
@@ -805,36 +823,60 @@ fn applications(
         let portal_id = f.str(p, "portal_id");
         let organization_id = f.str(p, "organization_id");
         f.deny_unknown(p);
-        if let Some(sid) = &auth_strategy_id {
+        let Some(auth_strategy_id) = auth_strategy_id else {
+            return;
+        };
+        let (Some(id), Some(client_id), Some(scopes)) = (id, client_id, scopes) else {
+            self.incomplete.push((index, auth_strategy_id));
+            return;
+        };
+        self.apps.push((
+            index,
+            Application {
+                id,
+                client_id,
+                auth_strategy_id,
+                scopes,
+                developer_id,
+                portal_id,
+                organization_id,
+            },
+        ));
+    }
+
+    /// The registry, once the strategies are known (`path`: the applications' own).
+    fn register(
+        self,
+        p: &mut Problems,
+        path: &str,
+        strategies: &HashMap<String, (String, Value)>,
+    ) -> Option<Applications> {
+        let Listed {
+            mut problems,
+            apps,
+            incomplete,
+            ..
+        } = self;
+        p.errors.append(&mut problems.errors);
+        p.warnings.append(&mut problems.warnings);
+        let named = apps
+            .iter()
+            .map(|(index, app)| (*index, app.auth_strategy_id.as_str()))
+            .chain(incomplete.iter().map(|(index, sid)| (*index, sid.as_str())));
+        for (index, sid) in named {
             if !strategies.contains_key(sid) {
                 p.error(
-                    &member(&apath, "auth_strategy_id"),
+                    &member(&element(path, index), "auth_strategy_id"),
                     format!("names no configured strategy: {sid:?}"),
                 );
             }
         }
-        if let (Some(id), Some(client_id), Some(auth_strategy_id), Some(scopes)) =
-            (id, client_id, auth_strategy_id, scopes)
-        {
-            apps.push((
-                apath,
-                Application {
-                    id,
-                    client_id,
-                    auth_strategy_id,
-                    scopes,
-                    developer_id,
-                    portal_id,
-                    organization_id,
-                },
-            ));
-        }
-    }
-    match Applications::new(apps) {
-        Ok(a) => Some(a),
-        Err((apath, msg)) => {
-            p.error(&apath, msg);
-            None
+        match Applications::new(apps) {
+            Ok(a) => Some(a),
+            Err((index, msg)) => {
+                p.error(&member(&element(path, index), "client_id"), msg);
+                None
+            }
         }
     }
 }

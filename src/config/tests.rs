@@ -1489,6 +1489,44 @@ fn application_naming_an_unknown_strategy_is_refused() {
 }
 
 #[test]
+fn applications_are_checked_against_strategies_listed_after_them() {
+    // The applications are read as the document is parsed: the strategies they name may come
+    // later in it, and an application missing a field of its own is still checked.
+    let mut doc = example();
+    set(
+        &mut doc,
+        "",
+        "applications",
+        json!([
+            app("a1", "c1", "s-gone"),
+            {"id": "a2", "auth_strategy_id": "s-gone-too", "scopes": []},
+            app("a3", "c3", "s-oidc"),
+        ]),
+    );
+    let Value::Object(members) = &doc else {
+        panic!("the example is an object")
+    };
+    let apps_last = format!(
+        "{{{},\"applications\":{}}}",
+        members
+            .iter()
+            .filter(|(k, _)| *k != "applications")
+            .map(|(k, v)| format!("{}:{v}", Value::String(k.clone())))
+            .collect::<Vec<_>>()
+            .join(","),
+        members["applications"]
+    );
+    assert!(apps_last.find("\"applications\"") > apps_last.find("\"policies\""));
+    let expected = vec![
+        "$.applications[1].client_id: is required",
+        "$.applications[0].auth_strategy_id: names no configured strategy: \"s-gone\"",
+        "$.applications[1].auth_strategy_id: names no configured strategy: \"s-gone-too\"",
+    ];
+    assert_eq!(errors_of(&apps_last), expected);
+    assert_eq!(errors(&doc), expected);
+}
+
+#[test]
 fn application_fields_are_required() {
     let mut doc = example();
     set(&mut doc, "", "applications", json!([{}]));
