@@ -1,13 +1,17 @@
 # The two commands of the README: `make run` (the demo) and `make test` (every test).
 WASM := target/wasm32-wasip1/release/app_auth_filter.wasm
+ENVOY_WASM := target/wasm32-wasip1/release/app_auth_filter.envoy.wasm
 
 .PHONY: setup build run test unit e2e lint fuzz-replay fuzz bench bench-smoke clean
 
 setup:
 	@bash scripts/setup.sh
 
+# $(WASM) is the filter for every host (Kong loads it); $(ENVOY_WASM) is the same module
+# without the callbacks Envoy can skip (scripts/envoy_module.py): the one to give Envoy.
 build: setup
 	cargo build --release --target wasm32-wasip1
+	python3 scripts/envoy_module.py $(WASM) $(ENVOY_WASM)
 
 run: build
 	bash envoy-test/run.sh

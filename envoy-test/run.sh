@@ -10,7 +10,9 @@ IDP_PORT=${IDP_PORT:-3000}
 UPSTREAM_PORT=${UPSTREAM_PORT:-8081}
 LISTEN_PORT=${LISTEN_PORT:-10000}
 ADMIN_PORT=${ADMIN_PORT:-9901}
-WASM=$root/target/wasm32-wasip1/release/app_auth_filter.wasm
+FULL_WASM=$root/target/wasm32-wasip1/release/app_auth_filter.wasm
+# The Envoy build: the same filter without the callbacks Envoy can skip (scripts/envoy_module.py).
+WASM=$root/target/wasm32-wasip1/release/app_auth_filter.envoy.wasm
 work=$(mktemp -d)
 pids=()
 cleanup() {
@@ -28,6 +30,7 @@ wait_for_url() { for _ in $(seq 200); do curl -fsS -o /dev/null "$1" 2>/dev/null
 
 say "building the filter"
 cargo build --release --target wasm32-wasip1 --quiet
+python3 scripts/envoy_module.py "$FULL_WASM" "$WASM"
 ls -l "$WASM" | awk '{print $5 " bytes: " $9}'
 
 say "starting the identity provider (oidc-provider) on 127.0.0.1:$IDP_PORT"

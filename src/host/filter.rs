@@ -62,14 +62,18 @@ impl Context for Filter {
     ) {
         on_callout_response(&self.shared, token_id, body_size);
     }
+}
 
-    fn on_done(&mut self) -> bool {
+/// A request's end, whenever it comes (answered, or the client gone while it waited): the
+/// engine forgets it. Done when the SDK drops the context (`proxy_on_delete`), the one
+/// callback of a request's end that the Envoy build keeps (scripts/envoy_module.py).
+impl Drop for Filter {
+    fn drop(&mut self) {
         if let Ok(mut s) = self.shared.try_borrow_mut() {
             if let Some(engine) = s.engine.as_mut() {
                 engine.forget(self.id);
             }
         }
-        true
     }
 }
 

@@ -59,11 +59,35 @@ pub fn envoy_bin() -> PathBuf {
     }
 }
 
-pub fn wasm_path() -> PathBuf {
+/// The filter as built (`cargo build --release --target wasm32-wasip1`): the module Kong loads.
+pub fn full_wasm_path() -> PathBuf {
     require(
         &root().join("target/wasm32-wasip1/release/app_auth_filter.wasm"),
         "the filter (cargo build --release --target wasm32-wasip1)",
     )
+}
+
+/// The module Envoy loads: the Envoy build of [`full_wasm_path`] (scripts/envoy_module.py),
+/// made here from it once per test binary, so it is never older than the filter.
+pub fn wasm_path() -> PathBuf {
+    static ENVOY_BUILD: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    ENVOY_BUILD
+        .get_or_init(|| {
+            let full = full_wasm_path();
+            let envoy = full.with_file_name("app_auth_filter.envoy.wasm");
+            let out = Command::new("python3")
+                .arg(root().join("scripts/envoy_module.py"))
+                .args([&full, &envoy])
+                .output()
+                .expect("python3 runs scripts/envoy_module.py");
+            assert!(
+                out.status.success(),
+                "scripts/envoy_module.py: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            envoy
+        })
+        .clone()
 }
 
 /// A child process that is killed when dropped; its output goes to a log file.
