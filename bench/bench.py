@@ -713,7 +713,8 @@ def render(meta, results, summary):
     lines.append("# app-auth-filter vs Envoy jwt_authn")
     lines.append("")
     lines.append(f"{meta['date']} · {meta['mode']} · {meta['rounds']} round(s) × {meta['seconds']} s per case, "
-                 f"interleaved · Envoy {meta['envoy_version']} `--concurrency 1` on core 0 · wrk 1 thread, "
+                 f"interleaved, rotating over {meta.get('processes', 1)} Envoy process(es) per case · "
+                 f"Envoy {meta['envoy_version']} `--concurrency 1` on core 0 · wrk 1 thread, "
                  f"{meta['connections']} keep-alive HTTP/1.1 connections on core 1 · direct_response 200 · "
                  f"{meta['cpu_model']} · load average at start {meta['loadavg_start']:.2f}")
     lines.append("")
@@ -774,15 +775,21 @@ def render(meta, results, summary):
             lines.append(f"| {what} (`{g}` ÷ `{b}`) | {ratio(cg, cb)} | {ratio(summary[g]['rps'], summary[b]['rps'])}"
                          f" | {fmt(cg - cb if cg is not None and cb is not None else None, 1)} |")
         lines.append("")
-    lines.append("Envoy memory (VmRSS, MiB): after start, and over the measured rounds (first round's start → "
-                 "last round's end):")
+    lines.append("Envoy memory (VmRSS, MiB): after start (the largest of the case's processes), and over the "
+                 "measured rounds (a process's first round's start → its last round's end; the process that grew "
+                 "most):")
     lines.append("")
     lines.append("| case | ready in s | RSS ready | RSS first round start | RSS last round end | growth |")
     lines.append("|---|---:|---:|---:|---:|---:|")
     for case, data in results.items():
-        rounds = data["rounds"]
-        a = rounds[0]["rss_kb_before"] if rounds else None
-        b = rounds[-1]["rss_kb_after"] if rounds else None
+        # Each process's own first and last round; the process that grew most is shown.
+        spans = []
+        for process in sorted({r.get("process", 1) for r in data["rounds"]}):
+            mine = [r for r in data["rounds"] if r.get("process", 1) == process]
+            first, last = mine[0]["rss_kb_before"], mine[-1]["rss_kb_after"]
+            if first is not None and last is not None:
+                spans.append((last - first, first, last))
+        _, a, b = max(spans) if spans else (None, None, None)
         mib = lambda kb: None if kb is None else kb / 1024  # noqa: E731
         lines.append(f"| {case} | {fmt(data['ready_s'], 1)} | {fmt(mib(data['rss_ready_kb']), 1)} | "
                      f"{fmt(mib(a), 1)} | {fmt(mib(b), 1)} | "
@@ -822,6 +829,10 @@ def main():
                     help="also run every selected filter case with this build of the filter, as case "
                          "CASE@NAME, interleaved with the others (repeatable): two builds side by side "
                          "in one run; the build runs as given, so the full module shows what the Envoy build saves")
+    ap.add_argument("--processes", type=int, default=None,
+                    help="Envoy processes per case, the rounds rotating over them (default 3; smoke 1): "
+                    "identical Envoys differ by up to 10 %% in CPU per request, one process per case would "
+                    "read that as the cases' difference")
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--tokens", type=int, default=None,
                     help="distinct tokens minted per algorithm (default 150000; smoke 20000)")
@@ -839,14 +850,17 @@ def main():
     args = ap.parse_args()
 
     smoke = args.smoke
-    rounds = args.rounds if args.rounds is not None else (1 if smoke else 5)
+    rounds = args.rounds if args.rounds is not None else (1 if smoke else 6)
+    processes = args.processes if args.processes is not None else (1 if smoke else 3)
     seconds = args.seconds if args.seconds is not None else (1 if smoke else 5)
     warmup = args.warmup if args.warmup is not None else (0 if smoke else 2)
     n_tokens = args.tokens if args.tokens is not None else (20_000 if smoke else 150_000)
     wasm_log_level = args.wasm_log_level or ("debug" if smoke else "info")
     out_dir = args.out or (os.path.join(CACHE, "smoke") if smoke else RESULTS)
-    if rounds < 1 or seconds < 1 or n_tokens < 1:
-        raise BenchError("--rounds, --seconds and --tokens must be at least 1")
+    if rounds < 1 or seconds < 1 or n_tokens < 1 or processes < 1:
+        raise BenchError("--rounds, --seconds, --tokens and --processes must be at least 1")
+    if processes > rounds:
+        raise BenchError(f"--processes {processes} > --rounds {rounds}: a process would not be measured")
     wrk_seconds = max(1, int(round(seconds)))
     selected = CASE_NAMES if not args.cases else [c.strip() for c in args.cases.split(",") if c.strip()]
     unknown = [c for c in selected if c not in CASE_NAMES]
@@ -938,7 +952,7 @@ def main():
             shutil.copyfile(path, variant_wasm[name])
 
         needs = {load for _, _, load in cases}
-        expected_run_s = len(cases) * (rounds * (wrk_seconds + 1.5) + warmup + 2) + 120
+        expected_run_s = len(cases) * (rounds * (wrk_seconds + 1.5) + processes * (warmup + 2)) + 120
         max_age = max(0, TOKEN_TTL - expected_run_s - 600)
         tokens = {}
         t = time.time()
@@ -960,26 +974,34 @@ def main():
                 log(f"{count:,} distinct {alg} tokens of {issuer} {'minted' if fresh else 'reused'}: {path}")
         log(f"tokens ready in {time.time() - t:.1f} s")
 
-        # One Envoy per case, all started at once (unpinned, so their start-up uses both cores),
-        # then every thread of each pinned to the Envoy core.
+        # `processes` Envoys per case, all started at once (unpinned, so their start-up uses both
+        # cores), then every thread of each pinned to the Envoy core. Round r of a case runs on
+        # its process r mod `processes`: two identical Envoy processes can differ by several
+        # percent in CPU per request for as long as they live (code and memory placement), which
+        # one process per case would report as a difference between cases.
         envoys = {}
         loads = {}
         for case, kind, (load_kind, what) in cases:
             loads[case] = Load(load_kind, what, fx, tokens)
             _, _, variant = case.partition("@")
             filters = http_filters_for(kind, fx, idp_port, variant_wasm.get(variant, wasm), noop_wasm)
-            envoys[case] = Envoy(case, kind, workdir, procs, envoy_bin, wasm_log_level,
-                                 {"idp_port": idp_port, "http_filters": filters})
-        for case, envoy in envoys.items():
-            envoy.wait_ready(120)
+            envoys[case] = [Envoy(case if processes == 1 else f"{case}.{i + 1}", kind, workdir, procs, envoy_bin,
+                                  wasm_log_level, {"idp_port": idp_port, "http_filters": filters})
+                            for i in range(processes)]
+        every_envoy = [e for instances in envoys.values() for e in instances]
+        for envoy in every_envoy:
+            envoy.wait_ready(180)
             pin_all_threads(envoy.pid, args.envoy_cpu)
-        log(f"{len(envoys)} Envoys ready, pinned to core {args.envoy_cpu}")
+        log(f"{len(every_envoy)} Envoys ready ({processes} per case), pinned to core {args.envoy_cpu}")
 
         # Warm-up: until the case's request is answered 200 (the filter fetches discovery and
         # keys from its first tick; client credentials and introspection are cached on the
         # first request), then optionally some unmeasured load.
         results = {}
-        for case, envoy in envoys.items():
+
+        def ready_for_load(case, envoy):
+            """Waits for the case's 200 and checks a forged token's 401; returns why the gate is
+            open (a --compare experiment), or None."""
             load = loads[case]
             last = {}
 
@@ -988,41 +1010,51 @@ def main():
                 last["answer"] = (status, www, body)
                 return status == 200
             try:
-                wait_until(f"{case}: a 200 for its request", 30, allowed, envoy.proc, envoy.log_path)
+                wait_until(f"{envoy.case}: a 200 for its request", 30, allowed, envoy.proc, envoy.log_path)
             except BenchError as e:
                 raise BenchError(f"{e}\nlast answer: {last.get('answer')}")
-            open_gate = None
-            if envoy.kind not in ("none", "noop", "noop-identity"):
-                # A benchmark of a filter that lets everything through would be meaningless too.
-                forged = tokens["rs256-repeat"][:-6] + ("AAAAAA" if not tokens["rs256-repeat"].endswith("AAAAAA")
-                                                        else "BBBBBB")
-                status, headers, body = request(envoy.port, PATH, headers={"Authorization": f"Bearer {forged}"},
-                                                timeout=10)
-                if status != 401 and "@" in case:
-                    # A --compare build may be a stripped-down experiment (say, one that skips the
-                    # engine to price a host call): measured, but flagged in the table.
-                    open_gate = f"answered a forged token {status}: an experiment, not a filter"
-                    log(f"warning: {case}: {open_gate}")
-                elif status != 401:
-                    raise BenchError(f"{case}: a forged token was answered {status}, not 401 "
-                                     f"(www-authenticate: {headers.get('www-authenticate')}, body: {body[:200]!r}); "
-                                     f"is {WASM} the filter?"
-                                     f" log tail:\n{tail(envoy.log_path)}")
             envoy.rss_ready_kb = vm_rss_kb(envoy.pid)
-            results[case] = {"envoy": envoy.kind, "load": load.describe(), "tokens": load.tokens_count,
-                             "ready_s": envoy.ready_s,
-                             "rss_ready_kb": envoy.rss_ready_kb, "rounds": [], "warmup": None,
-                             "open_gate": open_gate if envoy.kind not in ("none", "noop", "noop-identity") else None}
+            if envoy.kind in ("none", "noop", "noop-identity"):
+                return None
+            # A benchmark of a filter that lets everything through would be meaningless too.
+            forged = tokens["rs256-repeat"][:-6] + ("AAAAAA" if not tokens["rs256-repeat"].endswith("AAAAAA")
+                                                    else "BBBBBB")
+            status, headers, body = request(envoy.port, PATH, headers={"Authorization": f"Bearer {forged}"},
+                                            timeout=10)
+            if status != 401 and "@" in case:
+                # A --compare build may be a stripped-down experiment (say, one that skips the
+                # engine to price a host call): measured, but flagged in the table.
+                open_gate = f"answered a forged token {status}: an experiment, not a filter"
+                log(f"warning: {envoy.case}: {open_gate}")
+                return open_gate
+            if status != 401:
+                raise BenchError(f"{envoy.case}: a forged token was answered {status}, not 401 "
+                                 f"(www-authenticate: {headers.get('www-authenticate')}, body: {body[:200]!r}); "
+                                 f"is {WASM} the filter?"
+                                 f" log tail:\n{tail(envoy.log_path)}")
+            return None
+
+        for case, instances in envoys.items():
+            gates = [ready_for_load(case, envoy) for envoy in instances]
+            results[case] = {"envoy": instances[0].kind, "load": loads[case].describe(),
+                             "tokens": loads[case].tokens_count,
+                             "ready_s": max(e.ready_s for e in instances),
+                             "rss_ready_kb": max(e.rss_ready_kb or 0 for e in instances) or None,
+                             "rounds": [], "warmup": None,
+                             "open_gate": next((g for g in gates if g), None)}
         if warmup > 0:
-            for case, envoy in envoys.items():
-                w = run_wrk(envoy.port, loads[case], max(1, int(round(warmup))), args.connections, args.wrk_cpu)
-                results[case]["warmup"] = {"rps": w["rps"], "non2xx": w["non2xx"]}
-            log(f"warm-up done ({warmup:g} s per case)")
+            for case, instances in envoys.items():
+                for envoy in instances:
+                    w = run_wrk(envoy.port, loads[case], max(1, int(round(warmup))), args.connections,
+                                args.wrk_cpu)
+                    results[case]["warmup"] = {"rps": w["rps"], "non2xx": w["non2xx"]}
+            log(f"warm-up done ({warmup:g} s per case and process)")
 
         meta = {
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "mode": "smoke" if smoke else "full", "rounds": rounds, "seconds": wrk_seconds,
-            "warmup_s": warmup, "connections": args.connections, "envoy_cpu": args.envoy_cpu,
+            "warmup_s": warmup, "processes": processes, "connections": args.connections,
+            "envoy_cpu": args.envoy_cpu,
             "wrk_cpu": args.wrk_cpu, "wasm_log_level": wasm_log_level,
             "envoy_version": envoy_version(envoy_bin), "cpu_model": cpu_model(), "kernel": platform.release(),
             "loadavg_start": os.getloadavg()[0], "clk_tck": CLK_TCK,
@@ -1040,15 +1072,16 @@ def main():
         # Interleaved rounds.
         for rnd in range(rounds):
             for case, _, _ in cases:
-                envoy = envoys[case]
+                envoy = envoys[case][rnd % processes]
                 r = measure(envoy, loads[case], wrk_seconds, args.connections, args.wrk_cpu)
                 r["round"] = rnd + 1
+                r["process"] = rnd % processes + 1
                 results[case]["rounds"].append(r)
                 flag = f"  NON-2xx {r['non2xx']}" if r["non2xx"] else ""
                 errs = sum(r["socket_errors"].values()) if r["socket_errors"] else 0
                 flag += f"  socket errors {r['socket_errors']}" if errs else ""
                 flag += ("  (token stream wrapped)" if r["tokens_wrapped"] or r["tokens_reused"] else "")
-                log(f"round {rnd + 1}/{rounds} {case:32s} {r['rps']:>10,.0f} req/s  p50 {fmt(r['p50_ms'], 3)} ms"
+                log(f"round {rnd + 1}/{rounds} {envoy.case:34s} {r['rps']:>10,.0f} req/s  p50 {fmt(r['p50_ms'], 3)} ms"
                     f"  p99 {fmt(r['p99_ms'], 3)} ms  CPU {fmt(r['cpu_us_per_req'], 1)} µs/req{flag}")
                 if r["non2xx"] or errs:
                     try:
@@ -1072,7 +1105,7 @@ def main():
             meta["idp_requests"] = json.loads(text)
         except (OSError, ValueError, http.client.HTTPException):
             meta["idp_requests"] = None
-        filter_envoys = sum(1 for e in envoys.values() if e.kind.startswith("filter"))
+        filter_envoys = sum(1 for e in every_envoy if e.kind.startswith("filter"))
         jwks = (meta["idp_requests"] or {}).get("jwks", 0) + (meta["idp_requests"] or {}).get("jwks_k20", 0)
         # Each filter Envoy fetches its keys once (shared by its VMs) and again when they are due.
         jwks_expected = filter_envoys * (2 + int(time.time() - started) // 60)
@@ -1080,9 +1113,10 @@ def main():
             meta["idp_warning"] = (f"the filter fetched the JWKS {jwks:,} times ({filter_envoys} filter Envoys, "
                                    f"{time.time() - started:.0f} s; expected at most {jwks_expected})")
             log(f"warning: {meta['idp_warning']}")
-        for case, envoy in envoys.items():
-            results[case]["vm_failures"] = envoy.failure_signs()
-            results[case]["rss_end_kb"] = vm_rss_kb(envoy.pid) if envoy.alive() else None
+        for case, instances in envoys.items():
+            results[case]["vm_failures"] = [line for e in instances for line in e.failure_signs()][:10]
+            ends = [vm_rss_kb(e.pid) if e.alive() else None for e in instances]
+            results[case]["rss_end_kb"] = None if None in ends else max(ends)
         meta["duration_s"] = round(time.time() - started, 1)
 
         summary = summarize(results)
@@ -1115,7 +1149,8 @@ def main():
             log("\nPROBLEMS:\n  " + "\n  ".join(failures))
             for case, data in results.items():
                 if any(f.startswith(case + ":") for f in failures):
-                    log(f"\n--- Envoy log tail, {case} ({envoys[case].log_path}):\n{tail(envoys[case].log_path, 25)}")
+                    for envoy in envoys[case]:
+                        log(f"\n--- Envoy log tail, {envoy.case} ({envoy.log_path}):\n{tail(envoy.log_path, 25)}")
         ok = not failures
         if smoke:
             log("\nsmoke: " + ("every case answered only 2xx" if ok else "FAILED"))
