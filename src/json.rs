@@ -146,7 +146,10 @@ impl<'de> Visitor<'de> for Seed<'_, '_> {
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
         let inner = self.nested()?;
         if let Some((stream, Role::Elements)) = self.stream {
-            let mut each = stream.each.borrow_mut();
+            // Only this loop takes `each`, and the elements it reads carry no stream.
+            let Ok(mut each) = stream.each.try_borrow_mut() else {
+                return Err(A::Error::custom("a streamed array inside a streamed array"));
+            };
             while let Some(item) = seq.next_element_seed(inner)? {
                 (*each)(item);
             }
