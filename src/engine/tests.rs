@@ -1486,4 +1486,12 @@ fn sha256_hex_is_the_lowercase_hex_of_the_digest() {
         sha256_hex(b""),
         "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
     );
+    // In parts, whatever the cut: the same digest as of the whole.
+    let whole = b"https://idp.example/token\nclient-1\ns3cret, and a secret longer than one block";
+    for cut in [0, 1, 25, 26, 63, 64, 65, whole.len()] {
+        let (a, b) = whole.split_at(cut);
+        assert_eq!(sha256_hex_of(&[a, b]), sha256_hex(whole), "cut at {cut}");
+        assert_eq!(sha256_hex_of(&[a, b"", b]), sha256_hex(whole));
+    }
+    assert_eq!(sha256_hex_of(&[]), sha256_hex(b""));
 }
