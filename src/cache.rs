@@ -328,8 +328,13 @@ impl<V> TtlCache<V> {
 
     /// The value under `key` if it has not expired at `now_ms`.
     pub fn get(&self, key: &str, now_ms: u64) -> Option<&V> {
+        self.get_until(key, now_ms).map(|(v, _)| v)
+    }
+
+    /// As [`TtlCache::get`], with when the value expires.
+    pub fn get_until(&self, key: &str, now_ms: u64) -> Option<(&V, u64)> {
         match self.entries.get(key) {
-            Some((v, until, _)) if now_ms < *until => Some(v),
+            Some((v, until, _)) if now_ms < *until => Some((v, *until)),
             _ => None,
         }
     }

@@ -39,6 +39,9 @@ pub struct Request<'a> {
     pub headers: &'a [Header<'a>],
 }
 
+/// What a bearer token can have been accepted by: its signature, or the IdP's introspection.
+const BEARER: &[Method] = &[Method::Bearer, Method::Introspection];
+
 /// How the request was authenticated, for counters and logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
@@ -261,6 +264,10 @@ const MAX_IDENTITIES: usize = 4096;
 #[derive(Debug, Clone)]
 struct Verified {
     policy: usize,
+    /// How the token was accepted: a token the filter got by exchanging client credentials
+    /// stands for those credentials only, and a bearer token's decision is never one made
+    /// for an exchange (whose allow replaces the client's `Authorization`).
+    method: Method,
     issuer: usize,
     generation: usize,
     hide_credentials: bool,
@@ -393,11 +400,15 @@ impl Engine {
         // exact match is that same well-formed token.
         let candidate = credential::bearer_candidate(req.headers, req.path, limits.max_token_bytes);
         if let Some(token) = candidate {
-            if let Some(allow) =
-                self.remembered(token, policy_index, req.path, Source::Header, now_ms)
-            {
-                self.counters.add(metrics::CACHE_VERIFIED_HIT);
-                return done(Method::Bearer, Outcome::Allow(allow));
+            if let Some(hit) = self.remembered(
+                token,
+                policy_index,
+                req.path,
+                Source::Header,
+                BEARER,
+                now_ms,
+            ) {
+                return self.remembered_bearer(hit);
             }
         }
         let credential = match credential::extract(req.headers, req.path, limits.max_token_bytes) {
@@ -423,11 +434,10 @@ impl Engine {
             Credential::Bearer { token, source } => {
                 // A token the fast path above did not look up (from the query string).
                 if candidate.is_none() {
-                    if let Some(allow) =
-                        self.remembered(&token, policy_index, req.path, source, now_ms)
+                    if let Some(hit) =
+                        self.remembered(&token, policy_index, req.path, source, BEARER, now_ms)
                     {
-                        self.counters.add(metrics::CACHE_VERIFIED_HIT);
-                        return done(Method::Bearer, Outcome::Allow(allow));
+                        return self.remembered_bearer(hit);
                     }
                 }
                 self.counters.add(metrics::CACHE_VERIFIED_MISS);
@@ -630,7 +640,7 @@ impl Engine {
                     &job,
                     policy,
                     strategy,
-                    verified.exp(),
+                    verified.exp().saturating_mul(1000),
                     &outcome,
                     now_ms,
                 );
@@ -641,33 +651,51 @@ impl Engine {
         }
     }
 
-    /// A remembered allow for `token` under this policy: verified with the current key
-    /// sets, before its `exp`.
+    /// A remembered allow for `token` under this policy, made by one of `methods`: verified
+    /// with the current key sets (or, for introspection, answered by the IdP), before its
+    /// `exp` and, for introspection, before its cached answer expires.
     fn remembered(
         &self,
         token: &str,
         policy: usize,
         path: &str,
         source: Source,
+        methods: &[Method],
         now_ms: u64,
-    ) -> Option<Rc<Allow>> {
+    ) -> Option<(Method, Rc<Allow>)> {
         let v = self.verified.get(token, now_ms)?;
-        if v.policy != policy || v.generation != self.verified_generation {
+        if v.policy != policy
+            || v.generation != self.verified_generation
+            || !methods.contains(&v.method)
+        {
             return None;
         }
-        // Past the staleness bound the issuer's keys are gone, and so is what they verified.
-        let max_stale_ms = self.config.issuers.get(v.issuer)?.max_stale_ms();
-        self.issuers.get(v.issuer)?.keys(now_ms, max_stale_ms)?;
+        if v.method != Method::Introspection {
+            // Past the staleness bound the issuer's keys are gone, and so is what they
+            // verified.
+            let max_stale_ms = self.config.issuers.get(v.issuer)?.max_stale_ms();
+            self.issuers.get(v.issuer)?.keys(now_ms, max_stale_ms)?;
+        }
         if v.hide_credentials && source == Source::Query {
             let mut allow = Allow::clone(&v.allow);
             allow.path = Some(credential::strip_query_params(path, &["access_token"]));
-            return Some(Rc::new(allow));
+            return Some((v.method, Rc::new(allow)));
         }
-        Some(Rc::clone(&v.allow))
+        Some((v.method, Rc::clone(&v.allow)))
     }
 
-    /// Remembers an allowed token until its `exp` (what the request needs to be allowed
-    /// again: the headers to set and remove; never past expiry, never across a key change).
+    /// A bearer token answered from what was remembered of it.
+    fn remembered_bearer(&self, (method, allow): (Method, Rc<Allow>)) -> Step {
+        self.counters.add(metrics::CACHE_VERIFIED_HIT);
+        if method == Method::Introspection {
+            self.counters.add(metrics::CACHE_INTROSPECTION_HIT);
+        }
+        done(method, Outcome::Allow(allow))
+    }
+
+    /// Remembers an allowed token until `until_ms`: its `exp`, or sooner (what the request
+    /// needs to be allowed again: the headers to set and remove; never past expiry, never
+    /// across a key change).
     #[allow(clippy::too_many_arguments)]
     fn remember(
         &mut self,
@@ -675,7 +703,7 @@ impl Engine {
         job: &Job,
         policy: &Policy,
         strategy: &OidcStrategy,
-        exp_s: u64,
+        until_ms: u64,
         outcome: &Outcome,
         now_ms: u64,
     ) {
@@ -693,13 +721,13 @@ impl Engine {
         };
         let entry = Verified {
             policy: job.policy,
+            method: job.method(),
             issuer: strategy.issuer,
             generation: self.verified_generation,
             hide_credentials: policy.hide_credentials || strategy.hide_credentials,
             allow,
         };
-        self.verified
-            .insert(token, entry, exp_s.saturating_mul(1000), now_ms);
+        self.verified.insert(token, entry, until_ms, now_ms);
     }
 
     /// Checks a JWT for a strategy. `Err(forced)`: keys are needed first (`forced` when an
@@ -906,10 +934,18 @@ impl Engine {
         });
         // The hot path: the exchanged token, already verified for this policy (looked up in
         // place: a token is a kilobyte, not copied for a lookup).
-        let remembered = cached
-            .and_then(|token| self.remembered(token, job.policy, &job.path, job.source, now_ms));
-        if let Some(allow) = remembered {
-            return done(job.method(), Outcome::Allow(allow));
+        let remembered = cached.and_then(|token| {
+            self.remembered(
+                token,
+                job.policy,
+                &job.path,
+                job.source,
+                &[Method::ClientCredentials],
+                now_ms,
+            )
+        });
+        if let Some((method, allow)) = remembered {
+            return done(method, Outcome::Allow(allow));
         }
         if let Some(token) = cached.cloned() {
             let parsed =
@@ -921,7 +957,8 @@ impl Engine {
             match checked {
                 Ok(Checked::Verified(v)) => {
                     let outcome = self.authorize(&job, policy, strategy, &v, Some(&token));
-                    self.remember(&token, &job, policy, strategy, v.exp(), &outcome, now_ms);
+                    let until_ms = v.exp().saturating_mul(1000);
+                    self.remember(&token, &job, policy, strategy, until_ms, &outcome, now_ms);
                     return done(job.method(), outcome);
                 }
                 Ok(Checked::Denied(Denial::InvalidToken(_))) if !*retried => {
@@ -1014,23 +1051,29 @@ impl Engine {
             b"\n",
             token.as_bytes(),
         ]);
-        let cached = self.introspections.get(&key, now_ms);
+        let cached = self.introspections.get_until(&key, now_ms);
         self.counters.add(if cached.is_some() {
             metrics::CACHE_INTROSPECTION_HIT
         } else {
             metrics::CACHE_INTROSPECTION_MISS
         });
-        if let Some(answer) = cached {
+        if let Some((answer, answered_until_ms)) = cached {
             return match answer {
                 Introspected::Inactive => {
                     self.fail(&job, Denial::InvalidToken(TokenError::Inactive))
                 }
                 Introspected::Active(claims) => {
                     match jwt::introspected(Rc::clone(claims), &rules(strategy), now_ms / 1000) {
-                        Ok(v) => done(
-                            job.method(),
-                            self.authorize(&job, policy, strategy, &v, None),
-                        ),
+                        Ok(v) => {
+                            let outcome = self.authorize(&job, policy, strategy, &v, None);
+                            // Remembered as long as the answer is cached, and never past exp:
+                            // the next request with this token skips the hash and the checks.
+                            let until_ms = answered_until_ms.min(v.exp().saturating_mul(1000));
+                            self.remember(
+                                token, &job, policy, strategy, until_ms, &outcome, now_ms,
+                            );
+                            done(job.method(), outcome)
+                        }
                         Err(e) => self.fail(&job, Denial::InvalidToken(e)),
                     }
                 }

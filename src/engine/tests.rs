@@ -739,6 +739,111 @@ mod methods {
         ));
     }
 
+    /// An engine on `config`, counting, with keys loaded through the orders route.
+    fn counted(config: Value) -> (Engine, Rc<crate::metrics::Recording>) {
+        let (parsed, _) = Config::parse(config.to_string().as_bytes()).unwrap();
+        let counters = Rc::new(crate::metrics::Recording::default());
+        let store = Rc::new(crate::shared::MemoryStore::default());
+        let mut e = Engine::with_host(Rc::new(parsed), 1, store, counters.clone());
+        let first = bearer(&mut e, 1, &rs_token(&claims()), T0);
+        assert_eq!(serve_keys(&mut e, &callout(&first), &jwks(), T0).len(), 1);
+        (e, counters)
+    }
+
+    #[test]
+    fn an_exchanged_token_is_no_bearer_credential_where_bearer_is_not_allowed() {
+        let mut c = config();
+        c["policies"]["cc-v1"]["strategies"][1]["configs"]["openid-connect"]["auth_methods"] =
+            json!(["client_credentials"]);
+        let (mut e, _) = counted(c);
+        let c = callout(&basic(&mut e, 2, "Basic Y2xpZW50LTE6czNjcmV0", T0));
+        let token = rs_token(&claims());
+        let p = e.on_callout_response(c.id, token_answer(&token), T0 + 10);
+        assert!(matches!(
+            p.settled.as_slice(),
+            [(2, Method::ClientCredentials, Outcome::Allow(_))]
+        ));
+        // The filter remembers the token it got; the client presenting it is still held to
+        // the strategy's methods.
+        let as_bearer = format!("Bearer {token}");
+        let step = request_on(
+            &mut e,
+            3,
+            "cc",
+            "/cc",
+            &[("authorization", &as_bearer)],
+            T0 + 20,
+        );
+        assert!(
+            !matches!(step, Step::Done(_, Outcome::Allow(_))),
+            "{step:?}"
+        );
+        allowed(&basic(&mut e, 4, "Basic Y2xpZW50LTE6czNjcmV0", T0 + 30));
+    }
+
+    #[test]
+    fn an_exchange_never_takes_the_decision_made_for_the_same_token_as_a_bearer() {
+        let (mut e, _) = counted(config());
+        let token = rs_token(&claims());
+        let as_bearer = format!("Bearer {token}");
+        let first = request_on(&mut e, 2, "cc", "/cc", &[("authorization", &as_bearer)], T0);
+        assert_eq!(header(&allowed(&first), "authorization"), None);
+        // The IdP hands out that same token for the client's credentials: the client's
+        // Basic header must still be replaced, never forwarded.
+        let c = callout(&basic(&mut e, 3, "Basic Y2xpZW50LTE6czNjcmV0", T0 + 10));
+        let p = e.on_callout_response(c.id, token_answer(&token), T0 + 20);
+        let [(3, Method::ClientCredentials, Outcome::Allow(a))] = p.settled.as_slice() else {
+            panic!("{:?}", p.settled)
+        };
+        assert_eq!(header(a, "authorization"), Some(as_bearer.as_str()));
+        let again = allowed(&basic(&mut e, 4, "Basic Y2xpZW50LTE6czNjcmV0", T0 + 30));
+        assert_eq!(header(&again, "authorization"), Some(as_bearer.as_str()));
+    }
+
+    #[test]
+    fn an_introspected_token_is_remembered_while_its_answer_is_cached() {
+        let (mut e, counters) = counted(config());
+        let opaque = [("authorization", "Bearer opaque-1")];
+        let c = callout(&request_on(&mut e, 2, "cc", "/cc", &opaque, T0));
+        // exp beyond the strategy's cache_ttl (300 s): the answer is cached for 300 s.
+        let active = json!({"active": true, "client_id": "client-1", "scope": "orders:read",
+                            "aud": AUD, "iss": ISS, "exp": NOW + 600});
+        assert_eq!(
+            e.on_callout_response(c.id, ok(&active.to_string()), T0)
+                .settled
+                .len(),
+            1
+        );
+        let hits = || {
+            (
+                counters.get(metrics::CACHE_VERIFIED_HIT),
+                counters.get(metrics::CACHE_INTROSPECTION_HIT),
+            )
+        };
+        let before = hits();
+        let step = request_on(&mut e, 3, "cc", "/cc", &opaque, T0 + 1);
+        let Step::Done(Method::Introspection, Outcome::Allow(a)) = &step else {
+            panic!("{step:?}")
+        };
+        assert_eq!(header(a, "x-application-id"), Some("app-cc"));
+        assert_eq!(
+            hits(),
+            (before.0 + 1, before.1 + 1),
+            "answered from the remembered decision"
+        );
+        // Not on another policy, and not once the answer has expired.
+        let other = request_on(&mut e, 4, ROUTE, "/orders/1", &opaque, T0 + 2);
+        assert!(
+            !matches!(other, Step::Done(_, Outcome::Allow(_))),
+            "{other:?}"
+        );
+        allowed(&request_on(&mut e, 5, "cc", "/cc", &opaque, T0 + 299_999));
+        assert!(matches!(
+            request_on(&mut e, 6, "cc", "/cc", &opaque, T0 + 300_000),
+            Step::Wait(Some(_))
+        ));
+    }
+
     #[test]
     fn client_credentials_failures() {
         let mut e = warm_cc();
