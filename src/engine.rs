@@ -1838,13 +1838,15 @@ pub fn sha256_hex_of(parts: &[&[u8]]) -> String {
     for part in parts {
         hash.update(part);
     }
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let digest = hash.finalize();
     let mut out = String::with_capacity(64);
-    // Digit by digit (no formatting machinery: key-auth hashes every request's key).
+    // By table (no formatting machinery: key-auth and client credentials hash every
+    // request's credential).
+    let digit = |nibble: u8| char::from(DIGITS.get(usize::from(nibble)).copied().unwrap_or(b'0'));
     for b in digest {
-        for nibble in [b >> 4, b & 0x0f] {
-            out.push(char::from_digit(u32::from(nibble), 16).unwrap_or('0'));
-        }
+        out.push(digit(b >> 4));
+        out.push(digit(b & 0x0f));
     }
     out
 }
