@@ -314,6 +314,9 @@ pub struct TtlCache<V> {
     order: std::collections::VecDeque<(Rc<str>, u64)>,
     serial: u64,
     capacity: usize,
+    /// Whether the map and the queue have been given their full size (done once, when the
+    /// cache first fills).
+    full_size: bool,
 }
 
 impl<V> TtlCache<V> {
@@ -323,7 +326,27 @@ impl<V> TtlCache<V> {
             order: std::collections::VecDeque::new(),
             serial: 0,
             capacity: capacity.max(1),
+            full_size: false,
         }
+    }
+
+    /// Sizes the map and the queue, once, for a full cache evicting for ever: the map with
+    /// room for twice its entries (a hash map that evicts leaves tombstones behind; with
+    /// that room it clears them in place instead of growing, once, at some later insert), the
+    /// queue for its bound. So the memory a full cache holds is the memory it holds when it
+    /// first fills, however many keys pass through it.
+    fn size_for_eviction(&mut self) {
+        if self.full_size {
+            return;
+        }
+        self.full_size = true;
+        self.entries.reserve(
+            self.capacity
+                .saturating_sub(self.entries.len())
+                .saturating_add(self.capacity),
+        );
+        let bound = self.capacity.saturating_mul(2);
+        self.order.reserve(bound.saturating_sub(self.order.len()));
     }
 
     /// The value under `key` if it has not expired at `now_ms`.
@@ -346,6 +369,9 @@ impl<V> TtlCache<V> {
         let serial = self.serial;
         let key: Rc<str> = Rc::from(key);
         if !self.entries.contains_key(&key) {
+            if self.entries.len() >= self.capacity {
+                self.size_for_eviction();
+            }
             while self.entries.len() >= self.capacity {
                 let Some((old, old_serial)) = self.order.pop_front() else {
                     break;
@@ -488,6 +514,41 @@ mod ttl_tests {
             "the order queue stays bounded: {}",
             c.order.len()
         );
+    }
+
+    /// The memory a full cache holds stays what it was when it first filled, however many
+    /// keys pass through: the map never grows again (without room for its tombstones, it
+    /// would double once, at some insert long after filling), nor does the queue.
+    #[test]
+    fn a_full_cache_keeps_its_size() {
+        let capacity = 1_000;
+        let mut c = TtlCache::new(capacity);
+        let key = |i: usize| format!("header.payload.{i:064}");
+        for i in 0..capacity {
+            c.insert(&key(i), i, u64::MAX, 0);
+        }
+        // The first eviction.
+        c.insert(&key(capacity), capacity, u64::MAX, 0);
+        let (map, queue) = (c.entries.capacity(), c.order.capacity());
+        for i in capacity + 1..capacity * 100 {
+            c.insert(&key(i), i, u64::MAX, 0);
+            // Every tenth key is sent again: overwrites leave stale queue positions.
+            if i % 10 == 0 {
+                c.insert(&key(i), i, u64::MAX, 0);
+            }
+            assert!(
+                c.entries.capacity() <= map && c.order.capacity() <= queue,
+                "grew at insert {i}: map {} (was {map}), queue {} (was {queue})",
+                c.entries.capacity(),
+                c.order.capacity()
+            );
+        }
+        assert_eq!(c.len(), capacity);
+        assert_eq!(
+            c.get(&key(capacity * 100 - 1), 0),
+            Some(&(capacity * 100 - 1))
+        );
+        assert_eq!(c.get(&key(0), 0), None);
     }
 
     #[test]
