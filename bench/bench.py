@@ -474,9 +474,11 @@ class Envoy:
         return self.proc.poll() is None
 
     def rq_counters(self):
-        """Envoy's own request counters for the listener (admin, outside any CPU window)."""
+        """Envoy's own request counters for the listener (admin, outside any CPU window), and
+        the filter's gauge of its VM's linear memory as `vm_memory_bytes` (set from the
+        filter's 200 ms tick; absent for the other cases)."""
         try:
-            query = urllib.parse.quote(r"^http\.bench\.downstream_rq_")
+            query = urllib.parse.quote(r"^(http\.bench\.downstream_rq_|wasmcustom\.app_auth\.vm\.memory_bytes$)")
             status, _, text = request(self.admin_port, f"/stats?filter={query}", timeout=5)
         except (OSError, http.client.HTTPException):
             return None
@@ -487,10 +489,15 @@ class Envoy:
             name, _, value = line.partition(":")
             name = name.strip()
             if name.startswith("http.bench.downstream_rq_"):
-                try:
-                    out[name[len("http.bench.downstream_rq_"):]] = int(value.strip())
-                except ValueError:
-                    pass
+                key = name[len("http.bench.downstream_rq_"):]
+            elif name == "wasmcustom.app_auth.vm.memory_bytes":
+                key = "vm_memory_bytes"
+            else:
+                continue
+            try:
+                out[key] = int(value.strip())
+            except ValueError:
+                pass
         return out
 
     def denials(self, limit=8):
@@ -650,6 +657,8 @@ def measure(envoy, load, seconds, connections, wrk_cpu):
         "cpu_us_per_req_schedstat": ((ns1 - ns0) / 1e3 / served) if (served and ns0 is not None
                                                                       and ns1 is not None) else None,
         "rss_kb_before": rss_before, "rss_kb_after": rss_after, "loadavg_1m": loadavg,
+        "vm_memory_before": (before_counters or {}).get("vm_memory_bytes"),
+        "vm_memory_after": (after_counters or {}).get("vm_memory_bytes"),
         # Within the round, a token came twice; or in the run so far, a token sent before came again.
         "tokens_wrapped": bool(load.tokens_count and w["requests"] + connections > load.tokens_count),
         "tokens_reused": bool(load.tokens_count and w.get("tokens_to", 0) > load.tokens_count),
@@ -777,23 +786,32 @@ def render(meta, results, summary):
         lines.append("")
     lines.append("Envoy memory (VmRSS, MiB): after start (the largest of the case's processes), and over the "
                  "measured rounds (a process's first round's start → its last round's end; the process that grew "
-                 "most):")
+                 "most). VM: the filter's Wasm linear memory over the same span (its gauge "
+                 "`app_auth.vm.memory_bytes`, MiB; a Wasm memory grows by 64 KiB pages and never shrinks):")
     lines.append("")
-    lines.append("| case | ready in s | RSS ready | RSS first round start | RSS last round end | growth |")
-    lines.append("|---|---:|---:|---:|---:|---:|")
-    for case, data in results.items():
-        # Each process's own first and last round; the process that grew most is shown.
+    lines.append("| case | ready in s | RSS ready | RSS first round start | RSS last round end | growth "
+                 "| VM first round start | VM last round end | VM growth |")
+    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    mib = lambda kb: None if kb is None else kb / 1024  # noqa: E731
+
+    def growth_span(rounds, before, after):
+        """Each process's own first and last round; the span of the process that grew most."""
         spans = []
-        for process in sorted({r.get("process", 1) for r in data["rounds"]}):
-            mine = [r for r in data["rounds"] if r.get("process", 1) == process]
-            first, last = mine[0]["rss_kb_before"], mine[-1]["rss_kb_after"]
+        for process in sorted({r.get("process", 1) for r in rounds}):
+            mine = [r for r in rounds if r.get("process", 1) == process]
+            first, last = mine[0].get(before), mine[-1].get(after)
             if first is not None and last is not None:
                 spans.append((last - first, first, last))
         _, a, b = max(spans) if spans else (None, None, None)
-        mib = lambda kb: None if kb is None else kb / 1024  # noqa: E731
+        return a, b, (b - a if a is not None and b is not None else None)
+
+    for case, data in results.items():
+        a, b, g = growth_span(data["rounds"], "rss_kb_before", "rss_kb_after")
+        va, vb, vg = (None if x is None else x / 1024 for x in
+                      growth_span(data["rounds"], "vm_memory_before", "vm_memory_after"))
         lines.append(f"| {case} | {fmt(data['ready_s'], 1)} | {fmt(mib(data['rss_ready_kb']), 1)} | "
-                     f"{fmt(mib(a), 1)} | {fmt(mib(b), 1)} | "
-                     f"{fmt(mib(b - a) if a is not None and b is not None else None, 1)} |")
+                     f"{fmt(mib(a), 1)} | {fmt(mib(b), 1)} | {fmt(mib(g), 1)} | "
+                     f"{fmt(mib(va), 2)} | {fmt(mib(vb), 2)} | {fmt(mib(vg), 2)} |")
     lines.append("")
     idp = meta.get("idp_requests")
     if idp:

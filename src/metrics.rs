@@ -108,6 +108,10 @@ counters! {
 /// Histogram of callout latency, in milliseconds (recorded by the host).
 pub const CALLOUT_LATENCY_MS: &str = "app_auth.callout.latency_ms";
 
+/// Gauge of the filter VM's linear memory, in bytes, set from the tick when it changes. One
+/// VM per worker, one gauge: the value is the last one a VM set (with one worker, its VM's).
+pub const VM_MEMORY_BYTES: &str = "app_auth.vm.memory_bytes";
+
 /// The counter an outcome adds to: allowed by method, denied by reason.
 pub fn outcome_counter(method: Method, outcome: &Outcome) -> Counter {
     match outcome {

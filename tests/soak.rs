@@ -185,6 +185,13 @@ fn mixed_load_with_a_rotation() {
         rss_end < rss_start + 64 * 1024,
         "memory grew from {rss_start} kB to {rss_end} kB"
     );
+    // The VM reports its linear memory (from its tick): whole 64 KiB pages.
+    let vm_memory = envoy.stat("wasmcustom.app_auth.vm.memory_bytes");
+    eprintln!("soak: VM memory gauge {vm_memory:?} bytes");
+    assert!(
+        vm_memory.is_some_and(|b| b > 0 && b % 65_536 == 0),
+        "no VM memory gauge: {vm_memory:?}"
+    );
     let failures = envoy.vm_failures();
     assert!(failures.is_empty(), "VM failures:\n{}", failures.join("\n"));
 }

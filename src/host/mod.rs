@@ -72,6 +72,8 @@ pub(crate) struct HostCounters {
     /// tick flushes (so the proxy's stats lag by at most one tick).
     slots: Vec<(Option<u32>, std::cell::Cell<u64>)>,
     latency: Option<u32>,
+    /// The gauge of this VM's linear memory, and the value it was last set to.
+    memory: Option<(u32, std::cell::Cell<u64>)>,
 }
 
 impl HostCounters {
@@ -85,7 +87,14 @@ impl HostCounters {
             .collect();
         let latency =
             hostcalls::define_metric(MetricType::Histogram, metrics::CALLOUT_LATENCY_MS).ok();
-        HostCounters { slots, latency }
+        let memory = hostcalls::define_metric(MetricType::Gauge, metrics::VM_MEMORY_BYTES)
+            .ok()
+            .map(|id| (id, std::cell::Cell::new(0)));
+        HostCounters {
+            slots,
+            latency,
+            memory,
+        }
     }
 
     pub fn ids_defined(&self) -> usize {
@@ -98,12 +107,20 @@ impl HostCounters {
         }
     }
 
-    /// Hands the counts gathered since the last flush to the host.
+    /// Hands the counts gathered since the last flush to the host, and the VM's memory when
+    /// it changed (a Wasm memory only grows, by 64 KiB pages).
     pub fn flush(&self) {
         for (id, pending) in &self.slots {
             let n = pending.replace(0);
             if let (Some(id), true) = (id, n > 0) {
                 let _ = hostcalls::increment_metric(*id, i64::try_from(n).unwrap_or(i64::MAX));
+            }
+        }
+        if let Some((id, reported)) = &self.memory {
+            let pages = u64::try_from(core::arch::wasm32::memory_size(0)).unwrap_or(u64::MAX);
+            let bytes = pages.saturating_mul(65_536);
+            if bytes != reported.get() && hostcalls::record_metric(*id, bytes).is_ok() {
+                reported.set(bytes);
             }
         }
     }
