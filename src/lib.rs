@@ -16,6 +16,7 @@
 )]
 
 pub mod apps;
+pub mod bytes;
 pub mod cache;
 pub mod config;
 pub mod credential;

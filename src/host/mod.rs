@@ -3,6 +3,7 @@
 //! Every host call's error is handled; none is unwrapped.
 
 mod filter;
+mod memory;
 mod native;
 mod raw;
 mod root;
