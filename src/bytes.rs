@@ -14,7 +14,18 @@ pub fn compare(a: &[u8], b: &[u8]) -> Ordering {
         a.get(..n).unwrap_or_default(),
         b.get(..n).unwrap_or_default(),
     );
-    let (mut words_a, mut words_b) = (a.chunks_exact(8), b.chunks_exact(8));
+    // Thirty-two bytes a turn while they are equal (one branch for four loads a side), then
+    // what is left, eight bytes a turn.
+    let (mut blocks_a, mut blocks_b) = (a.chunks_exact(32), b.chunks_exact(32));
+    for (x, y) in blocks_a.by_ref().zip(blocks_b.by_ref()) {
+        let (x, y) = (block(x), block(y));
+        let differ = x.iter().zip(&y).fold(0, |acc, (p, q)| acc | (p ^ q));
+        if differ != 0 {
+            return words(&x, &y);
+        }
+    }
+    let (rest_a, rest_b) = (blocks_a.remainder(), blocks_b.remainder());
+    let (mut words_a, mut words_b) = (rest_a.chunks_exact(8), rest_b.chunks_exact(8));
     for (x, y) in words_a.by_ref().zip(words_b.by_ref()) {
         if word(x) != word(y) {
             return first_difference(x, y);
@@ -26,6 +37,25 @@ pub fn compare(a: &[u8], b: &[u8]) -> Ordering {
 /// Eight bytes as one number (one load in Wasm).
 fn word(chunk: &[u8]) -> u64 {
     u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]))
+}
+
+/// A 32-byte block as four words.
+fn block(chunk: &[u8]) -> [u64; 4] {
+    let mut out = [0u64; 4];
+    for (w, part) in out.iter_mut().zip(chunk.chunks_exact(8)) {
+        *w = word(part);
+    }
+    out
+}
+
+/// The order of two blocks that differ, word by word.
+fn words(x: &[u64; 4], y: &[u64; 4]) -> Ordering {
+    for (p, q) in x.iter().zip(y) {
+        if p != q {
+            return first_difference(&p.to_le_bytes(), &q.to_le_bytes());
+        }
+    }
+    Ordering::Equal
 }
 
 /// Byte by byte, for at most eight bytes. Written as a loop of its own: a slice comparison
@@ -45,7 +75,7 @@ mod tests {
 
     #[test]
     fn orders_as_a_byte_slice_comparison_does() {
-        let base: Vec<u8> = (0..70u8).map(|i| i.wrapping_mul(37)).collect();
+        let base: Vec<u8> = (0..100u8).map(|i| i.wrapping_mul(37)).collect();
         for len in 0..base.len() {
             let a = &base[..len];
             assert_eq!(compare(a, a), std::cmp::Ordering::Equal, "len {len}");

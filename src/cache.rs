@@ -307,11 +307,13 @@ impl std::hash::Hasher for TailHasher {
 /// and memory stays flat whatever the keys.
 #[derive(Debug)]
 pub struct TtlCache<V> {
-    /// Keys are shared with `order`: one copy of each (tokens are a kilobyte or so).
-    entries: std::collections::HashMap<Rc<str>, (V, u64, u64), TailHash>,
+    /// Keys are shared with `order`: one copy of each (tokens are a kilobyte or so). Bytes:
+    /// a lookup compares bytes, and a token read from a request need not be checked to be
+    /// text first (only text is ever inserted, so only text can match).
+    entries: std::collections::HashMap<Rc<[u8]>, (V, u64, u64), TailHash>,
     /// Insertion order: (key, serial). A key overwritten later has a newer serial; its old
     /// position is skipped when it comes up.
-    order: std::collections::VecDeque<(Rc<str>, u64)>,
+    order: std::collections::VecDeque<(Rc<[u8]>, u64)>,
     serial: u64,
     capacity: usize,
     /// Whether the map and the queue have been given their full size (done once, when the
@@ -350,13 +352,13 @@ impl<V> TtlCache<V> {
     }
 
     /// The value under `key` if it has not expired at `now_ms`.
-    pub fn get(&self, key: &str, now_ms: u64) -> Option<&V> {
+    pub fn get(&self, key: &(impl AsRef<[u8]> + ?Sized), now_ms: u64) -> Option<&V> {
         self.get_until(key, now_ms).map(|(v, _)| v)
     }
 
     /// As [`TtlCache::get`], with when the value expires.
-    pub fn get_until(&self, key: &str, now_ms: u64) -> Option<(&V, u64)> {
-        match self.entries.get(key) {
+    pub fn get_until(&self, key: &(impl AsRef<[u8]> + ?Sized), now_ms: u64) -> Option<(&V, u64)> {
+        match self.entries.get(key.as_ref()) {
             Some((v, until, _)) if now_ms < *until => Some((v, *until)),
             _ => None,
         }
@@ -364,10 +366,16 @@ impl<V> TtlCache<V> {
 
     /// Keeps `value` under `key` until `until_ms` (the key is copied once, into the one
     /// allocation the map and the queue share).
-    pub fn insert(&mut self, key: &str, value: V, until_ms: u64, _now_ms: u64) {
+    pub fn insert(
+        &mut self,
+        key: &(impl AsRef<[u8]> + ?Sized),
+        value: V,
+        until_ms: u64,
+        _now_ms: u64,
+    ) {
         self.serial = self.serial.wrapping_add(1);
         let serial = self.serial;
-        let key: Rc<str> = Rc::from(key);
+        let key: Rc<[u8]> = Rc::from(key.as_ref());
         if !self.entries.contains_key(&key) {
             if self.entries.len() >= self.capacity {
                 self.size_for_eviction();
@@ -395,8 +403,8 @@ impl<V> TtlCache<V> {
         }
     }
 
-    pub fn remove(&mut self, key: &str) {
-        self.entries.remove(key);
+    pub fn remove(&mut self, key: &(impl AsRef<[u8]> + ?Sized)) {
+        self.entries.remove(key.as_ref());
     }
 
     pub fn len(&self) -> usize {

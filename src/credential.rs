@@ -122,12 +122,13 @@ fn parse_authorization(value: &[u8], max_token_bytes: usize) -> Result<Credentia
 /// [`extract`] (a match is then the same token, which passed), so that a repeated token is
 /// not validated byte by byte on every request. `None` whenever [`extract`] could read the
 /// request any other way: no or several `Authorization` headers, another scheme, a query
-/// string (which may carry `access_token`), or a value past the length limit.
+/// string (which may carry `access_token`), or a value past the length limit. Bytes, not
+/// checked to be text either: a cache lookup compares bytes.
 pub fn bearer_candidate<'a>(
     headers: &[Header<'a>],
     path: &str,
     max_token_bytes: usize,
-) -> Option<&'a str> {
+) -> Option<&'a [u8]> {
     if path.contains('?') {
         return None;
     }
@@ -135,7 +136,7 @@ pub fn bearer_candidate<'a>(
     if too_long(value, max_token_bytes) {
         return None;
     }
-    std::str::from_utf8(bearer_param(value)?).ok()
+    bearer_param(value)
 }
 
 /// Every rule in turn, each refusal with its reason.

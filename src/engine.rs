@@ -434,9 +434,14 @@ impl Engine {
             Credential::Bearer { token, source } => {
                 // A token the fast path above did not look up (from the query string).
                 if candidate.is_none() {
-                    if let Some(hit) =
-                        self.remembered(&token, policy_index, req.path, source, BEARER, now_ms)
-                    {
+                    if let Some(hit) = self.remembered(
+                        token.as_bytes(),
+                        policy_index,
+                        req.path,
+                        source,
+                        BEARER,
+                        now_ms,
+                    ) {
                         return self.remembered_bearer(hit);
                     }
                 }
@@ -656,7 +661,7 @@ impl Engine {
     /// `exp` and, for introspection, before its cached answer expires.
     fn remembered(
         &self,
-        token: &str,
+        token: &[u8],
         policy: usize,
         path: &str,
         source: Source,
@@ -936,7 +941,7 @@ impl Engine {
         // place: a token is a kilobyte, not copied for a lookup).
         let remembered = cached.and_then(|token| {
             self.remembered(
-                token,
+                token.as_bytes(),
                 job.policy,
                 &job.path,
                 job.source,
