@@ -7,7 +7,7 @@
 
 /// A request header as the host hands it over: lower-case name, raw value, both borrowed
 /// from the host's buffer (see [`crate::header_map`]).
-pub type Header<'a> = (&'a str, &'a [u8]);
+pub type Header<'a> = (&'a [u8], &'a [u8]);
 
 /// Where a bearer token was found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,7 +42,7 @@ pub enum Malformed {
     DuplicateApiKey,
 }
 
-const AUTHORIZATION: &str = "authorization";
+const AUTHORIZATION: &[u8] = b"authorization";
 const ACCESS_TOKEN_PARAM: &str = "access_token";
 
 /// Reads the request's credential from its `Authorization` headers and its query string.
@@ -404,7 +404,7 @@ pub fn extract_api_key(
     for name in key_names {
         let from_headers = headers
             .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
             .map(|(_, v)| {
                 if v.len() > max_token_bytes {
                     return Err(Malformed::TooLarge);

@@ -1801,7 +1801,7 @@ fn allow_for(app: Option<&Application>, identifier: &str) -> Allow {
 /// list the host already read decides almost every request; only one longer than `max` is
 /// walked.
 fn too_many_headers(headers: &[Header<'_>], max: usize) -> bool {
-    headers.len() > max && headers.iter().filter(|(n, _)| !n.starts_with(':')).count() > max
+    headers.len() > max && headers.iter().filter(|(n, _)| !n.starts_with(b":")).count() > max
 }
 
 fn done(method: Method, outcome: Outcome) -> Step {

@@ -25,7 +25,7 @@ fuzz_target!(|data: &[u8]| {
             (String::from_utf8_lossy(name).into_owned(), value)
         })
         .collect();
-    let headers: Vec<Header> = owned.iter().map(|(n, v)| (n.as_str(), *v)).collect();
+    let headers: Vec<Header> = owned.iter().map(|(n, v)| (n.as_bytes(), *v)).collect();
     let key_names: Vec<String> = KEY_NAMES.iter().map(|s| s.to_string()).collect();
 
     // A small limit too, so that the size checks are reachable with short inputs.

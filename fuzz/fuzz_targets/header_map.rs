@@ -21,7 +21,7 @@ fuzz_target!(|data: &[u8]| {
         again.extend_from_slice(&(value.len() as u32).to_le_bytes());
     }
     for (name, value) in &pairs {
-        again.extend_from_slice(name.as_bytes());
+        again.extend_from_slice(name);
         again.push(0);
         again.extend_from_slice(value);
         again.push(0);

@@ -233,7 +233,7 @@ mod cli {
                 .ok_or_else(|| format!("--header {h:?} is not 'Name: value'"))?;
             headers.push((name.trim().to_ascii_lowercase(), value.trim().as_bytes()));
         }
-        let headers: Vec<_> = headers.iter().map(|(n, v)| (n.as_str(), *v)).collect();
+        let headers: Vec<_> = headers.iter().map(|(n, v)| (n.as_bytes(), *v)).collect();
         let path = opts.get("path").unwrap_or("/");
         let route = opts.get("route");
         let mut engine = Engine::new(Rc::new(config), 1);

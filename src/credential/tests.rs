@@ -28,7 +28,7 @@ const BAD_FORM: Malformed =
 const KEY_NOT_PRINTABLE: Malformed = Malformed::InvalidRequest("API key is not printable ASCII");
 
 fn header<'a>(name: &'a str, value: &'a [u8]) -> Header<'a> {
-    (name, value)
+    (name.as_bytes(), value)
 }
 
 /// `extract` with one `Authorization` header and no query string.

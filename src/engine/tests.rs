@@ -54,7 +54,9 @@ fn engine() -> Engine {
 }
 
 fn headers<'a>(list: &[(&'a str, &'a str)]) -> Vec<Header<'a>> {
-    list.iter().map(|(n, v)| (*n, v.as_bytes())).collect()
+    list.iter()
+        .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
+        .collect()
 }
 
 fn request_on(

@@ -100,7 +100,7 @@ impl HttpContext for Filter {
         let pseudo = |name: &str| {
             headers
                 .iter()
-                .find(|(n, _)| *n == name)
+                .find(|(n, _)| *n == name.as_bytes())
                 .and_then(|(_, v)| std::str::from_utf8(v).ok())
                 .unwrap_or_default()
         };

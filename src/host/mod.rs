@@ -238,17 +238,17 @@ pub(crate) fn on_callout_response(shared: &SharedRef, token: u32, body_size: usi
     if let Some(headers) = crate::header_map::parse(&map) {
         for (name, value) in headers {
             match name {
-                ":status" => {
+                b":status" => {
                     response.status = std::str::from_utf8(value).ok().and_then(|s| s.parse().ok());
                 }
                 // Kong (ngx_wasm_module) reports a failed call this way.
-                ":dispatch_status" => {
+                b":dispatch_status" => {
                     response.failure = Some(format!(
                         "dispatch failed: {}",
                         String::from_utf8_lossy(value)
                     ));
                 }
-                "cache-control" => response.max_age_s = max_age(value),
+                b"cache-control" => response.max_age_s = max_age(value),
                 _ => {}
             }
         }
@@ -322,10 +322,16 @@ pub(crate) fn apply(
     match outcome {
         Outcome::Allow(allow) => {
             let mut ok = true;
+            // Whether the request carries a header (names compare by length first: most
+            // differ there).
+            let carries = |h: &[Header<'_>], name: &str| {
+                h.iter()
+                    .any(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+            };
             for name in &allow.remove_headers {
                 // With the request's header list at hand, only what is there is removed:
                 // each removal is a call into the proxy.
-                if present.is_some_and(|h| !h.iter().any(|(n, _)| n.eq_ignore_ascii_case(name))) {
+                if present.is_some_and(|h| !carries(h, name)) {
                     continue;
                 }
                 ok &= hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None).is_ok();
@@ -334,8 +340,7 @@ pub(crate) fn apply(
                 // A header known to be absent now (never sent, or just removed) is added,
                 // which is cheaper for the proxy than a replace.
                 let absent = present.is_some_and(|h| {
-                    allow.remove_headers.iter().any(|r| r == name)
-                        || !h.iter().any(|(n, _)| n.eq_ignore_ascii_case(name))
+                    !carries(h, name) || allow.remove_headers.iter().any(|r| r == name)
                 });
                 let result = if absent {
                     hostcalls::add_map_value(MapType::HttpRequestHeaders, name, value)
