@@ -1,4 +1,4 @@
-//! Byte comparison eight bytes at a time: what the Wasm build links as `memcmp` and `bcmp`
+//! Byte comparison many bytes at a time: what the Wasm build links as `memcmp` and `bcmp`
 //! (`host::memory`). wasi-libc's `memcmp` compares one byte per loop turn, and every slice or
 //! string comparison in the module is a call to it: the verified-token cache compares the
 //! whole token (a kilobyte) on every hit, which made it the largest part of a cached
@@ -14,18 +14,24 @@ pub fn compare(a: &[u8], b: &[u8]) -> Ordering {
         a.get(..n).unwrap_or_default(),
         b.get(..n).unwrap_or_default(),
     );
-    // Thirty-two bytes a turn while they are equal (one branch for four loads a side), then
-    // what is left, eight bytes a turn.
+    // Thirty-two bytes a turn while they are equal (four loads a side, one branch); the block
+    // that differs, and what is left, word by word.
     let (mut blocks_a, mut blocks_b) = (a.chunks_exact(32), b.chunks_exact(32));
     for (x, y) in blocks_a.by_ref().zip(blocks_b.by_ref()) {
-        let (x, y) = (block(x), block(y));
-        let differ = x.iter().zip(&y).fold(0, |acc, (p, q)| acc | (p ^ q));
+        let differ = x
+            .chunks_exact(8)
+            .zip(y.chunks_exact(8))
+            .fold(0, |acc, (p, q)| acc | (word(p) ^ word(q)));
         if differ != 0 {
-            return words(&x, &y);
+            return by_words(x, y);
         }
     }
-    let (rest_a, rest_b) = (blocks_a.remainder(), blocks_b.remainder());
-    let (mut words_a, mut words_b) = (rest_a.chunks_exact(8), rest_b.chunks_exact(8));
+    by_words(blocks_a.remainder(), blocks_b.remainder())
+}
+
+/// Eight bytes a turn, then the last few byte by byte.
+fn by_words(a: &[u8], b: &[u8]) -> Ordering {
+    let (mut words_a, mut words_b) = (a.chunks_exact(8), b.chunks_exact(8));
     for (x, y) in words_a.by_ref().zip(words_b.by_ref()) {
         if word(x) != word(y) {
             return first_difference(x, y);
@@ -37,25 +43,6 @@ pub fn compare(a: &[u8], b: &[u8]) -> Ordering {
 /// Eight bytes as one number (one load in Wasm).
 fn word(chunk: &[u8]) -> u64 {
     u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]))
-}
-
-/// A 32-byte block as four words.
-fn block(chunk: &[u8]) -> [u64; 4] {
-    let mut out = [0u64; 4];
-    for (w, part) in out.iter_mut().zip(chunk.chunks_exact(8)) {
-        *w = word(part);
-    }
-    out
-}
-
-/// The order of two blocks that differ, word by word.
-fn words(x: &[u64; 4], y: &[u64; 4]) -> Ordering {
-    for (p, q) in x.iter().zip(y) {
-        if p != q {
-            return first_difference(&p.to_le_bytes(), &q.to_le_bytes());
-        }
-    }
-    Ordering::Equal
 }
 
 /// Byte by byte, for at most eight bytes. Written as a loop of its own: a slice comparison

@@ -1839,11 +1839,11 @@ pub fn sha256_hex(data: &[u8]) -> String {
 /// several fields is not copied into one buffer first: that was a third of a cached
 /// introspection's cost).
 pub fn sha256_hex_of(parts: &[&[u8]]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut hash = hmac_sha256::Hash::new();
     for part in parts {
         hash.update(part);
     }
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let digest = hash.finalize();
     let mut out = String::with_capacity(64);
     // By table (no formatting machinery: key-auth and client credentials hash every

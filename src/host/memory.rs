@@ -1,4 +1,4 @@
-//! `memcmp` and `bcmp` for the Wasm build, eight bytes at a time ([`crate::bytes`]). These
+//! `memcmp` and `bcmp` for the Wasm build, many bytes at a time ([`crate::bytes`]). These
 //! definitions take the place of wasi-libc's, which the linker then leaves out: every slice
 //! and string comparison in the module comes here.
 
