@@ -744,9 +744,11 @@ impl Engine {
         now_ms: u64,
     ) -> Result<Checked, bool> {
         let rules = rules(strategy);
-        if let Err(e) = claims::check(token, &rules, now_ms / 1000) {
-            return Ok(Checked::Denied(Denial::InvalidToken(e)));
-        }
+        let now_s = now_ms / 1000;
+        let checked = match claims::check(token, &rules, now_s) {
+            Ok(checked) => checked,
+            Err(e) => return Ok(Checked::Denied(Denial::InvalidToken(e))),
+        };
         if token.alg.is_symmetric() && !strategy.enable_hs_signatures {
             return Ok(Checked::Denied(Denial::InvalidToken(
                 TokenError::SymmetricAlgNotEnabled,
@@ -779,7 +781,7 @@ impl Engine {
             }
         }
         self.counters.add(metrics::SIGNATURES_CHECKED);
-        match jwt::verify(token, &keys, &rules, now_ms / 1000, self.backend.as_ref()) {
+        match jwt::verify_checked(checked, &keys, &rules, now_s, self.backend.as_ref()) {
             Ok(v) => Ok(Checked::Verified(v)),
             Err(e) => Ok(Checked::Denied(Denial::InvalidToken(e))),
         }

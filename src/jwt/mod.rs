@@ -174,8 +174,7 @@ impl fmt::Display for TokenError {
 }
 
 /// Verifies a parsed token: claims first (cheap, and a token that fails them need not cost a
-/// signature check), then the signature with the issuer's key. Only this function builds
-/// [`VerifiedClaims`].
+/// signature check), then the signature with the issuer's key.
 pub fn verify(
     token: &ParsedToken,
     keys: &KeySet,
@@ -186,7 +185,28 @@ pub fn verify(
     if token.alg.is_symmetric() && !rules.enable_hs_signatures {
         return Err(TokenError::SymmetricAlgNotEnabled);
     }
-    let times = claims::check(token, rules, now_s)?;
+    verify_checked(
+        claims::check(token, rules, now_s)?,
+        keys,
+        rules,
+        now_s,
+        backend,
+    )
+}
+
+/// [`verify`] of a token whose claims [`claims::check`] passed under the same `rules` and
+/// `now_s`. Only this function builds [`VerifiedClaims`].
+pub fn verify_checked(
+    checked: claims::Checked<'_>,
+    keys: &KeySet,
+    rules: &ClaimRules<'_>,
+    now_s: u64,
+    backend: &dyn native::SignatureBackend,
+) -> Result<VerifiedClaims, TokenError> {
+    let claims::Checked { token, times } = checked;
+    if token.alg.is_symmetric() && !rules.enable_hs_signatures {
+        return Err(TokenError::SymmetricAlgNotEnabled);
+    }
     let key = keys.select(token.kid.as_deref(), token.alg)?;
     if !compat::claims_ok(&token.claims, now_s, rules.leeway) {
         return Err(TokenError::BadPayload);
