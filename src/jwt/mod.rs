@@ -5,6 +5,7 @@ pub mod claims;
 mod compat;
 pub mod jwks;
 pub mod native;
+mod pkcs1;
 pub mod token;
 
 pub use claims::{ClaimRules, VerifiedClaims};

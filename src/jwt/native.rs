@@ -1,7 +1,7 @@
 //! Signature verification by the host (Envoy's `verify_signature` foreign function, native
-//! BoringSSL) for the algorithms it can do: RS256/384/512 and ES256/384. Pure-Rust
-//! verification in Wasm costs about a millisecond per token; the host's is tens of
-//! microseconds. This module builds what the host needs (DER SubjectPublicKeyInfo, DER
+//! BoringSSL) for the algorithms it can do: RS256/384/512 and ES256/384. Verification in
+//! Wasm costs about 0.15 ms per RS256 token (`pkcs1`) and a millisecond per ES256 token; the
+//! host's is tens of microseconds. This module builds what the host needs (DER SubjectPublicKeyInfo, DER
 //! ECDSA signatures) and leaves the call itself to the adapter.
 
 use super::Alg;
