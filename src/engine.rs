@@ -745,8 +745,8 @@ impl Engine {
     ) -> Result<Checked, bool> {
         let rules = rules(strategy);
         let now_s = now_ms / 1000;
-        let checked = match claims::check(token, &rules, now_s) {
-            Ok(checked) => checked,
+        let passed = match claims::check(token, &rules, now_s) {
+            Ok(passed) => passed,
             Err(e) => return Ok(Checked::Denied(Denial::InvalidToken(e))),
         };
         if token.alg.is_symmetric() && !strategy.enable_hs_signatures {
@@ -781,7 +781,7 @@ impl Engine {
             }
         }
         self.counters.add(metrics::SIGNATURES_CHECKED);
-        match jwt::verify_checked(checked, &keys, &rules, now_s, self.backend.as_ref()) {
+        match jwt::verify_passed(passed, &keys, &rules, now_s, self.backend.as_ref()) {
             Ok(v) => Ok(Checked::Verified(v)),
             Err(e) => Ok(Checked::Denied(Denial::InvalidToken(e))),
         }

@@ -37,10 +37,10 @@ pub enum Origin {
 }
 
 /// A token whose claims passed every rule that needs no key, at one time under one set of
-/// rules: what [`super::verify_checked`] takes, so the claims are checked once per token.
+/// rules: what [`super::verify_passed`] takes, so the claims are checked once per token.
 /// Only [`check`] makes one.
 #[derive(Debug, Clone, Copy)]
-pub struct Checked<'t> {
+pub struct Passed<'t> {
     pub(super) token: &'t ParsedToken,
     pub(super) times: Times,
 }
@@ -51,14 +51,14 @@ pub fn check<'t>(
     token: &'t ParsedToken,
     rules: &ClaimRules<'_>,
     now_s: u64,
-) -> Result<Checked<'t>, TokenError> {
+) -> Result<Passed<'t>, TokenError> {
     // RFC 9068 §4: a resource server that expects JWT access tokens rejects any other typ,
     // so an ID token (typ JWT) of the same issuer is not an access token here.
     if rules.require_at_jwt && !token.at_jwt {
         return Err(TokenError::NotAtJwt);
     }
     let times = check_claims(&token.claims, rules, now_s, Origin::Jwt)?;
-    Ok(Checked { token, times })
+    Ok(Passed { token, times })
 }
 
 pub fn check_claims(

@@ -186,7 +186,7 @@ pub fn verify(
     if token.alg.is_symmetric() && !rules.enable_hs_signatures {
         return Err(TokenError::SymmetricAlgNotEnabled);
     }
-    verify_checked(
+    verify_passed(
         claims::check(token, rules, now_s)?,
         keys,
         rules,
@@ -197,14 +197,14 @@ pub fn verify(
 
 /// [`verify`] of a token whose claims [`claims::check`] passed under the same `rules` and
 /// `now_s`. Only this function builds [`VerifiedClaims`].
-pub fn verify_checked(
-    checked: claims::Checked<'_>,
+pub fn verify_passed(
+    passed: claims::Passed<'_>,
     keys: &KeySet,
     rules: &ClaimRules<'_>,
     now_s: u64,
     backend: &dyn native::SignatureBackend,
 ) -> Result<VerifiedClaims, TokenError> {
-    let claims::Checked { token, times } = checked;
+    let claims::Passed { token, times } = passed;
     if token.alg.is_symmetric() && !rules.enable_hs_signatures {
         return Err(TokenError::SymmetricAlgNotEnabled);
     }
