@@ -12,6 +12,9 @@ only. Method:
   round, divided by the requests Envoy completed in the round (its admin counters; wrk's count
   when those are unavailable).
 * Rounds are interleaved (for each round, every case once); the table shows medians.
+* Then, outside Envoy, each Wasm case's module alone: its wasmtime fuel per request
+  (wasm_work.py) and its time per request in V8 (v8_time.js, node), each under a minimal
+  proxy-wasm host.
 
 * Distinct-token cases send a different pre-minted token per request (bench/distinct.lua); the
   stream goes on from run to run, so no token comes twice in a run while the file lasts.
@@ -445,6 +448,44 @@ def http_filters_for(kind, fx, idp_port, wasm, noop_wasm):
     raise ValueError(kind)
 
 
+def v8_time(wasm_inputs, loads, idp_port, workdir, smoke, cpu, results):
+    """Times each Wasm case's module in V8 outside Envoy (bench/v8_time.js, on the load
+    generator's core once the rounds are over): into results[case]["v8_time"]. Returns how
+    it went, for the report."""
+    job = {"idp_port": idp_port, "warmup": 200 if smoke else 3000, "requests": 200 if smoke else 2000,
+           "rounds": 1 if smoke else 5, "cases": []}
+    for case, (path, plugin_config) in wasm_inputs.items():
+        load = loads[case]
+        name, value = load.header
+        job["cases"].append({"name": case, "wasm": path, "configuration": plugin_config.decode(),
+                             "headers": [[name.lower(), value]],
+                             "tokens_file": load.tokens_file if load.kind == "distinct" else None})
+    path = os.path.join(workdir, "v8_time.json")
+    with open(path, "w") as f:
+        json.dump(job, f)
+    t = time.time()
+    try:
+        # --no-liftoff: V8's optimizing compiler from the start, as proxy-wasm-cpp-host runs it.
+        r = subprocess.run(["node", "--no-liftoff", "--expose-gc", os.path.join(BENCH, "v8_time.js"), path],
+                           capture_output=True,
+                           text=True, timeout=900, preexec_fn=lambda: os.sched_setaffinity(0, {cpu}))
+    except subprocess.TimeoutExpired:
+        r = None
+    if r is None or r.returncode != 0:
+        why = "timed out" if r is None else (r.stderr.strip().splitlines() or ["failed"])[-1]
+        for case in wasm_inputs:
+            results[case]["v8_time"] = {"error": f"v8_time.js: {why}"}
+        return f"failed: {why}"
+    answer = json.loads(r.stdout)
+    for case, measured in answer["results"].items():
+        if "error" in measured:
+            results[case]["v8_time"] = measured
+        else:
+            ns = measured["ns_per_request"]
+            results[case]["v8_time"] = {"ns": statistics.median(ns), "min_ns": min(ns), "rounds_ns": ns}
+    return f"node {answer['node']}, measured in {time.time() - t:.1f} s"
+
+
 # ---- Envoy -------------------------------------------------------------------------------
 
 class Envoy:
@@ -819,24 +860,32 @@ def render(meta, results, summary):
                      f"{fmt(mib(a), 1)} | {fmt(mib(b), 1)} | {fmt(mib(g), 1)} | "
                      f"{fmt(mib(va), 2)} | {fmt(mib(vb), 2)} | {fmt(mib(vg), 2)} |")
     lines.append("")
-    work = {case: data["wasm_work"] for case, data in results.items() if data.get("wasm_work")}
+    work = {case: (data.get("wasm_work") or {}, data.get("v8_time") or {})
+            for case, data in results.items() if data.get("wasm_work") or data.get("v8_time")}
     if work or meta.get("wasm_work"):
-        lines.append("Wasm work per request: wasmtime fuel, about one unit per Wasm instruction the module "
-                     "executes, the same on every run (`bench/wasm_work.py`: the case's module and configuration "
-                     "under a minimal proxy-wasm host); and the host calls a request makes, each a crossing into "
-                     "the proxy. That host has no `verify_signature`, so the distinct-token cases' new tokens are "
-                     "verified in Wasm: their rows are what a new token costs on Kong, not on Envoy "
-                     f"({meta.get('wasm_work', '')}).")
+        lines.append("The filter's Wasm module alone, outside Envoy, under a minimal proxy-wasm host that answers its "
+                     "host calls at once. Fuel: wasmtime's count of the Wasm instructions a request executes, the "
+                     "same on every run (`bench/wasm_work.py`); that host has no `verify_signature`, so a "
+                     "distinct-token case's new tokens are verified in Wasm there: what a new token costs on Kong, "
+                     f"not on Envoy ({meta.get('wasm_work', '')}). V8: the time a request takes in V8 (TurboFan, as "
+                     "Envoy runs it; `bench/v8_time.js` on node), median of interleaved rounds and the least; "
+                     "a new token's signature is checked by the host there and left out, as Envoy checks it "
+                     f"natively ({meta.get('v8_time', '')}). Host calls: the crossings into the proxy a request "
+                     "makes.")
         lines.append("")
         if work:
-            lines.append("| case | fuel per request | host calls per request |")
-            lines.append("|---|---:|---|")
-            for case, w in work.items():
-                if "error" in w:
-                    lines.append(f"| {case} | – | {w['error']} |")
-                    continue
-                calls = ", ".join(f"{n} {c:g}" for n, c in w["host_calls"].items())
-                lines.append(f"| {case} | {w['fuel']:,.0f} | {calls} |")
+            noop = work.get("noop-wasm", ({}, {}))[1].get("ns")
+            lines.append("| case | fuel per request | V8 µs per request | (min) | V8 ÷ noop-wasm | host calls per request |")
+            lines.append("|---|---:|---:|---:|---:|---|")
+            for case, (w, v) in work.items():
+                fuel = f"{w['fuel']:,.0f}" if "fuel" in w else "–"
+                calls = ", ".join(f"{n} {c:g}" for n, c in w.get("host_calls", {}).items())
+                if "ns" in v:
+                    v8 = f"{v['ns'] / 1000:.2f} | {v['min_ns'] / 1000:.2f} | " + (f"{v['ns'] / noop:.1f}" if noop else "–")
+                else:
+                    v8 = "– | – | –"
+                errors = "; ".join(x["error"] for x in (w, v) if "error" in x)
+                lines.append(f"| {case} | {fuel} | {v8} | {errors or calls} |")
             lines.append("")
     idp = meta.get("idp_requests")
     if idp:
@@ -1196,6 +1245,7 @@ def main():
                     work = {"error": f"{type(e).__name__}: {e}"}
                 results[case]["wasm_work"] = work or {"error": "the request was not let through"}
             meta["wasm_work"] = f"measured in {time.time() - t:.1f} s"
+        meta["v8_time"] = v8_time(wasm_inputs, loads, idp_port, workdir, smoke, args.wrk_cpu, results)
         for case, instances in envoys.items():
             results[case]["vm_failures"] = [line for e in instances for line in e.failure_signs()][:10]
             ends = [vm_rss_kb(e.pid) if e.alive() else None for e in instances]
@@ -1230,6 +1280,8 @@ def main():
                 failures.append(f"{case}: Wasm VM failure in Envoy's log: {data['vm_failures'][0]}")
             if "error" in (data.get("wasm_work") or {}):
                 failures.append(f"{case}: Wasm work not measured: {data['wasm_work']['error']}")
+            if "error" in (data.get("v8_time") or {}):
+                failures.append(f"{case}: V8 time not measured: {data['v8_time']['error']}")
         if failures:
             log("\nPROBLEMS:\n  " + "\n  ".join(failures))
             for case, data in results.items():
