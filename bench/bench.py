@@ -489,32 +489,49 @@ def v8_time(wasm_inputs, loads, idp_port, workdir, smoke, cpu, results):
 # ---- Envoy -------------------------------------------------------------------------------
 
 class Envoy:
+    # Starts after a port picked free was taken before Envoy bound it (by any process's
+    # outgoing connection, say): Envoy exits, and starts again with other ports.
+    PORT_RACE_ATTEMPTS = 3
+
     def __init__(self, case, kind, workdir, procs, envoy_bin, wasm_log_level, config):
         self.case = case
         self.kind = kind
-        self.port = free_port()
-        self.admin_port = free_port()
         self.dir = os.path.join(workdir, case)
         os.makedirs(self.dir, exist_ok=True)
         self.config_path = os.path.join(self.dir, "envoy.json")
         self.log_path = os.path.join(self.dir, "envoy.log")
-        with open(self.config_path, "w") as f:
-            json.dump(bootstrap(self.port, self.admin_port, config["idp_port"], config["http_filters"]), f)
+        self.procs = procs
+        self.argv = [envoy_bin, "-c", self.config_path, "--concurrency", "1", "--disable-hot-restart",
+                     "--log-level", "warn", "--component-log-level", f"wasm:{wasm_log_level}"]
+        self.config = config
         self.started = time.time()
-        self.proc = procs.start(f"envoy:{case}", [
-            envoy_bin, "-c", self.config_path, "--concurrency", "1", "--disable-hot-restart",
-            "--log-level", "warn", "--component-log-level", f"wasm:{wasm_log_level}",
-        ], self.log_path)
-        self.pid = self.proc.pid
+        self.start()
         self.ready_s = None
         self.rss_ready_kb = None
+
+    def start(self):
+        self.port = free_port()
+        self.admin_port = free_port()
+        with open(self.config_path, "w") as f:
+            json.dump(bootstrap(self.port, self.admin_port, self.config["idp_port"], self.config["http_filters"]), f)
+        self.proc = self.procs.start(f"envoy:{self.case}", self.argv, self.log_path)
+        self.pid = self.proc.pid
 
     def wait_ready(self, limit_s):
         def ready():
             status, _, _ = request(self.admin_port, "/ready", timeout=2)
             return status == 200
-        wait_until(f"Envoy for {self.case} ready on 127.0.0.1:{self.admin_port}", limit_s, ready, self.proc,
-                   self.log_path)
+        for attempt in range(1, self.PORT_RACE_ATTEMPTS + 1):
+            try:
+                wait_until(f"Envoy for {self.case} ready on 127.0.0.1:{self.admin_port}", limit_s, ready,
+                           self.proc, self.log_path)
+                break
+            except BenchError:
+                if (attempt == self.PORT_RACE_ATTEMPTS or self.alive()
+                        or "Address already in use" not in tail(self.log_path)):
+                    raise
+                log(f"{self.case}: a port was taken before Envoy bound it; starting it again on others")
+                self.start()
         self.ready_s = time.time() - self.started
 
     def alive(self):
