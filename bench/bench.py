@@ -469,8 +469,8 @@ def v8_time(wasm_inputs, loads, idp_port, workdir, smoke, cpu, results):
     try:
         # --no-liftoff: V8's optimizing compiler from the start, as proxy-wasm-cpp-host runs it.
         r = subprocess.run(["node", "--no-liftoff", "--expose-gc", os.path.join(BENCH, "v8_time.js"), path],
-                           capture_output=True,
-                           text=True, timeout=900, preexec_fn=lambda: os.sched_setaffinity(0, {cpu}))
+                           capture_output=True, text=True, timeout=900,
+                           preexec_fn=lambda: os.sched_setaffinity(0, {cpu}))
     except subprocess.TimeoutExpired:
         r = None
     if r is None or r.returncode != 0:
