@@ -163,10 +163,20 @@ class Procs:
         self.items = []
 
 
+# Ports handed out in this run: the kernel may offer a port again once its probe socket is
+# closed, and two Envoys given one port collide (one listener fails, or its admin answers).
+_ports_given = set()
+
+
 def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    for _ in range(1000):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _ports_given:
+            _ports_given.add(port)
+            return port
+    raise BenchError("no loopback port left that this run has not handed out already")
 
 
 def port_free(port):
@@ -491,7 +501,7 @@ def v8_time(wasm_inputs, loads, idp_port, workdir, smoke, cpu, results):
 # ---- Envoy -------------------------------------------------------------------------------
 
 class Envoy:
-    # Starts after a port picked free was taken before Envoy bound it (by any process's
+    # Starts after a port picked free was taken before Envoy bound it (by another process's
     # outgoing connection, say): Envoy exits, and starts again with other ports.
     PORT_RACE_ATTEMPTS = 3
 
