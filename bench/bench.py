@@ -968,6 +968,8 @@ def main():
                     "smoke debug, so denials are explained in the log)")
     ap.add_argument("--out", default=None, help="results folder for latest.md and latest.json (default "
                     "bench/results; smoke: bench/.cache/smoke, so a smoke run never replaces the full results)")
+    ap.add_argument("--keep", action="store_true", help="keep the run's folder (configs, logs, the V8 job) "
+                    "when the run succeeds too; it is named at the end")
     args = ap.parse_args()
 
     smoke = args.smoke
@@ -1324,7 +1326,7 @@ def main():
         return 0
     finally:
         procs.stop_all()
-        if ok:
+        if ok and not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
         else:
             log(f"(logs kept in {workdir})")
