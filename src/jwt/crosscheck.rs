@@ -10,44 +10,6 @@ use jwt_simple::prelude::*;
 use p256::elliptic_curve::PrimeField as _;
 use serde_json::{json, Value};
 
-/// xorshift64*: deterministic, so a failure can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
-}
-
-impl rsa::rand_core::RngCore for Rng {
-    fn next_u32(&mut self) -> u32 {
-        self.next() as u32
-    }
-    fn next_u64(&mut self) -> u64 {
-        self.next()
-    }
-    fn fill_bytes(&mut self, dest: &mut [u8]) {
-        for b in dest {
-            *b = self.next() as u8;
-        }
-    }
-    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rsa::rand_core::Error> {
-        self.fill_bytes(dest);
-        Ok(())
-    }
-}
-
-impl rsa::rand_core::CryptoRng for Rng {}
-
 /// The verifying keys of the old path (jwt-simple's types, built as the filter built them).
 struct Old {
     rs256: RS256PublicKey,

@@ -17,6 +17,44 @@ pub const NOW: u64 = 1_800_000_000;
 /// header and payload bytes they like.
 pub const HS_SECRET: &[u8] = b"0123456789abcdef0123456789abcdef-test-only";
 
+/// xorshift64*: deterministic, so a failure can be replayed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len())]
+    }
+}
+
+impl rsa::rand_core::RngCore for Rng {
+    fn next_u32(&mut self) -> u32 {
+        self.next() as u32
+    }
+    fn next_u64(&mut self) -> u64 {
+        self.next()
+    }
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        for b in dest {
+            *b = self.next() as u8;
+        }
+    }
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rsa::rand_core::Error> {
+        self.fill_bytes(dest);
+        Ok(())
+    }
+}
+
+impl rsa::rand_core::CryptoRng for Rng {}
+
 pub struct Keys {
     pub rs: RS256KeyPair,
     pub es: ES256KeyPair,

@@ -8,27 +8,22 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use hmac_sha256::Hash as Sha256;
 use hmac_sha512::sha384::Hash as Sha384;
-use hmac_sha512::Hash as Sha512;
 use p256::ecdsa::signature::hazmat::PrehashVerifier as _;
-use rsa::signature::digest::{Digest, FixedOutputReset};
-use rsa::signature::DigestVerifier as _;
-use rsa::{pss, BigUint, RsaPublicKey};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 
 /// A verifying key for exactly one algorithm: the key types and calls of the crates
-/// jwt-simple's pure-Rust backend used (rsa with hmac-sha256/hmac-sha512 as the digests,
-/// p256/p384 ecdsa, ed25519-compact, HMAC with a constant-time compare), without its token
-/// parsing: the token was parsed and its claims checked by this crate already. RS* are the
-/// exception: `super::pkcs1` verifies them eight times faster than the `rsa` crate in Wasm (the
-/// key still goes through `rsa`'s checks first, so the same keys are accepted).
+/// jwt-simple's pure-Rust backend used (p256/p384 ecdsa, ed25519-compact, HMAC with a
+/// constant-time compare), without its token parsing: the token was parsed and its claims
+/// checked by this crate already. RSA is the exception: `super::pkcs1` verifies RS* eight
+/// times and PS* six times faster in Wasm than the `rsa` crate jwt-simple used.
 pub enum Verifier {
     RS256(pkcs1::PublicKey),
     RS384(pkcs1::PublicKey),
     RS512(pkcs1::PublicKey),
-    PS256(pss::VerifyingKey<Sha256>),
-    PS384(pss::VerifyingKey<Sha384>),
-    PS512(pss::VerifyingKey<Sha512>),
+    PS256(pkcs1::PublicKey),
+    PS384(pkcs1::PublicKey),
+    PS512(pkcs1::PublicKey),
     ES256(p256::ecdsa::VerifyingKey),
     ES384(p384::ecdsa::VerifyingKey),
     EdDSA(ed25519_compact::PublicKey),
@@ -70,9 +65,9 @@ impl Verifier {
             Verifier::RS256(k) => k.verify(pkcs1::Hash::Sha256, signed, signature),
             Verifier::RS384(k) => k.verify(pkcs1::Hash::Sha384, signed, signature),
             Verifier::RS512(k) => k.verify(pkcs1::Hash::Sha512, signed, signature),
-            Verifier::PS256(k) => rsa_pss(k, Sha256::new(), signed, signature),
-            Verifier::PS384(k) => rsa_pss(k, Sha384::new(), signed, signature),
-            Verifier::PS512(k) => rsa_pss(k, Sha512::new(), signed, signature),
+            Verifier::PS256(k) => k.verify_pss(pkcs1::Hash::Sha256, signed, signature),
+            Verifier::PS384(k) => k.verify_pss(pkcs1::Hash::Sha384, signed, signature),
+            Verifier::PS512(k) => k.verify_pss(pkcs1::Hash::Sha512, signed, signature),
             Verifier::ES256(k) => p256::ecdsa::Signature::try_from(signature)
                 .is_ok_and(|s| k.verify_prehash(&Sha256::hash(signed), &s).is_ok()),
             Verifier::ES384(k) => p384::ecdsa::Signature::try_from(signature)
@@ -84,14 +79,6 @@ impl Verifier {
             Verifier::HS512(k) => same(&hmac_sha512::HMAC::mac(signed, k), signature),
         }
     }
-}
-
-fn rsa_pss<D>(key: &pss::VerifyingKey<D>, mut digest: D, signed: &[u8], sig: &[u8]) -> bool
-where
-    D: Digest + FixedOutputReset,
-{
-    Digest::update(&mut digest, signed);
-    pss::Signature::try_from(sig).is_ok_and(|s| key.verify_digest(digest, &s).is_ok())
 }
 
 /// Constant-time equality (of a MAC and a tag); different lengths are simply unequal.
@@ -331,25 +318,20 @@ fn verifiers_of(jwk: &Map<String, Value>) -> Result<Vec<Verifier>, String> {
             if n.last().is_none_or(|b| b & 1 == 0) {
                 return Err(INVALID_KEY.into());
             }
-            let key = RsaPublicKey::new(BigUint::from_bytes_be(&n), BigUint::from_bytes_be(&e))
-                .map_err(|_| INVALID_KEY)?;
-            let fast = pkcs1::PublicKey::new(&n).ok_or(INVALID_KEY)?;
-            // PSS salts are as long as the digest (RFC 7518 §3.5).
+            // The checks above are all the `rsa` crate made of such a key (at most 4096 bits,
+            // 2 ≤ e < 2³³), so the keys accepted are those jwt-simple accepted.
+            let key = pkcs1::PublicKey::new(&n).ok_or(INVALID_KEY)?;
             Ok(algs
                 .into_iter()
                 .map(|alg| {
                     let key = key.clone();
                     match alg {
-                        Alg::RS256 => Verifier::RS256(fast.clone()),
-                        Alg::RS384 => Verifier::RS384(fast.clone()),
-                        Alg::RS512 => Verifier::RS512(fast.clone()),
-                        Alg::PS256 => {
-                            Verifier::PS256(pss::VerifyingKey::new_with_salt_len(key, 32))
-                        }
-                        Alg::PS384 => {
-                            Verifier::PS384(pss::VerifyingKey::new_with_salt_len(key, 48))
-                        }
-                        _ => Verifier::PS512(pss::VerifyingKey::new_with_salt_len(key, 64)),
+                        Alg::RS256 => Verifier::RS256(key),
+                        Alg::RS384 => Verifier::RS384(key),
+                        Alg::RS512 => Verifier::RS512(key),
+                        Alg::PS256 => Verifier::PS256(key),
+                        Alg::PS384 => Verifier::PS384(key),
+                        _ => Verifier::PS512(key),
                     }
                 })
                 .collect())

@@ -1,5 +1,7 @@
-//! RS256, RS384 and RS512 verified in Wasm (RSASSA-PKCS1-v1_5, RFC 8017 §8.2.2), for hosts
-//! without a native verifier (Kong) and wherever the host's is not used.
+//! RSA signatures verified in Wasm (RFC 8017): RS256, RS384 and RS512 (RSASSA-PKCS1-v1_5,
+//! §8.2.2) and PS256, PS384 and PS512 (RSASSA-PSS, §8.1.2), for hosts without a native
+//! verifier (Kong), and for PS* everywhere (Envoy's `verify_signature` only checks
+//! PKCS1-v1_5).
 //!
 //! The `rsa` crate spent 1.2 ms per new RS256 token in V8 (0.9 without its `u64_digit`
 //! feature, whose 64-bit products Wasm can only compute through a 128-bit software routine):
@@ -7,9 +9,10 @@
 //! computed once, when the JWK set is read, and a signature costs 16 squarings and one
 //! multiplication of 32-bit limbs (JWK sets only carry keys with e = 65537, `jwks`): 0.15 ms.
 //!
-//! The signature is checked the way RFC 8017 recommends: the expected encoding
+//! A PKCS1-v1_5 signature is checked the way RFC 8017 recommends: the expected encoding
 //! `00 01 FF…FF 00 DigestInfo(hash)` is built and compared whole with `s^e mod n`; nothing
-//! is parsed out of the decrypted block.
+//! is parsed out of the decrypted block. A PSS signature has a random salt, so its encoding
+//! cannot be rebuilt: it is taken apart as EMSA-PSS-VERIFY (§9.1.2) says, step by step.
 
 /// DigestInfo DER prefixes (RFC 8017 §9.2, note 1), followed by the digest itself.
 const SHA256_PREFIX: &[u8] = &[
@@ -34,16 +37,44 @@ pub enum Hash {
 }
 
 impl Hash {
+    /// The digest's length in bytes.
+    fn len(self) -> usize {
+        match self {
+            Hash::Sha256 => 32,
+            Hash::Sha384 => 48,
+            Hash::Sha512 => 64,
+        }
+    }
+
+    fn digest(self, data: &[u8]) -> Vec<u8> {
+        match self {
+            Hash::Sha256 => hmac_sha256::Hash::hash(data).to_vec(),
+            Hash::Sha384 => hmac_sha512::sha384::Hash::hash(data).to_vec(),
+            Hash::Sha512 => hmac_sha512::Hash::hash(data).to_vec(),
+        }
+    }
+
     fn digest_info(self, signed: &[u8]) -> Vec<u8> {
-        let (prefix, digest): (&[u8], Vec<u8>) = match self {
-            Hash::Sha256 => (SHA256_PREFIX, hmac_sha256::Hash::hash(signed).to_vec()),
-            Hash::Sha384 => (
-                SHA384_PREFIX,
-                hmac_sha512::sha384::Hash::hash(signed).to_vec(),
-            ),
-            Hash::Sha512 => (SHA512_PREFIX, hmac_sha512::Hash::hash(signed).to_vec()),
+        let prefix = match self {
+            Hash::Sha256 => SHA256_PREFIX,
+            Hash::Sha384 => SHA384_PREFIX,
+            Hash::Sha512 => SHA512_PREFIX,
         };
-        [prefix, &digest].concat()
+        [prefix, &self.digest(signed)].concat()
+    }
+
+    /// MGF1 (RFC 8017 §B.2.1): `len` bytes of digests of `seed` and a 32-bit counter.
+    fn mgf1(self, seed: &[u8], len: usize) -> Vec<u8> {
+        let mut mask = Vec::with_capacity(len.saturating_add(self.len()));
+        let mut input = [seed, &[0; 4]].concat();
+        for counter in (0u32..).take(len.div_ceil(self.len())) {
+            if let Some(slot) = input.get_mut(seed.len()..) {
+                slot.copy_from_slice(&counter.to_be_bytes());
+            }
+            mask.extend_from_slice(&self.digest(&input));
+        }
+        mask.truncate(len);
+        mask
     }
 }
 
@@ -58,6 +89,8 @@ pub struct PublicKey {
     rr: Vec<u32>,
     /// The modulus in bytes: every signature and encoded message is exactly this long.
     len: usize,
+    /// The modulus in bits.
+    bits: usize,
 }
 
 impl std::fmt::Debug for PublicKey {
@@ -82,10 +115,12 @@ impl PublicKey {
         for _ in 0..4 {
             inv = inv.wrapping_mul(2u32.wrapping_sub(n0.wrapping_mul(inv)));
         }
+        let top_zeros = n_be.first().map_or(0, |b| b.leading_zeros() as usize);
         let mut key = PublicKey {
             n0_inv: inv.wrapping_neg(),
             rr: Vec::new(),
             len: n_be.len(),
+            bits: n_be.len().saturating_mul(8).saturating_sub(top_zeros),
             n,
         };
         key.rr = key.r_squared();
@@ -107,6 +142,66 @@ impl PublicKey {
         }
         let expected = [&[0x00, 0x01][..], &vec![0xff; padding], &[0x00], &t].concat();
         decrypted == expected
+    }
+
+    /// Whether `signature` is `hash`'s RSASSA-PSS signature of `signed` under this key, with
+    /// MGF1 over the same hash and a salt as long as the digest (RFC 7518 §3.5): the steps of
+    /// EMSA-PSS-VERIFY (RFC 8017 §9.1.2), numbered as there.
+    pub fn verify_pss(&self, hash: Hash, signed: &[u8], signature: &[u8]) -> bool {
+        let Some(decrypted) = self.public_op(signature) else {
+            return false;
+        };
+        let (h_len, s_len) = (hash.len(), hash.len());
+        // emBits = modBits − 1 (§8.1.2 step 2c): EM is a byte shorter than the modulus when
+        // modBits ≡ 1 (mod 8), and that byte must be zero (I2OSP fails otherwise).
+        let em_bits = self.bits.saturating_sub(1);
+        let em_len = em_bits.div_ceil(8);
+        let Some((high, em)) = decrypted.split_at_checked(self.len.saturating_sub(em_len)) else {
+            return false;
+        };
+        if high.iter().any(|&b| b != 0) {
+            return false;
+        }
+        // 3. emLen ≥ hLen + sLen + 2; 4. the last byte is 0xbc; 5. maskedDB, then H.
+        let Some(db_len) = em_len.checked_sub(h_len.saturating_add(1)) else {
+            return false;
+        };
+        let Some(ps_len) = db_len.checked_sub(s_len.saturating_add(1)) else {
+            return false;
+        };
+        let Some((&0xbc, rest)) = em.split_last() else {
+            return false;
+        };
+        let Some((masked_db, h)) = rest.split_at_checked(db_len) else {
+            return false;
+        };
+        // 6. The 8·emLen − emBits leftmost bits of maskedDB are zero.
+        let unused_bits = em_len.saturating_mul(8).saturating_sub(em_bits);
+        let top_mask = u8::try_from(0xffu32 >> unused_bits).unwrap_or(0);
+        if masked_db.first().is_some_and(|b| b & !top_mask != 0) {
+            return false;
+        }
+        // 7.–9. DB = maskedDB ⊕ MGF1(H), its unused leftmost bits set to zero.
+        let mut db = hash.mgf1(h, db_len);
+        for (d, m) in db.iter_mut().zip(masked_db) {
+            *d ^= m;
+        }
+        if let Some(first) = db.first_mut() {
+            *first &= top_mask;
+        }
+        // 10. PS (zeros), then 0x01; 11. the salt is the rest.
+        let Some((ps, rest)) = db.split_at_checked(ps_len) else {
+            return false;
+        };
+        let Some((&0x01, salt)) = rest.split_first() else {
+            return false;
+        };
+        if ps.iter().any(|&b| b != 0) {
+            return false;
+        }
+        // 12.–14. H = Hash(00 × 8 ‖ mHash ‖ salt).
+        let m_prime = [&[0u8; 8][..], &hash.digest(signed), salt].concat();
+        hash.digest(&m_prime) == h
     }
 
     /// s^65537 mod n as `len` big-endian bytes; `None` unless `signature` is exactly `len`
@@ -276,33 +371,27 @@ fn shift_left_one(x: &mut [u32]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rsa::signature::{SignatureEncoding as _, Signer as _};
-    use rsa::traits::PublicKeyParts as _;
-    use rsa::{pkcs1v15, BigUint, RsaPrivateKey};
+    use crate::jwt::fixtures::Rng;
+    use hmac_sha256::Hash as Sha256;
+    use hmac_sha512::sha384::Hash as Sha384;
+    use hmac_sha512::Hash as Sha512;
+    use rsa::signature::{RandomizedSigner as _, SignatureEncoding as _, Signer as _};
+    use rsa::traits::{PrivateKeyParts as _, PublicKeyParts as _};
+    use rsa::{pkcs1v15, pss, BigUint, RsaPrivateKey};
 
-    /// xorshift: reproducible numbers without a dependency.
-    fn numbers(mut seed: u64) -> impl FnMut() -> u64 {
-        move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        }
-    }
-
-    fn random_bytes(next: &mut impl FnMut() -> u64, len: usize) -> Vec<u8> {
-        (0..len).map(|_| next() as u8).collect()
+    fn random_bytes(rng: &mut Rng, len: usize) -> Vec<u8> {
+        (0..len).map(|_| rng.next() as u8).collect()
     }
 
     #[test]
     fn the_public_operation_is_modular_exponentiation() {
         // Any odd modulus will do for the arithmetic: lengths on and off limb boundaries,
         // top limbs full and nearly empty, and RSA's own sizes.
-        let mut next = numbers(0x51_7c_c1_b7_27_22_0a_95);
+        let mut rng = Rng(0x51_7c_c1_b7_27_22_0a_95);
         for bits in [40usize, 64, 65, 95, 512, 1025, 2048, 2049, 2056, 3072, 4096] {
             for _ in 0..4 {
                 let len = bits.div_ceil(8);
-                let mut n = random_bytes(&mut next, len);
+                let mut n = random_bytes(&mut rng, len);
                 n[0] &= 0xff >> (len * 8 - bits);
                 n[0] |= 0x80 >> (len * 8 - bits);
                 n[len - 1] |= 1;
@@ -315,7 +404,7 @@ mod tests {
                     "R² mod n, {bits} bits"
                 );
                 for _ in 0..8 {
-                    let s = BigUint::from_bytes_be(&random_bytes(&mut next, len)) % &big_n;
+                    let s = BigUint::from_bytes_be(&random_bytes(&mut rng, len)) % &big_n;
                     let mut s_bytes = s.to_bytes_be();
                     while s_bytes.len() < len {
                         s_bytes.insert(0, 0);
@@ -338,17 +427,16 @@ mod tests {
         assert!(PublicKey::new(&[0, 0, 1, 0, 0, 0, 1]).is_some());
     }
 
+    /// Keys of 2048 and 3072 bits, and of 2047 and 2049 (a PSS encoding is a bit shorter
+    /// than the modulus: 2049 bits leave it a whole byte shorter).
     fn rsa_key(bits: usize) -> RsaPrivateKey {
-        use rsa::pkcs8::DecodePrivateKey as _;
         use std::sync::OnceLock;
         static KEYS: OnceLock<Vec<RsaPrivateKey>> = OnceLock::new();
         let keys = KEYS.get_or_init(|| {
-            [2048, 3072]
+            let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+            [2048, 3072, 2047, 2049]
                 .iter()
-                .map(|bits| {
-                    let pair = jwt_simple::prelude::RS256KeyPair::generate(*bits).unwrap();
-                    RsaPrivateKey::from_pkcs8_der(&pair.to_der().unwrap()).unwrap()
-                })
+                .map(|bits| RsaPrivateKey::new(&mut rng, *bits).unwrap())
                 .collect()
         });
         keys.iter().find(|k| k.n().bits() == bits).unwrap().clone()
@@ -360,9 +448,6 @@ mod tests {
 
     #[test]
     fn signatures_of_the_rsa_crate_verify_and_nothing_else_does() {
-        use hmac_sha256::Hash as Sha256;
-        use hmac_sha512::sha384::Hash as Sha384;
-        use hmac_sha512::Hash as Sha512;
         for bits in [2048, 3072] {
             let private = rsa_key(bits);
             let key = key_of(&private);
@@ -428,5 +513,171 @@ mod tests {
         }
         assert!(key.public_op(&n).is_none(), "s = n is out of range");
         assert!(key.public_op(&vec![0xff; len]).is_none());
+    }
+
+    /// A damaged signature: each of these bits flipped in turn.
+    fn flipped(sig: &[u8]) -> impl Iterator<Item = Vec<u8>> + '_ {
+        (0..sig.len() * 8).step_by(97).map(|bit| {
+            let mut bad = sig.to_vec();
+            bad[bit / 8] ^= 1 << (bit % 8);
+            bad
+        })
+    }
+
+    #[test]
+    fn pss_signatures_of_the_rsa_crate_verify_and_nothing_else_does() {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let msg = b"eyJhbGciOiJQUzI1NiJ9.eyJzdWIiOiJ4In0";
+        for bits in [2048, 3072, 2047, 2049] {
+            let private = rsa_key(bits);
+            let key = key_of(&private);
+            let k = || private.clone();
+            // Salts as long as the digest (RFC 7518 §3.5), drawn afresh for each signature.
+            let mut sign = |hash: Hash| match hash {
+                Hash::Sha256 => pss::SigningKey::<Sha256>::new_with_salt_len(k(), 32)
+                    .sign_with_rng(&mut rng, msg)
+                    .to_vec(),
+                Hash::Sha384 => pss::SigningKey::<Sha384>::new_with_salt_len(k(), 48)
+                    .sign_with_rng(&mut rng, msg)
+                    .to_vec(),
+                Hash::Sha512 => pss::SigningKey::<Sha512>::new_with_salt_len(k(), 64)
+                    .sign_with_rng(&mut rng, msg)
+                    .to_vec(),
+            };
+            for hash in [Hash::Sha256, Hash::Sha384, Hash::Sha512] {
+                let sig = sign(hash);
+                assert!(key.verify_pss(hash, msg, &sig), "{hash:?}, {bits} bits");
+                assert!(!key.verify_pss(hash, b"another message", &sig));
+                assert!(!key.verify(hash, msg, &sig), "not a PKCS1-v1_5 signature");
+                for other in [Hash::Sha256, Hash::Sha384, Hash::Sha512] {
+                    assert_eq!(key.verify_pss(other, msg, &sig), other == hash);
+                }
+                for bad in flipped(&sig) {
+                    assert!(!key.verify_pss(hash, msg, &bad));
+                }
+                let mut longer = vec![0];
+                longer.extend_from_slice(&sig);
+                assert!(!key.verify_pss(hash, msg, &longer));
+                assert!(!key.verify_pss(hash, msg, &sig[..sig.len() - 1]));
+                // Two signatures of one message differ (the salt), and both verify.
+                let again = sign(hash);
+                assert_ne!(again, sig);
+                assert!(key.verify_pss(hash, msg, &again));
+            }
+            // Salts of another length than the digest's are refused.
+            for salt_len in [0, 20, 31, 33] {
+                let sig = pss::SigningKey::<Sha256>::new_with_salt_len(k(), salt_len)
+                    .sign_with_rng(&mut rng, msg)
+                    .to_vec();
+                assert!(
+                    !key.verify_pss(Hash::Sha256, msg, &sig),
+                    "salt of {salt_len}"
+                );
+            }
+            // A PKCS1-v1_5 signature is no PSS signature.
+            let v15 = pkcs1v15::SigningKey::<Sha256>::new(k()).sign(msg).to_vec();
+            assert!(key.verify(Hash::Sha256, msg, &v15));
+            assert!(!key.verify_pss(Hash::Sha256, msg, &v15));
+        }
+        let sig = pss::SigningKey::<Sha256>::new_with_salt_len(rsa_key(2048), 32)
+            .sign_with_rng(&mut rng, msg)
+            .to_vec();
+        assert!(!key_of(&rsa_key(3072)).verify_pss(Hash::Sha256, msg, &sig));
+    }
+
+    /// EMSA-PSS-ENCODE (RFC 8017 §9.1.1) with `salt`, as `em_len` bytes.
+    fn pss_encode(
+        hash: Hash,
+        msg: &[u8],
+        salt: &[u8],
+        em_len: usize,
+        unused_bits: usize,
+    ) -> Vec<u8> {
+        let h = hash.digest(&[&[0u8; 8][..], &hash.digest(msg), salt].concat());
+        let db_len = em_len - hash.len() - 1;
+        let mut db = vec![0u8; db_len - salt.len() - 1];
+        db.push(0x01);
+        db.extend_from_slice(salt);
+        for (d, m) in db.iter_mut().zip(hash.mgf1(&h, db_len)) {
+            *d ^= m;
+        }
+        db[0] &= 0xff >> unused_bits;
+        [db, h, vec![0xbc]].concat()
+    }
+
+    /// The signature whose public operation gives `block` (as many bytes as the modulus).
+    fn sign_raw(private: &RsaPrivateKey, block: &[u8]) -> Vec<u8> {
+        let s = BigUint::from_bytes_be(block).modpow(private.d(), private.n());
+        let mut sig = s.to_bytes_be();
+        while sig.len() < private.size() {
+            sig.insert(0, 0);
+        }
+        sig
+    }
+
+    #[test]
+    fn every_step_of_the_pss_check_refuses_its_own_flaw() {
+        let msg = b"header.payload";
+        let salt = [0x5a; 32];
+        for bits in [2048, 2049] {
+            let private = rsa_key(bits);
+            let key = key_of(&private);
+            let len = private.size();
+            let em_len = (bits - 1).div_ceil(8);
+            let unused = em_len * 8 - (bits - 1);
+            let sign = |em: &[u8]| sign_raw(&private, &[&vec![0; len - em_len][..], em].concat());
+            let good = pss_encode(Hash::Sha256, msg, &salt, em_len, unused);
+            assert!(
+                key.verify_pss(Hash::Sha256, msg, &sign(&good)),
+                "{bits} bits"
+            );
+
+            let mut flaws: Vec<(&str, Vec<u8>)> = Vec::new();
+            let mut trailer = good.clone();
+            *trailer.last_mut().unwrap() = 0xbd;
+            flaws.push(("trailer byte", sign(&trailer)));
+            let h_at = em_len - 33;
+            let mut h = good.clone();
+            h[h_at] ^= 1;
+            flaws.push(("H", sign(&h)));
+            // DB bytes are flipped through the mask: maskedDB ⊕ x unmasks to DB ⊕ x.
+            let separator = em_len - 32 - 1 - 32 - 1;
+            let mut sep = good.clone();
+            sep[separator] ^= 0x03;
+            flaws.push(("0x01 separator", sign(&sep)));
+            let mut ps = good.clone();
+            ps[separator - 1] ^= 0x01;
+            flaws.push(("PS not zero", sign(&ps)));
+            let mut salted = good.clone();
+            salted[separator + 1] ^= 0x01;
+            flaws.push(("salt", sign(&salted)));
+            for salt_len in [31, 33] {
+                let other = pss_encode(Hash::Sha256, msg, &vec![0x5a; salt_len], em_len, unused);
+                flaws.push(("salt length", sign(&other)));
+            }
+            if unused > 0 {
+                let mut top = good.clone();
+                top[0] |= 0x80;
+                flaws.push(("leftmost bit", sign(&top)));
+            } else {
+                // EM a byte shorter than the modulus, and that byte not zero: with a salt
+                // that keeps the whole block below n, so that it is what s^e gives back.
+                let n = private.n();
+                let block = (0..=255u8)
+                    .map(|b| {
+                        let em = pss_encode(Hash::Sha256, msg, &[b; 32], em_len, unused);
+                        [&[0x01][..], &em].concat()
+                    })
+                    .find(|block| BigUint::from_bytes_be(block) < *n)
+                    .unwrap();
+                flaws.push(("byte above EM", sign_raw(&private, &block)));
+            }
+            for (what, sig) in flaws {
+                assert!(
+                    !key.verify_pss(Hash::Sha256, msg, &sig),
+                    "{what}, {bits} bits"
+                );
+            }
+        }
     }
 }
