@@ -65,14 +65,15 @@ function usage(code) {
 
 // ---------------------------------------------------------------- keys
 
-function generateJwk(type, kid) {
-  const { privateKey } = type === 'rsa'
-    ? crypto.generateKeyPairSync('rsa', { modulusLength: 2048 })
-    : crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' });
+// alg: RS256 or PS256 (an RSA key), ES256 (a P-256 key).
+function generateJwk(alg, kid) {
+  const { privateKey } = alg === 'ES256'
+    ? crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' })
+    : crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
   return {
     ...privateKey.export({ format: 'jwk' }),
     kid,
-    alg: type === 'rsa' ? 'RS256' : 'ES256',
+    alg,
     use: 'sig',
   };
 }
@@ -182,8 +183,8 @@ function extraClientMetadataValidator(ctx, key, value, metadata) {
     case 'access_token_alg':
       if (value === undefined) {
         metadata[key] = 'RS256';
-      } else if (value !== 'RS256' && value !== 'ES256') {
-        throw metadataError('access_token_alg must be "RS256" or "ES256"');
+      } else if (value !== 'RS256' && value !== 'ES256' && value !== 'PS256') {
+        throw metadataError('access_token_alg must be "RS256", "ES256" or "PS256"');
       }
       break;
     case 'access_token_ttl':
@@ -206,12 +207,17 @@ function extraClientMetadataValidator(ctx, key, value, metadata) {
 }
 
 function buildProvider(issuer, initialAccessToken, keys) {
-  const { rsa, ec } = keys;
+  const { rsa, ec, ps } = keys;
   const currentRsaKid = rsa[0].kid;
+  const signers = {
+    RS256: { alg: 'RS256', kid: currentRsaKid },
+    ES256: { alg: 'ES256', kid: ec.kid },
+    PS256: { alg: 'PS256', kid: ps.kid },
+  };
 
   const provider = new Provider(issuer, {
     adapter: MapAdapter,
-    jwks: { keys: [...rsa, ec].map((k) => ({ ...k })) },
+    jwks: { keys: [...rsa, ec, ps].map((k) => ({ ...k })) },
     scopes: ['openid', 'email', 'orders:read', 'orders:write'],
     claims: {
       openid: ['sub'],
@@ -263,9 +269,7 @@ function buildProvider(issuer, initialAccessToken, keys) {
             accessTokenFormat: format,
           };
           if (format === 'jwt') {
-            info.jwt = {
-              sign: alg === 'ES256' ? { alg: 'ES256', kid: ec.kid } : { alg: 'RS256', kid: currentRsaKid },
-            };
+            info.jwt = { sign: signers[alg] };
           }
           return info;
         },
@@ -295,8 +299,9 @@ const stats = {
 let jwksMode = 'normal';
 let rsaSerial = 1;
 const keys = {
-  rsa: [generateJwk('rsa', 'rs-1')], // newest first; at most 2 kept
-  ec: generateJwk('ec', 'es-1'),
+  rsa: [generateJwk('RS256', 'rs-1')], // newest first; at most 2 kept
+  ec: generateJwk('ES256', 'es-1'),
+  ps: generateJwk('PS256', 'ps-1'),
 };
 let issuer;
 let provider;
@@ -353,7 +358,7 @@ function readBody(req, limit = 64 * 1024) {
 function publicJwks() {
   // what the provider publishes in "normal" mode, used for the fault modes
   return {
-    keys: [...keys.rsa, keys.ec].map(({
+    keys: [...keys.rsa, keys.ec, keys.ps].map(({
       kty, kid, alg, use, n, e, crv, x, y,
     }) => JSON.parse(JSON.stringify({
       kty, kid, alg, use, n, e, crv, x, y,
@@ -363,7 +368,7 @@ function publicJwks() {
 
 function rotate() {
   rsaSerial += 1;
-  const fresh = generateJwk('rsa', `rs-${rsaSerial}`);
+  const fresh = generateJwk('RS256', `rs-${rsaSerial}`);
   keys.rsa = [fresh, keys.rsa[0]];
   provider = buildProvider(issuer, initialAccessToken, keys);
   providerHandler = provider.callback();

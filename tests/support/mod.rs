@@ -696,6 +696,16 @@ fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
+/// A compact JWS's protected header (`Null` when it is not one).
+pub fn jose_header(token: &str) -> Value {
+    use base64::Engine as _;
+    let head = token.split('.').next().unwrap_or_default();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(head)
+        .unwrap_or_default();
+    serde_json::from_slice(&bytes).unwrap_or_default()
+}
+
 /// Polls `f` every 100 ms until it returns true or `limit` passes.
 pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
