@@ -177,7 +177,10 @@ impl PublicKey {
         };
         // 6. The 8·emLen − emBits leftmost bits of maskedDB are zero.
         let unused_bits = em_len.saturating_mul(8).saturating_sub(em_bits);
-        let top_mask = u8::try_from(0xffu32 >> unused_bits).unwrap_or(0);
+        let top_mask = u32::try_from(unused_bits)
+            .ok()
+            .and_then(|bits| 0xffu8.checked_shr(bits))
+            .unwrap_or(0);
         if masked_db.first().is_some_and(|b| b & !top_mask != 0) {
             return false;
         }
