@@ -318,8 +318,9 @@ fn verifiers_of(jwk: &Map<String, Value>) -> Result<Vec<Verifier>, String> {
             if n.last().is_none_or(|b| b & 1 == 0) {
                 return Err(INVALID_KEY.into());
             }
-            // The checks above are all the `rsa` crate made of such a key (at most 4096 bits,
-            // 2 ≤ e < 2³³), so the keys accepted are those jwt-simple accepted.
+            // The checks above imply every one the `rsa` crate made (n of at most 4096 bits,
+            // odd and above e; e odd, 2 ≤ e < 2³³): the keys accepted are those jwt-simple
+            // accepted.
             let key = pkcs1::PublicKey::new(&n).ok_or(INVALID_KEY)?;
             Ok(algs
                 .into_iter()
