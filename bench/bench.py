@@ -97,6 +97,13 @@ CASES = [
     # The no-op plus the five identity headers an allowed request is forwarded with: the floor
     # of any filter that does this job, whatever it checks.
     ("noop-wasm-identity", "noop-identity", ("bearer", "rs256")),
+    # The no-op on each other request the filter cases send: Envoy's own cost depends on the
+    # request (a 700-byte bearer token takes longer to parse than a 40-byte API key), so a
+    # filter case is compared with the no-op on the same request.
+    ("noop-wasm-es256", "noop", ("bearer", "es256")),
+    ("noop-wasm-basic", "noop", ("basic", None)),
+    ("noop-wasm-opaque", "noop", ("bearer", "opaque")),
+    ("noop-wasm-apikey", "noop", ("apikey", None)),
     ("jwt_authn-nocache", "jwt_authn", ("bearer", "rs256")),
     ("jwt_authn-cache", "jwt_authn-cache", ("bearer", "rs256")),
     ("filter-rs256-repeat", "filter", ("bearer", "rs256")),
@@ -116,6 +123,22 @@ CASES = [
     ("filter-rs256-distinct-20-keys", "filter-k20", ("distinct", "rs256-k20")),
 ]
 CASE_NAMES = [c[0] for c in CASES]
+CASE_LOADS = {name: load for name, _, load in CASES}
+
+
+def request_of(case):
+    """What a case's requests look like to Envoy: a stream of distinct tokens like one token of
+    the same algorithm repeated (they are as long), the 20-key issuer's tokens like RS256's."""
+    kind, what = CASE_LOADS[case.partition("@")[0]]
+    return ("bearer" if kind == "distinct" else kind, "rs256" if what == "rs256-k20" else what)
+
+
+def same_request(case, envoy_kind, cases_run):
+    """The case run with Envoy configuration `envoy_kind` (a no-op) on the same requests as
+    `case`, or None."""
+    return next((name for name, kind, _ in CASES
+                 if kind == envoy_kind and name in cases_run and request_of(name) == request_of(case)),
+                None)
 # (growth case, its base case, what grows)
 GROWTH = [
     ("filter-rs256-repeat-100k-apps", "filter-rs256-repeat", "100,000 applications / 10"),
@@ -792,8 +815,6 @@ def summarize(results):
 
 def render(meta, results, summary):
     base = summary.get("no-filter", {})
-    noop = summary.get("noop-wasm", {})
-    ident = summary.get("noop-wasm-identity", {})
     lines = []
     lines.append("# app-auth-filter vs Envoy jwt_authn")
     lines.append("")
@@ -810,10 +831,13 @@ def render(meta, results, summary):
         lines.append(f"`@{name}` cases: {v['source']} ({v['bytes']:,} bytes, sha256 {v['sha256'][:12]})")
     lines.append("")
     lines.append("Medians over rounds. CPU = Envoy process utime+stime per request served (judge by this). "
-                 "Ratios: req/s case ÷ no-filter and ÷ noop-wasm; CPU noop ÷ case (higher is better, like "
-                 "req/s); CPU noop+id ÷ case: the same against `noop-wasm-identity`, the no-op that also "
-                 "adds the five identity headers an allowed request is forwarded with. Δ CPU = case − no-filter, µs per request. (min): the least CPU/req of the rounds, the "
-                 "one least disturbed on a shared machine.")
+                 "Ratios: req/s case ÷ no-filter and ÷ the no-op on the same requests; CPU noop ÷ case "
+                 "(higher is better, like req/s), the no-op on the same requests (`noop-wasm`: RS256 bearer, "
+                 "`noop-wasm-es256`, `-basic`, `-opaque`, `-apikey`; a distinct-token case is compared with "
+                 "its algorithm's repeated token, as long); CPU noop+id ÷ case: the same against "
+                 "`noop-wasm-identity`, the no-op that also adds the five identity headers an allowed request "
+                 "is forwarded with (RS256 bearer requests only). Δ CPU = case − no-filter, µs per request. "
+                 "(min): the least CPU/req of the rounds, the one least disturbed on a shared machine.")
     lines.append("")
     lines.append("| case | req/s | p50 ms | p99 ms | CPU µs/req | (min) | req/s vs no-filter | req/s vs noop | "
                  "CPU noop/case | CPU noop+id/case | Δ CPU µs | non-2xx | notes |")
@@ -836,6 +860,8 @@ def render(meta, results, summary):
             else:
                 why = "no cache" if not caches else f"{FILTER_CACHE_ENTRIES:,}-entry FIFO cache"
                 notes.append(f"stream of {stream:,} wrapped (harmless: {why})")
+        noop = summary.get(same_request(case, "noop", summary), {})
+        ident = summary.get(same_request(case, "noop-identity", summary), {})
         delta = (s["cpu_us_per_req"] - base["cpu_us_per_req"]) if (
             s["cpu_us_per_req"] is not None and base.get("cpu_us_per_req") is not None) else None
         lines.append(
