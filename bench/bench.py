@@ -88,7 +88,7 @@ def log(msg):
 # ---- cases -------------------------------------------------------------------------------
 #
 # A case: which Envoy configuration ("envoy" key: no-filter, noop, jwt_authn, jwt_authn-cache,
-# filter, filter-100k, filter-k20) and what each request carries ("load": a static header or a
+# jwt_authn-ps, filter, filter-100k, filter-k20, filter-ps) and what each request carries ("load": a static header or a
 # stream of distinct tokens).
 
 CASES = [
@@ -112,6 +112,9 @@ CASES = [
     ("filter-es256-repeat", "filter", ("bearer", "es256")),
     ("filter-es256-distinct", "filter", ("distinct", "es256")),
     ("jwt_authn-es256-distinct", "jwt_authn", ("distinct", "es256")),
+    # PS256: Envoy's verify_signature only does PKCS1-v1_5, so the filter verifies PSS in Wasm.
+    ("filter-ps256-distinct", "filter-ps", ("distinct", "ps256")),
+    ("jwt_authn-ps256-distinct", "jwt_authn-ps", ("distinct", "ps256")),
     ("filter-cc-cached", "filter", ("basic", None)),
     ("filter-introspection-cached", "filter", ("bearer", "opaque")),
     ("filter-key-auth", "filter", ("apikey", None)),
@@ -128,9 +131,10 @@ CASE_LOADS = {name: load for name, _, load in CASES}
 
 def request_of(case):
     """What a case's requests look like to Envoy: a stream of distinct tokens like one token of
-    the same algorithm repeated (they are as long), the 20-key issuer's tokens like RS256's."""
+    the same algorithm repeated (they are as long), the 20-key issuer's and PS256 tokens like
+    RS256's."""
     kind, what = CASE_LOADS[case.partition("@")[0]]
-    return ("bearer" if kind == "distinct" else kind, "rs256" if what == "rs256-k20" else what)
+    return ("bearer" if kind == "distinct" else kind, "rs256" if what in ("rs256-k20", "ps256") else what)
 
 
 def same_request(case, envoy_kind, cases_run):
@@ -413,11 +417,11 @@ def wasm_filter(name, path, configuration):
     return {"name": "envoy.filters.http.wasm", "typed_config": {"@type": WASM_TYPE, "config": config}}
 
 
-def jwt_authn_filter(fx, cache):
+def jwt_authn_filter(fx, cache, issuer="issuer", jwks="jwks"):
     provider = {
-        "issuer": fx["issuer"],
+        "issuer": fx[issuer],
         "audiences": [fx["audience"]],
-        "local_jwks": {"inline_string": json.dumps(fx["jwks"])},
+        "local_jwks": {"inline_string": json.dumps(fx[jwks])},
         "forward": True,
     }
     if cache:
@@ -478,6 +482,10 @@ def http_filters_for(kind, fx, idp_port, wasm, noop_wasm):
         return [wasm_filter("app_auth_filter", wasm, filter_config(fx, idp_port, fx["issuer"], 100_000))]
     if kind == "filter-k20":
         return [wasm_filter("app_auth_filter", wasm, filter_config(fx, idp_port, fx["issuer_k20"], 10))]
+    if kind == "jwt_authn-ps":
+        return [jwt_authn_filter(fx, cache=False, issuer="issuer_ps", jwks="jwks_ps")]
+    if kind == "filter-ps":
+        return [wasm_filter("app_auth_filter", wasm, filter_config(fx, idp_port, fx["issuer_ps"], 10))]
     raise ValueError(kind)
 
 
@@ -862,7 +870,7 @@ def render(meta, results, summary):
             notes.append(f"**{results[case]['open_gate']}**")
         if s["socket_errors"]:
             notes.append(f"{s['socket_errors']} socket errors")
-        caches = results[case]["envoy"] not in ("jwt_authn", "none", "noop", "noop-identity")
+        caches = results[case]["envoy"] not in ("jwt_authn", "jwt_authn-ps", "none", "noop", "noop-identity")
         stream = results[case].get("tokens")
         if s["tokens_wrapped"] or s["tokens_reused"]:
             if caches and stream is not None and stream <= FILTER_CACHE_ENTRIES:
@@ -1129,7 +1137,8 @@ def main():
             os.remove(path + ".meta.json")
         for stream, issuer, alg, kid in (("rs256", fx["issuer"], "RS256", "rsa-0"),
                                          ("es256", fx["issuer"], "ES256", "ec-0"),
-                                         ("rs256-k20", fx["issuer_k20"], "RS256", "rsa-0")):
+                                         ("rs256-k20", fx["issuer_k20"], "RS256", "rsa-0"),
+                                         ("ps256", fx["issuer_ps"], "PS256", "ps-0")):
             if ("distinct", stream) in needs:
                 path = os.path.join(CACHE, f"tokens-{stream}-{idp_port}.txt")
                 fresh, count = mint(issuer, alg, kid, n_tokens, path, 2 if n_tokens >= 2000 else 1, max_age)
@@ -1243,7 +1252,8 @@ def main():
             "wasm_sha256": sha256_file(wasm), "wasm_source": WASM,
             "git": f"BENCH_WASM={os.environ['BENCH_WASM']}" if os.environ.get("BENCH_WASM") else git_describe(),
             "idp_keys_cache_control": args.idp_keys_cache_control,
-            "distinct_tokens": {alg: tokens.get(f"{alg}-distinct-count") for alg in ("rs256", "es256", "rs256-k20")},
+            "distinct_tokens": {alg: tokens.get(f"{alg}-distinct-count")
+                                for alg in ("rs256", "es256", "rs256-k20", "ps256")},
             "idp_port": idp_port,
             "variants": {name: {"source": variants[name], "bytes": os.path.getsize(path),
                                 "sha256": sha256_file(path)} for name, path in variant_wasm.items()},
@@ -1286,7 +1296,7 @@ def main():
         except (OSError, ValueError, http.client.HTTPException):
             meta["idp_requests"] = None
         filter_envoys = sum(1 for e in every_envoy if e.kind.startswith("filter"))
-        jwks = (meta["idp_requests"] or {}).get("jwks", 0) + (meta["idp_requests"] or {}).get("jwks_k20", 0)
+        jwks = sum((meta["idp_requests"] or {}).get(k, 0) for k in ("jwks", "jwks_k20", "jwks_ps"))
         # Each filter Envoy fetches its keys once (shared by its VMs) and again when they are due.
         jwks_expected = filter_envoys * (2 + int(time.time() - started) // 60)
         if jwks > jwks_expected:

@@ -7,15 +7,17 @@
 //       Serves on 127.0.0.1:N (0: any free port) and prints "idp listening on http://127.0.0.1:PORT".
 //       Discovery and JWKS answers carry no Cache-Control unless --keys-cache-control gives one
 //       (for example "no-store", as some IdPs send, or "public, max-age=300").
-//   node bench/idp.js mint --keys FILE --issuer URL --alg RS256|ES256 --count N --out FILE
+//   node bench/idp.js mint --keys FILE --issuer URL --alg RS256|ES256|PS256 --count N --out FILE
 //                          [--kid KID] [--client-id ID]
 //       Writes N valid access tokens, one a line, each with its own jti, signed with the keys
 //       the server publishes.
 //
-// Two issuers share the server and the keys:
+// Three issuers share the server and the keys:
 //   http://127.0.0.1:PORT       discovery /.well-known/openid-configuration, /jwks: rsa-0 + ec-0
 //   http://127.0.0.1:PORT/k20   discovery /k20/.well-known/openid-configuration,
 //                               /k20/jwks: rsa-1..rsa-19, rsa-0, ec-0 (20 RSA keys + 1 EC)
+//   http://127.0.0.1:PORT/ps    discovery /ps/.well-known/openid-configuration,
+//                               /ps/jwks: ps-0 (rsa-1's key, for PS256)
 // Both name /token (client_credentials) and /token/introspection as their endpoints.
 'use strict';
 
@@ -86,16 +88,21 @@ function loadKeys(file) {
   };
   const rsa = raw.rsa.map((k) => pub(k.kid, k.pem, 'RS256'));
   const ec = pub(raw.ec.kid, raw.ec.pem, 'ES256');
-  return { rsa, ec, byKid };
+  // RSASSA-PSS with a key of its own issuer (a JWK names one algorithm).
+  const ps = pub('ps-0', raw.rsa[1].pem, 'PS256');
+  return { rsa, ec, ps, byKid };
 }
 
 const b64url = (buf) => Buffer.from(buf).toString('base64url');
 
 function sign(key, header, claims) {
   const input = `${b64url(JSON.stringify(header))}.${b64url(JSON.stringify(claims))}`;
-  const sig = key.alg === 'ES256'
-    ? crypto.sign('sha256', Buffer.from(input), { key: key.privateKey, dsaEncoding: 'ieee-p1363' })
-    : crypto.sign('sha256', Buffer.from(input), key.privateKey);
+  const options = {
+    ES256: { key: key.privateKey, dsaEncoding: 'ieee-p1363' },
+    // The salt as long as the digest (RFC 7518 §3.5).
+    PS256: { key: key.privateKey, padding: crypto.constants.RSA_PKCS1_PSS_PADDING, saltLength: 32 },
+  }[key.alg] || key.privateKey;
+  const sig = crypto.sign('sha256', Buffer.from(input), options);
   return `${input}.${b64url(sig)}`;
 }
 
@@ -117,7 +124,7 @@ function accessToken(key, issuer, clientId, ttl, now) {
 function mint(opts) {
   const keys = loadKeys(opts.keys);
   const alg = opts.alg || 'RS256';
-  const kid = opts.kid || (alg === 'ES256' ? keys.ec.kid : keys.rsa[0].kid);
+  const kid = opts.kid || { ES256: keys.ec.kid, PS256: keys.ps.kid }[alg] || keys.rsa[0].kid;
   const key = keys.byKid.get(kid);
   if (!key) die(`no key ${kid}`);
   if (key.alg !== alg) die(`key ${kid} is for ${key.alg}, not ${alg}`);
@@ -142,12 +149,13 @@ function mint(opts) {
 function serve(opts) {
   const keys = loadKeys(opts.keys);
   const port = Number(opts.port || 0);
-  const stats = { discovery: 0, jwks: 0, jwks_k20: 0, token: 0, introspection: 0, other: 0 };
+  const stats = { discovery: 0, jwks: 0, jwks_k20: 0, jwks_ps: 0, token: 0, introspection: 0, other: 0 };
   const keysCacheControl = typeof opts['keys-cache-control'] === 'string' ? opts['keys-cache-control'] : null;
   const keysHeaders = keysCacheControl ? { 'cache-control': keysCacheControl } : {};
   const jwks = {
     '': JSON.stringify({ keys: [keys.rsa[0].jwk, keys.ec.jwk] }),
     '/k20': JSON.stringify({ keys: [...keys.rsa.slice(1).map((k) => k.jwk), keys.rsa[0].jwk, keys.ec.jwk] }),
+    '/ps': JSON.stringify({ keys: [keys.ps.jwk] }),
   };
   let base = '';
 
@@ -179,7 +187,7 @@ function serve(opts) {
       const body = Buffer.concat(chunks).toString('utf8');
       const url = new URL(req.url, base);
       const p = url.pathname;
-      const prefix = p.startsWith('/k20/') ? '/k20' : '';
+      const prefix = ['/k20', '/ps'].find((x) => p.startsWith(`${x}/`)) || '';
       const rest = p.slice(prefix.length);
       if (req.method === 'GET' && rest === '/.well-known/openid-configuration') {
         stats.discovery++;
@@ -190,11 +198,11 @@ function serve(opts) {
           introspection_endpoint: `${base}/token/introspection`,
           grant_types_supported: ['client_credentials'],
           token_endpoint_auth_methods_supported: ['client_secret_basic'],
-          id_token_signing_alg_values_supported: ['RS256', 'ES256'],
+          id_token_signing_alg_values_supported: ['RS256', 'ES256', 'PS256'],
         }, keysHeaders);
       }
       if (req.method === 'GET' && rest === '/jwks') {
-        if (prefix) stats.jwks_k20++; else stats.jwks++;
+        stats[`jwks${prefix.replace('/', '_')}`]++;
         return send(res, 200, jwks[prefix], { 'content-type': 'application/jwk-set+json', ...keysHeaders });
       }
       if (req.method === 'POST' && p === '/token') {
@@ -227,10 +235,11 @@ function serve(opts) {
       if (req.method === 'GET' && p === '/__fixtures') {
         // What the benchmark needs to build its configurations and requests.
         return send(res, 200, {
-          issuer: base, issuer_k20: `${base}/k20`, audience: AUDIENCE, scope: SCOPE,
+          issuer: base, issuer_k20: `${base}/k20`, issuer_ps: `${base}/ps`, audience: AUDIENCE, scope: SCOPE,
           client_id: CLIENT_ID, client_secret: CLIENT_SECRET,
           rs_client_id: RS_CLIENT_ID, rs_client_secret: RS_CLIENT_SECRET,
           opaque_token: OPAQUE_TOKEN, jwks: JSON.parse(jwks['']), jwks_k20: JSON.parse(jwks['/k20']),
+          jwks_ps: JSON.parse(jwks['/ps']),
         });
       }
       stats.other++;
