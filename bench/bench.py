@@ -87,9 +87,9 @@ def log(msg):
 
 # ---- cases -------------------------------------------------------------------------------
 #
-# A case: which Envoy configuration ("envoy" key: no-filter, noop, jwt_authn, jwt_authn-cache,
-# jwt_authn-ps, filter, filter-100k, filter-k20, filter-ps) and what each request carries ("load": a static header or a
-# stream of distinct tokens).
+# A case: which Envoy configuration ("envoy" key: no-filter, noop, noop-identity, jwt_authn,
+# jwt_authn-cache, jwt_authn-ps, filter, filter-100k, filter-k20, filter-ps) and what each
+# request carries ("load": a static header or a stream of distinct tokens).
 
 CASES = [
     ("no-filter", "none", ("bearer", "rs256")),
@@ -143,6 +143,8 @@ def same_request(case, envoy_kind, cases_run):
     return next((name for name, kind, _ in CASES
                  if kind == envoy_kind and name in cases_run and request_of(name) == request_of(case)),
                 None)
+
+
 # (growth case, its base case, what grows)
 GROWTH = [
     ("filter-rs256-repeat-100k-apps", "filter-rs256-repeat", "100,000 applications / 10"),
