@@ -476,10 +476,7 @@ mod tests {
                 for other in [Hash::Sha256, Hash::Sha384, Hash::Sha512] {
                     assert_eq!(key.verify(other, msg, sig), other == *hash);
                 }
-                // Every single bit flipped, some of them.
-                for bit in (0..sig.len() * 8).step_by(97) {
-                    let mut bad = sig.clone();
-                    bad[bit / 8] ^= 1 << (bit % 8);
+                for bad in flipped(sig) {
                     assert!(!key.verify(*hash, msg, &bad));
                 }
                 // Not exactly the modulus long: a leading zero added or dropped.
@@ -518,7 +515,7 @@ mod tests {
         assert!(key.public_op(&vec![0xff; len]).is_none());
     }
 
-    /// A damaged signature: each of these bits flipped in turn.
+    /// Damaged copies of a signature: every 97th bit flipped, one at a time.
     fn flipped(sig: &[u8]) -> impl Iterator<Item = Vec<u8>> + '_ {
         (0..sig.len() * 8).step_by(97).map(|bit| {
             let mut bad = sig.to_vec();
