@@ -251,3 +251,67 @@ fn every_auth_method_end_to_end() {
         failures.join("\n")
     );
 }
+
+/// A route that matches on the filter's identity headers sees the filter's values: Envoy picks
+/// the route again after the filter's header changes, so an application can be routed on (a
+/// gold tier to its own route), and a client's own `x-application-id`, which may steer the
+/// route Envoy picks before the filter runs, steers nothing after it.
+#[test]
+fn routes_see_the_filters_identity_never_the_clients() {
+    let dir = scratch();
+    let upstream = Upstream::start(&dir);
+    let routes = "              - name: orders-gold
+                match:
+                  prefix: \"/orders\"
+                  headers:
+                  - name: x-application-id
+                    string_match: { exact: app-gold }
+                route: { cluster: upstream }
+                request_headers_to_add:
+                - header: { key: x-route, value: orders-gold }
+                  append_action: OVERWRITE_IF_EXISTS_OR_ADD
+";
+    let app = |id: &str, key: &str| json!({"id": id, "client_id": sha256_hex(key), "auth_strategy_id": "s-key", "scopes": ["orders-v1"]});
+    let config = json!({
+        "policies": {"orders-v1": {"scope": "orders-v1", "strategies": [
+            {"id": "s-key", "strategy_type": "key_auth", "configs": {"key-auth": {"key_names": ["apikey"]}}}]}},
+        "routes": {"orders": "orders-v1", "orders-gold": "orders-v1"},
+        "applications": [app("app-gold", "gold-key-51c0"), app("app-basic", "basic-key-9e2d")]
+    });
+    // Key auth calls out to nobody: the IdP cluster points at a port nothing listens on.
+    let envoy = Envoy::start_with_routes(&dir, routes, &config, upstream.port, free_port(), 1);
+    let seen = |key: &str, spoofed: Option<&str>| {
+        let mut headers = vec![("apikey", key.as_bytes())];
+        if let Some(app) = spoofed {
+            headers.push(("x-application-id", app.as_bytes()));
+        }
+        let r = envoy.get("/orders/1", &headers);
+        assert_eq!(r.status, 200, "{}", r.text());
+        let h = r.json()["headers"].clone();
+        (h["x-application-id"].clone(), h["x-route"].clone())
+    };
+
+    assert_eq!(
+        seen("gold-key-51c0", None),
+        (json!("app-gold"), json!("orders-gold"))
+    );
+    assert_eq!(
+        seen("basic-key-9e2d", None),
+        (json!("app-basic"), Value::Null)
+    );
+    // Envoy's first pick for this request is orders-gold (the client's header matches it); the
+    // filter replaces the header, and the request leaves by the route of its real application.
+    assert_eq!(
+        seen("basic-key-9e2d", Some("app-gold")),
+        (json!("app-basic"), Value::Null)
+    );
+    assert_eq!(
+        seen("gold-key-51c0", Some("app-basic")),
+        (json!("app-gold"), json!("orders-gold"))
+    );
+    // No credential: the spoofed header reaches nothing.
+    let before = upstream.count();
+    let r = envoy.get("/orders/1", &[("x-application-id", b"app-gold")]);
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert_eq!(upstream.count(), before);
+}

@@ -318,8 +318,29 @@ impl Envoy {
         idp_port: u16,
         workers: u32,
     ) -> Envoy {
+        Envoy::start_with_routes(dir, "", filter_config, upstream_port, idp_port, workers)
+    }
+
+    /// As [`Envoy::start`], with `routes` (YAML list items, indented as envoy.yaml's) matched
+    /// before the routes of envoy.yaml.
+    pub fn start_with_routes(
+        dir: &Path,
+        routes: &str,
+        filter_config: &Value,
+        upstream_port: u16,
+        idp_port: u16,
+        workers: u32,
+    ) -> Envoy {
         let (port, admin_port) = (free_port(), free_port());
         let template = template();
+        let first_route = template
+            .find(FIRST_ROUTE)
+            .expect("envoy.yaml's first route");
+        let template = format!(
+            "{}{routes}{}",
+            &template[..first_route],
+            &template[first_route..]
+        );
         let rendered = render(
             &template,
             port,
@@ -461,6 +482,9 @@ impl Envoy {
         http(self.admin_port, "GET", "/stats", &[], b"").text()
     }
 }
+
+/// Where envoy.yaml's route list starts.
+const FIRST_ROUTE: &str = "              - name: orders\n";
 
 fn template() -> String {
     std::fs::read_to_string(root().join("envoy-test/envoy.yaml")).expect("envoy.yaml")
