@@ -22,7 +22,7 @@
 const fs = require("fs");
 const crypto = require("crypto");
 
-const OK = 0, NOT_FOUND = 1, CAS_MISMATCH = 8;
+const OK = 0, NOT_FOUND = 1, BAD_ARGUMENT = 2, CAS_MISMATCH = 8;
 const REQUEST_HEADERS = 0, CALL_RESPONSE_HEADERS = 6, CALL_RESPONSE_BODY = 4, PLUGIN_CONFIGURATION = 7;
 const ROOT = 1;
 // What Envoy hands a filter for the bench's requests besides the credential (as wasm_work.py).
@@ -101,6 +101,7 @@ class Vm {
     this.shared = new Map();
     this.keys = new Map();
     this.localResponse = null;
+    this.lastContext = ROOT;
     this.excludedNs = 0n;
     const module = new WebAssembly.Module(fs.readFileSync(wasmPath));
     const host = this.hostFunctions();
@@ -198,6 +199,9 @@ class Vm {
         return OK;
       },
       proxy_send_local_response: (status) => { this.localResponse = status; return OK; },
+      // As Envoy: an id that names no context is refused (the filter probes this to learn
+      // whether the host can resume another request than the current one).
+      proxy_set_effective_context: (id) => (id >>> 0) <= this.lastContext ? OK : BAD_ARGUMENT,
       proxy_http_call: (upPtr, upSize, headersPtr, headersSize, bodyPtr, bodySize, trPtr, trSize, timeout, tokenPtr) => {
         const headers = Object.fromEntries(deserialize(this.read(headersPtr, headersSize)));
         const body = bodySize ? this.read(bodyPtr, bodySize) : undefined;
@@ -238,6 +242,7 @@ class Vm {
     this.requestHeaders = headers;
     this.requestValues = values;
     this.localResponse = null;
+    this.lastContext = contextId;
     this.exports.proxy_on_context_create(contextId, ROOT);
     const action = this.exports.proxy_on_request_headers(contextId, count, 1);
     const through = action === 0 && this.localResponse === null && this.pending.length === 0;
@@ -249,6 +254,7 @@ class Vm {
   async warmRequest(contextId, [headers, count, values]) {
     this.requestHeaders = headers;
     this.requestValues = values;
+    this.lastContext = contextId;
     this.exports.proxy_on_context_create(contextId, ROOT);
     this.exports.proxy_on_request_headers(contextId, count, 1);
     await this.answerCallouts(contextId);

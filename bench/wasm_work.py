@@ -26,7 +26,7 @@ import urllib.request
 
 import wasmtime
 
-OK, NOT_FOUND, CAS_MISMATCH = 0, 1, 8
+OK, NOT_FOUND, BAD_ARGUMENT, CAS_MISMATCH = 0, 1, 2, 8
 # proxy-wasm map and buffer types the filter reads.
 REQUEST_HEADERS, CALL_RESPONSE_HEADERS = 0, 6
 CALL_RESPONSE_BODY, PLUGIN_CONFIGURATION = 4, 7
@@ -95,6 +95,7 @@ class Host:
         self.next_token = 1
         self.shared = {}
         self.local_response = None
+        self.live = {ROOT_CONTEXT}
         for imp in module.imports:
             if imp.module == "env":
                 linker.define_func("env", imp.name, imp.type,
@@ -157,6 +158,11 @@ class Host:
             if n == name:
                 return self._give(v, ptr_ptr, size_ptr)
         return NOT_FOUND
+
+    def proxy_set_effective_context(self, context_id):
+        # As Envoy: an id that names no context is refused (the filter probes this to learn
+        # whether the host can resume another request than the current one).
+        return OK if context_id in self.live else BAD_ARGUMENT
 
     def proxy_get_property(self, *_):
         return NOT_FOUND
@@ -231,10 +237,12 @@ class Host:
         """One request; returns (continued, local response status or None)."""
         self.request_headers = [(n.encode(), v.encode()) for n, v in BASE_HEADERS + headers]
         self.local_response = None
+        self.live.add(context_id)
         self.exports["proxy_on_context_create"](self.store, context_id, ROOT_CONTEXT)
         action = self.exports["proxy_on_request_headers"](self.store, context_id, len(self.request_headers), 1)
         self._answer_callouts(context_id)
         self.exports["proxy_on_delete"](self.store, context_id)
+        self.live.discard(context_id)
         return action == 0, self.local_response
 
 

@@ -461,15 +461,19 @@ pub struct Flights {
 }
 
 impl Flights {
-    /// Starts a fetch for `key` unless one is under way (and not past its deadline); returns
-    /// the new fetch's serial number.
-    pub fn start(&mut self, key: &str, now_ms: u64, timeout_ms: u64) -> Option<u64> {
+    /// Starts a fetch for `key` unless one is under way (and not past its deadline), or
+    /// `again` (a second fetch of the same key, whose answer is used like the first's);
+    /// returns the new fetch's serial number.
+    pub fn start(&mut self, key: &str, now_ms: u64, timeout_ms: u64, again: bool) -> Option<u64> {
         if let Some((serial, deadline)) = self.by_key.get(key) {
             if now_ms < *deadline {
-                return None;
+                if !again {
+                    return None;
+                }
+            } else {
+                let serial = *serial;
+                self.by_serial.remove(&serial);
             }
-            let serial = *serial;
-            self.by_serial.remove(&serial);
         }
         self.next = self.next.wrapping_add(1);
         let serial = self.next;
@@ -582,13 +586,13 @@ mod ttl_tests {
     #[test]
     fn one_flight_per_key_until_it_ends_or_times_out() {
         let mut f = Flights::default();
-        let s = f.start("k", 0, 1_000).unwrap();
-        assert_eq!(f.start("k", 10, 1_000), None);
+        let s = f.start("k", 0, 1_000, false).unwrap();
+        assert_eq!(f.start("k", 10, 1_000, false), None);
         assert!(f.in_flight("k", 10));
         assert_eq!(f.finish(s).as_deref(), Some("k"));
         assert!(!f.in_flight("k", 10));
-        let s1 = f.start("k", 0, 1_000).unwrap();
-        let s2 = f.start("k", 2_001, 1_000).unwrap();
+        let s1 = f.start("k", 0, 1_000, false).unwrap();
+        let s2 = f.start("k", 2_001, 1_000, false).unwrap();
         assert_ne!(s1, s2);
         assert_eq!(
             f.finish(s1),
@@ -596,6 +600,19 @@ mod ttl_tests {
             "a lost fetch's late answer is not the current one"
         );
         assert_eq!(f.finish(s2).as_deref(), Some("k"));
+    }
+
+    #[test]
+    fn a_second_flight_of_a_key_is_answered_like_the_first() {
+        let mut f = Flights::default();
+        let s1 = f.start("k", 0, 1_000, true).unwrap();
+        let s2 = f.start("k", 10, 1_000, true).unwrap();
+        assert_ne!(s1, s2);
+        assert_eq!(f.finish(s1).as_deref(), Some("k"));
+        assert!(f.in_flight("k", 20), "the second is still under way");
+        assert_eq!(f.finish(s2).as_deref(), Some("k"));
+        assert!(!f.in_flight("k", 20));
+        assert_eq!(f.finish(s2), None);
     }
 }
 

@@ -254,6 +254,13 @@ pub struct Engine {
     identities: Memo<Rc<Allow>>,
     /// JWT headers already read (an issuer's new tokens share one).
     jose_headers: HeaderMemo,
+    /// Whether every waiting request has a callout of its own and is answered only from
+    /// it: for a host that resumes only the request whose callout answered (Kong), where
+    /// a request that joined another's callout would never be resumed.
+    own_callouts: bool,
+    /// With `own_callouts`, the request whose callout is being answered: the only request
+    /// a settle may answer (`None`: no request's, as on a tick).
+    answering: Option<u32>,
 }
 
 /// How many applications' identities are kept built (each a few hundred bytes).
@@ -326,7 +333,23 @@ impl Engine {
             verified_generation: 0,
             identities: Memo::new(MAX_IDENTITIES),
             jose_headers: HeaderMemo::default(),
+            own_callouts: false,
+            answering: None,
         }
+    }
+
+    /// For a host that can resume a request only from that request's own callback (Kong:
+    /// ngx_wasm_module's `set_effective_context` does nothing): a request that has to wait
+    /// never joins another's callout but sends its own (the same fetch, exchange or
+    /// introspection again), and each callout's answer settles only the request that sent
+    /// it (see [`Engine::on_request_callout_response`]).
+    pub fn set_own_callouts(&mut self) {
+        self.own_callouts = true;
+    }
+
+    /// Whether request `context_id` waits for a callout.
+    pub fn is_waiting(&self, context_id: u32) -> bool {
+        self.waiting.contains_key(&context_id)
     }
 
     /// Lets the host verify the signatures it can (probed at start-up).
@@ -625,6 +648,13 @@ impl Engine {
         job: Job,
         callout: Option<Callout>,
     ) -> Step {
+        if self.own_callouts && callout.is_none() {
+            // Nothing would ever resume it: refused now rather than left hanging.
+            return self.fail(
+                &job,
+                Denial::IdpUnavailable("no callout of its own to wait for"),
+            );
+        }
         self.waiting.insert(context_id, (awaited, job));
         Step::Wait(callout)
     }
@@ -817,7 +847,13 @@ impl Engine {
         let forced = matches!(&job.pending, Pending::Bearer(t) if t.kid.is_some())
             && state.keys(now_ms, max_stale_ms).is_some();
         if state.in_flight(now_ms) {
-            return self.wait(context_id, Awaited::Keys(issuer_index), job, None);
+            // Joins the fetch under way; or, answered only from its own callout, asks for
+            // the same stage again (whichever answer comes first is used).
+            let again = match state.stage(now_ms) {
+                Some(stage) if self.own_callouts => self.keys_callout(issuer_index, stage),
+                _ => None,
+            };
+            return self.wait(context_id, Awaited::Keys(issuer_index), job, again);
         }
         let refused = |engine: &Self, job: &Job, forced: bool| {
             if forced {
@@ -845,10 +881,13 @@ impl Engine {
             cooldown_ms,
         ) {
             Ok(()) => {}
-            Err(Refusal::Held) => {
+            // Another VM fetches: wait for its result (the tick adopts it), unless only an
+            // own callout can resume this request; then fetch as well.
+            Err(Refusal::Held) if !self.own_callouts => {
                 self.counters.add(metrics::KEYS_LEASE_WAIT);
                 return self.wait(context_id, Awaited::Keys(issuer_index), job, None);
             }
+            Err(Refusal::Held) => {}
             Err(Refusal::Backoff) => return refused(self, &job, forced),
             Err(Refusal::Cooldown) => {
                 return self.fail(&job, Denial::InvalidToken(TokenError::UnknownKid))
@@ -1011,7 +1050,10 @@ impl Engine {
             .get(strategy.issuer)
             .map_or(10_000, |i| i.timeout_ms);
         let key = cache_key.clone();
-        let Some(serial) = self.token_flights.start(&key, now_ms, timeout) else {
+        let Some(serial) = self
+            .token_flights
+            .start(&key, now_ms, timeout, self.own_callouts)
+        else {
             return self.wait(context_id, Awaited::Token(key), job, None);
         };
         let body = oidc::client_credentials_body(&strategy.scopes);
@@ -1096,7 +1138,10 @@ impl Engine {
             .issuers
             .get(strategy.issuer)
             .map_or(10_000, |i| i.timeout_ms);
-        let Some(serial) = self.introspection_flights.start(&key, now_ms, timeout) else {
+        let Some(serial) =
+            self.introspection_flights
+                .start(&key, now_ms, timeout, self.own_callouts)
+        else {
             return self.wait(context_id, Awaited::Introspection(key), job, None);
         };
         let body = oidc::introspection_body(token);
@@ -1320,6 +1365,41 @@ impl Engine {
 
     /// A callout came back. Unknown or stale ids are ignored.
     pub fn on_callout_response(
+        &mut self,
+        id: FetchId,
+        response: CalloutResponse,
+        now_ms: u64,
+    ) -> Progress {
+        self.answering = None;
+        self.callout_answered(id, response, now_ms)
+    }
+
+    /// A callout that request `owner` sent came back, in that request's callback. With
+    /// [`Engine::set_own_callouts`], only `owner` is settled, and always is: re-run when its
+    /// answer came second (another request's copy of the same fetch was used), unless it
+    /// waits on a callout it sends now. Otherwise as [`Engine::on_callout_response`].
+    pub fn on_request_callout_response(
+        &mut self,
+        owner: u32,
+        id: FetchId,
+        response: CalloutResponse,
+        now_ms: u64,
+    ) -> Progress {
+        self.answering = Some(owner);
+        let mut progress = self.callout_answered(id, response, now_ms);
+        if self.own_callouts && progress.callouts.is_empty() {
+            if let Some((_, job)) = self.waiting.remove(&owner) {
+                match self.run(owner, job, now_ms) {
+                    Step::Done(method, outcome) => progress.settled.push((owner, method, outcome)),
+                    Step::Wait(callout) => progress.callouts.extend(callout),
+                }
+            }
+        }
+        self.answering = None;
+        progress
+    }
+
+    fn callout_answered(
         &mut self,
         id: FetchId,
         response: CalloutResponse,
@@ -1613,7 +1693,9 @@ impl Engine {
         let ids: Vec<u32> = self
             .waiting
             .iter()
-            .filter(|(_, (a, _))| a == awaited)
+            .filter(|(id, (a, _))| {
+                a == awaited && (!self.own_callouts || self.answering == Some(**id))
+            })
             .map(|(id, _)| *id)
             .collect();
         for id in ids {
@@ -1678,9 +1760,12 @@ impl Engine {
                 None => Lease::release(self.store.as_ref(), &lease_key, 0),
             }
         }
+        // Answered only by their own callouts (which the host times out), waiting requests
+        // are never given up on here with `own_callouts`.
         let expired: Vec<u32> = self
             .waiting
             .iter()
+            .filter(|_| !self.own_callouts)
             .filter(|(_, (_, job))| {
                 let timeout = lookup(&config, job.policy, job.strategy)
                     .and_then(|(_, s)| config.issuers.get(s.issuer))

@@ -663,7 +663,7 @@ mod methods {
     }
 
     /// An engine with keys loaded (through a cc-route bearer request).
-    fn warm_cc() -> Engine {
+    pub(super) fn warm_cc() -> Engine {
         let mut e = engine_with(config());
         let step = request_on(
             &mut e,
@@ -681,11 +681,11 @@ mod methods {
         e
     }
 
-    fn basic(e: &mut Engine, ctx: u32, value: &str, now: u64) -> Step {
+    pub(super) fn basic(e: &mut Engine, ctx: u32, value: &str, now: u64) -> Step {
         request_on(e, ctx, "cc", "/cc", &[("authorization", value)], now)
     }
 
-    fn token_answer(token: &str) -> CalloutResponse {
+    pub(super) fn token_answer(token: &str) -> CalloutResponse {
         ok(&json!({"access_token": token, "token_type": "Bearer", "expires_in": 600}).to_string())
     }
 
@@ -1410,6 +1410,133 @@ mod kong {
             e.on_request(1, &req, T0),
             Step::Done(Method::KeyAuth, Outcome::Allow(_))
         ));
+    }
+
+    /// Kong resumes a request only from its own callouts' answers (its
+    /// `set_effective_context` switches nothing): no request joins another's callout, and an
+    /// answer settles only the request that sent it.
+    mod own_callouts {
+        use super::super::methods::{basic, token_answer, warm_cc};
+        use super::*;
+
+        /// Two approved applications on the orders route.
+        fn own_engine() -> Engine {
+            let mut c = config_value();
+            c["applications"].as_array_mut().unwrap().push(json!(
+                {"id": "app-4", "client_id": "client-4", "auth_strategy_id": "s-oidc", "scopes": ["orders-v1"]}));
+            let mut e = engine_with(c);
+            e.set_own_callouts();
+            e
+        }
+
+        fn only(p: &Progress, ctx: u32) -> Allow {
+            match p.settled.as_slice() {
+                [(id, _, Outcome::Allow(a))] if *id == ctx => Allow::clone(a),
+                other => panic!("expected only request {ctx} allowed, got {other:?}"),
+            }
+        }
+
+        #[test]
+        fn each_request_waiting_for_keys_fetches_them_and_gets_its_own_identity() {
+            let mut e = own_engine();
+            let app4 = rs_token(&claims_with(
+                json!({"client_id": "client-4", "sub": "client-4"}),
+            ));
+            let d1 = callout(&bearer(&mut e, 1, &rs_token(&claims()), T0));
+            // Envoy would have request 2 join request 1's fetch (`Wait(None)`).
+            let d2 = callout(&bearer(&mut e, 2, &app4, T0 + 1));
+            assert_eq!((d2.path.as_str(), d2.id), (d1.path.as_str(), d1.id));
+            let p = e.on_request_callout_response(1, d1.id, ok(&discovery_doc()), T0 + 5);
+            assert!(p.settled.is_empty());
+            let j1 = p.callouts[0].clone();
+            let p = e.on_request_callout_response(1, j1.id, ok(&jwks()), T0 + 6);
+            // Request 2 waits too, but only its own callout can resume it: this answer
+            // settles request 1 alone, with its own application.
+            assert_eq!(header(&only(&p, 1), "x-application-id"), Some("app-1"));
+            assert!(e.is_waiting(2));
+            // Nor does the tick, even past the bound (the host times the callout out).
+            assert!(e.on_tick(T0 + 60_000).settled.is_empty());
+            assert!(e.is_waiting(2));
+            // Request 2's copy of the discovery comes back second: not needed any more, and
+            // request 2 is decided with the keys now in.
+            let p = e.on_request_callout_response(2, d2.id, ok(&discovery_doc()), T0 + 60_001);
+            assert!(p.callouts.is_empty());
+            assert_eq!(header(&only(&p, 2), "x-application-id"), Some("app-4"));
+            assert!(!e.is_waiting(2));
+        }
+
+        #[test]
+        fn the_copy_that_answers_first_is_used_and_the_other_request_asks_again() {
+            let mut e = own_engine();
+            let d1 = callout(&bearer(&mut e, 1, &rs_token(&claims()), T0));
+            let d2 = callout(&bearer(&mut e, 2, &rs_token(&claims()), T0 + 1));
+            // Request 2's discovery answers first: it goes on to the key set itself.
+            let p = e.on_request_callout_response(2, d2.id, ok(&discovery_doc()), T0 + 5);
+            assert!(p.settled.is_empty());
+            let j2 = p.callouts[0].clone();
+            // Request 1's discovery is no longer needed; the keys are still under way, so
+            // request 1 sends its own copy of that fetch.
+            let p = e.on_request_callout_response(1, d1.id, ok(&discovery_doc()), T0 + 6);
+            assert!(p.settled.is_empty());
+            assert_eq!(p.callouts.len(), 1);
+            let j1 = p.callouts[0].clone();
+            assert_eq!((j1.path.as_str(), j1.id), (j2.path.as_str(), j2.id));
+            only(
+                &e.on_request_callout_response(2, j2.id, ok(&jwks()), T0 + 7),
+                2,
+            );
+            only(
+                &e.on_request_callout_response(1, j1.id, ok(&jwks()), T0 + 8),
+                1,
+            );
+        }
+
+        #[test]
+        fn each_request_exchanging_the_same_credentials_sends_its_own_exchange() {
+            let mut e = warm_cc();
+            e.set_own_callouts();
+            let c2 = callout(&basic(&mut e, 2, "Basic Y2xpZW50LTE6czNjcmV0", T0));
+            let c3 = callout(&basic(&mut e, 3, "Basic client-1:s3cret", T0));
+            assert_ne!(c2.id, c3.id, "two exchanges");
+            let token = rs_token(&claims());
+            only(
+                &e.on_request_callout_response(3, c3.id, token_answer(&token), T0 + 10),
+                3,
+            );
+            assert!(e.is_waiting(2));
+            // A failed answer refuses its own request only.
+            let p = e.on_request_callout_response(2, c2.id, CalloutResponse::default(), T0 + 20);
+            assert!(
+                matches!(p.settled.as_slice(), [(2, _, Outcome::Deny(d))] if d.reply.status == 503)
+            );
+            assert!(allowed(&basic(&mut e, 4, "Basic client-1:s3cret", T0 + 30))
+                .application_id
+                .is_some());
+        }
+
+        #[test]
+        fn another_vms_fetch_is_not_waited_for() {
+            let store = Rc::new(crate::shared::MemoryStore::default());
+            let vm = |own: bool| {
+                let (config, _) = Config::parse(config_value().to_string().as_bytes()).unwrap();
+                let store: Rc<dyn crate::shared::SharedStore> = store.clone();
+                let mut e =
+                    Engine::with_host(Rc::new(config), 1, store, Rc::new(metrics::NoCounters));
+                if own {
+                    e.set_own_callouts();
+                }
+                e
+            };
+            let mut a = vm(true);
+            callout(&bearer(&mut a, 1, &rs_token(&claims()), T0));
+            // A holds the fetch lease. Envoy's VM B would wait for A's result (its tick
+            // adopts it); on Kong, B's request fetches as well.
+            assert_eq!(
+                bearer(&mut vm(false), 1, &rs_token(&claims()), T0 + 1),
+                Step::Wait(None)
+            );
+            callout(&bearer(&mut vm(true), 1, &rs_token(&claims()), T0 + 1));
+        }
     }
 }
 

@@ -60,7 +60,7 @@ impl Context for Filter {
         body_size: usize,
         _trailers: usize,
     ) {
-        on_callout_response(&self.shared, token_id, body_size);
+        on_callout_response(&self.shared, token_id, body_size, Some(self.id));
     }
 }
 
@@ -144,7 +144,7 @@ impl HttpContext for Filter {
                     ..Progress::default()
                 };
                 // A callout that failed to send may settle this very request (and others).
-                let settled = dispatch_all(&self.shared, progress);
+                let settled = dispatch_all(&self.shared, progress, Some(self.id));
                 if let Some(pos) = settled.iter().position(|(id, _, _)| *id == self.id) {
                     let mut settled = settled;
                     let (_, method, outcome) = settled.remove(pos);

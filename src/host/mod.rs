@@ -9,8 +9,9 @@ mod raw;
 mod root;
 
 use crate::credential::Header;
-use crate::engine::{CalloutResponse, Engine, FetchId, Method, Outcome, Progress};
+use crate::engine::{CalloutResponse, Deny, Engine, FetchId, Method, Outcome, Progress};
 use crate::metrics::{self, Counter, Counters};
+use crate::response::Denial;
 use crate::shared::SharedStore;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, LogLevel, MapType, MetricType, Status};
@@ -36,6 +37,28 @@ pub(crate) struct Shared {
     pub counters: Rc<HostCounters>,
     /// The host's signature verifier: `None` until probed, then whether it has one.
     pub signatures: Option<Option<Rc<native::HostSignatures>>>,
+    /// Whether the host resumes only the request whose own callout answered (Kong): `None`
+    /// until probed.
+    pub own_callouts: Option<bool>,
+}
+
+/// Whether the host can act on another request than the one whose callback runs. Envoy's
+/// `set_effective_context` refuses an id that names no context (and switches to any that
+/// does); ngx_wasm_module's accepts every id and switches nothing, so there a request can
+/// only be resumed from its own callouts' answers.
+pub(crate) fn resumes_only_own_requests() -> bool {
+    hostcalls::set_effective_context(u32::MAX).is_ok()
+}
+
+/// A refusal for a request the filter cannot decide on any more (503, never an allow).
+pub(crate) fn unavailable(reason: &'static str) -> Outcome {
+    let denial = Denial::IdpUnavailable(reason);
+    Outcome::Deny(Deny {
+        denial,
+        reply: denial.reply("api"),
+        strategy_id: None,
+        credential_hash: None,
+    })
 }
 
 /// Proxy-wasm shared data: process-wide in Envoy (every worker's VM), per worker process in
@@ -151,11 +174,13 @@ pub(crate) fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// Sends the engine's callouts from the current context and remembers their tokens. A
-/// callout that cannot even be sent is answered at once as a failed one.
+/// Sends the engine's callouts from the current context (`owner`: a request's, `None`: the
+/// root's) and remembers their tokens. A callout that cannot even be sent is answered at
+/// once as a failed one.
 pub(crate) fn dispatch_all(
     shared: &SharedRef,
     mut progress: Progress,
+    owner: Option<u32>,
 ) -> Vec<(u32, Method, Outcome)> {
     let mut settled = std::mem::take(&mut progress.settled);
     for line in progress.log.drain(..) {
@@ -205,7 +230,7 @@ pub(crate) fn dispatch_all(
                 };
                 let mut s = shared.borrow_mut();
                 if let Some(engine) = s.engine.as_mut() {
-                    let mut more = engine.on_callout_response(callout.id, response, now_ms());
+                    let mut more = answer(engine, owner, callout.id, response);
                     settled.append(&mut more.settled);
                     for line in more.log.drain(..) {
                         log::info!("{line}");
@@ -220,10 +245,60 @@ pub(crate) fn dispatch_all(
     settled
 }
 
-/// Reads a callout's response and hands it to the engine.
-pub(crate) fn on_callout_response(shared: &SharedRef, token: u32, body_size: usize) {
+/// Hands a callout's answer to the engine, in the callback of the request that sent it
+/// (`owner`) or of the root.
+fn answer(
+    engine: &mut Engine,
+    owner: Option<u32>,
+    id: FetchId,
+    response: CalloutResponse,
+) -> Progress {
+    match owner {
+        Some(owner) => engine.on_request_callout_response(owner, id, response, now_ms()),
+        None => engine.on_callout_response(id, response, now_ms()),
+    }
+}
+
+/// Reads the response to a callout sent from `owner`'s context (a request's, or `None`: the
+/// root's), hands it to the engine and settles whom it decides.
+pub(crate) fn on_callout_response(
+    shared: &SharedRef,
+    token: u32,
+    body_size: usize,
+    owner: Option<u32>,
+) {
+    let mut settled = callout_settles(shared, token, body_size, owner);
+    // Where only a request's own callouts can resume it, one that is neither answered nor
+    // waiting for another callout of its own (its fetch belonged to a configuration since
+    // replaced) would hang: it is refused instead.
+    if let Some(owner) = owner {
+        let lost = {
+            let s = shared.borrow();
+            s.own_callouts == Some(true)
+                && !settled.iter().any(|(id, _, _)| *id == owner)
+                && !s.engine.as_ref().is_some_and(|e| e.is_waiting(owner))
+        };
+        if lost {
+            settled.push((
+                owner,
+                Method::None,
+                unavailable("its callout's answer was lost"),
+            ));
+        }
+    }
+    settle(shared, settled);
+}
+
+fn callout_settles(
+    shared: &SharedRef,
+    token: u32,
+    body_size: usize,
+    owner: Option<u32>,
+) -> Vec<(u32, Method, Outcome)> {
     let sent = shared.borrow_mut().callouts.remove(&token);
-    let Some((id, sent_ms)) = sent else { return };
+    let Some((id, sent_ms)) = sent else {
+        return Vec::new();
+    };
     let counters = Rc::clone(&shared.borrow().counters);
     counters.record_latency(now_ms().saturating_sub(sent_ms));
     let max = shared
@@ -269,12 +344,11 @@ pub(crate) fn on_callout_response(shared: &SharedRef, token: u32, body_size: usi
     let progress = {
         let mut s = shared.borrow_mut();
         match s.engine.as_mut() {
-            Some(engine) => engine.on_callout_response(id, response, now_ms()),
-            None => return,
+            Some(engine) => answer(engine, owner, id, response),
+            None => return Vec::new(),
         }
     };
-    let settled = dispatch_all(shared, progress);
-    settle(shared, settled);
+    dispatch_all(shared, progress, owner)
 }
 
 /// `max-age` of a `Cache-Control` value (`no-store`/`no-cache` mean 0).

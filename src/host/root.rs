@@ -2,8 +2,7 @@
 
 use super::{dispatch_all, now_ms, on_callout_response, settle, Shared, SharedRef};
 use crate::config::Config;
-use crate::engine::{Deny, Engine, Method, Outcome};
-use crate::response::Denial;
+use crate::engine::{Engine, Method};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType};
@@ -36,7 +35,7 @@ impl Context for Root {
         body_size: usize,
         _trailers: usize,
     ) {
-        on_callout_response(&self.shared, token_id, body_size);
+        on_callout_response(&self.shared, token_id, body_size, None);
     }
 }
 
@@ -100,25 +99,31 @@ impl RootContext for Root {
             if let Some(host) = signatures {
                 engine.set_signature_backend(host);
             }
+            if *s.own_callouts.get_or_insert_with(|| {
+                let own = super::resumes_only_own_requests();
+                if own {
+                    log::info!("app-auth-filter: this host resumes a request only from its own callouts; a waiting request sends its own");
+                }
+                own
+            }) {
+                engine.set_own_callouts();
+            }
             let old = s.engine.replace(engine);
             s.callouts.clear();
             old.map(|e| e.waiting_contexts()).unwrap_or_default()
         };
-        // Requests that waited on the old configuration's fetches: fail closed.
-        let denial = Denial::IdpUnavailable("configuration changed while waiting for keys");
-        let settled = orphans
-            .into_iter()
-            .map(|id| {
-                let deny = Deny {
-                    denial,
-                    reply: denial.reply("api"),
-                    strategy_id: None,
-                    credential_hash: None,
-                };
-                (id, Method::Bearer, Outcome::Deny(deny))
-            })
-            .collect();
-        settle(&self.shared, settled);
+        // Requests that waited on the old configuration's fetches: fail closed (where the
+        // host resumes a request only from its own callouts, when their answers come).
+        if self.shared.borrow().own_callouts != Some(true) {
+            let settled = orphans
+                .into_iter()
+                .map(|id| {
+                    let deny = super::unavailable("configuration changed while waiting for keys");
+                    (id, Method::Bearer, deny)
+                })
+                .collect();
+            settle(&self.shared, settled);
+        }
         if let Err(status) = hostcalls::set_tick_period(TICK) {
             log::warn!("app-auth-filter: no tick ({status:?}); keys are fetched on first use only");
         }
@@ -138,7 +143,7 @@ impl RootContext for Root {
                 None => return,
             }
         };
-        let settled = dispatch_all(&self.shared, progress);
+        let settled = dispatch_all(&self.shared, progress, None);
         settle(&self.shared, settled);
     }
 
