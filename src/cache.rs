@@ -167,6 +167,12 @@ impl IssuerKeys {
         self.last_error = Some(error);
     }
 
+    /// The fetch under way will never be answered (the host dropped it): none is under way
+    /// any more, and nothing failed.
+    pub fn abandoned(&mut self) {
+        self.in_flight = None;
+    }
+
     /// Which stage is under way, if any.
     pub fn stage(&self, now_ms: u64) -> Option<Stage> {
         self.in_flight

@@ -261,6 +261,9 @@ pub struct Engine {
     /// With `own_callouts`, the request whose callout is being answered: the only request
     /// a settle may answer (`None`: no request's, as on a tick).
     answering: Option<u32>,
+    /// Exchanges and introspections whose callout the host dropped unanswered: the next
+    /// tick re-runs whoever waited on them.
+    dropped: Vec<Awaited>,
 }
 
 /// How many applications' identities are kept built (each a few hundred bytes).
@@ -335,6 +338,7 @@ impl Engine {
             jose_headers: HeaderMemo::default(),
             own_callouts: false,
             answering: None,
+            dropped: Vec::new(),
         }
     }
 
@@ -371,6 +375,40 @@ impl Engine {
         // Every request ends here, and almost none waited.
         if !self.waiting.is_empty() {
             self.waiting.remove(&context_id);
+        }
+    }
+
+    /// A callout that will never be answered: the host dropped it with the request that
+    /// sent it (Envoy cancels a request's callouts, unanswered, when its stream ends, and
+    /// other requests may be waiting on that fetch). The fetch is over, nothing failed; the
+    /// next tick re-runs its waiters, whose new callouts go out from the root context, which
+    /// lives as long as the configuration.
+    pub fn abandon(&mut self, id: FetchId, now_ms: u64) {
+        if id.generation != self.generation {
+            return;
+        }
+        match id.kind {
+            FetchKind::Keys { issuer, stage } => {
+                if let Some(state) = self.issuers.get_mut(issuer) {
+                    if state.stage(now_ms) == Some(stage) {
+                        state.abandoned();
+                        if let Some(slots) = self.slots.get(issuer) {
+                            Lease::release(self.store.as_ref(), &slots.lease, 0);
+                        }
+                    }
+                }
+                // The tick re-runs an issuer's waiters when no fetch is under way.
+            }
+            FetchKind::Token { serial } => {
+                if let Some(key) = self.token_flights.finish(serial) {
+                    self.dropped.push(Awaited::Token(key));
+                }
+            }
+            FetchKind::Introspection { serial } => {
+                if let Some(key) = self.introspection_flights.finish(serial) {
+                    self.dropped.push(Awaited::Introspection(key));
+                }
+            }
         }
     }
 
@@ -1717,6 +1755,9 @@ impl Engine {
     /// that waited longer than their fetch could take.
     pub fn on_tick(&mut self, now_ms: u64) -> Progress {
         let mut progress = Progress::default();
+        for awaited in std::mem::take(&mut self.dropped) {
+            self.settle(&awaited, None, now_ms, &mut progress);
+        }
         let config = Rc::clone(&self.config);
         for index in 0..self.issuers.len() {
             // Keys another VM published: adopt them and release whoever waited here.

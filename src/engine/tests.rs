@@ -1729,3 +1729,80 @@ fn sha256_hex_is_the_lowercase_hex_of_the_digest() {
     }
     assert_eq!(sha256_hex_of(&[]), sha256_hex(b""));
 }
+
+mod dropped_callouts {
+    //! Envoy cancels a request's callouts, unanswered, when its stream ends: requests that
+    //! waited on them are re-run at the next tick, with callouts of the root's.
+    use super::methods::{basic, token_answer, warm_cc};
+    use super::*;
+
+    #[test]
+    fn waiters_on_a_dropped_key_fetch_fetch_again_at_the_next_tick() {
+        let mut e = engine();
+        let d1 = callout(&bearer(&mut e, 1, &rs_token(&claims()), T0));
+        assert_eq!(
+            bearer(&mut e, 2, &rs_token(&claims()), T0 + 1),
+            Step::Wait(None)
+        );
+        // Request 1's client hangs up; its context and its callout are gone.
+        e.forget(1);
+        e.abandon(d1.id, T0 + 2);
+        let p = e.on_tick(T0 + 200);
+        assert!(p.settled.is_empty());
+        let again = match p.callouts.as_slice() {
+            [c] => c.clone(),
+            other => panic!("expected one new fetch, got {other:?}"),
+        };
+        assert_eq!(again.path, d1.path);
+        let settled = serve_keys(&mut e, &again, &jwks(), T0 + 300);
+        assert!(
+            matches!(settled.as_slice(), [(2, _, Outcome::Allow(_))]),
+            "{settled:?}"
+        );
+    }
+
+    #[test]
+    fn waiters_on_a_dropped_exchange_exchange_again_at_the_next_tick() {
+        let mut e = warm_cc();
+        let c2 = callout(&basic(&mut e, 2, "Basic Y2xpZW50LTE6czNjcmV0", T0));
+        assert_eq!(
+            basic(&mut e, 3, "Basic client-1:s3cret", T0),
+            Step::Wait(None)
+        );
+        e.forget(2);
+        e.abandon(c2.id, T0 + 1);
+        // A late answer to the dropped callout (it cannot come, but if it did) is ignored.
+        let late = e.on_callout_response(c2.id, token_answer(&rs_token(&claims())), T0 + 2);
+        assert!(late.settled.is_empty() && late.callouts.is_empty());
+        let p = e.on_tick(T0 + 200);
+        let again = match p.callouts.as_slice() {
+            [c] => c.clone(),
+            other => panic!("expected one new exchange, got {other:?}"),
+        };
+        assert_ne!(again.id, c2.id);
+        let p = e.on_callout_response(again.id, token_answer(&rs_token(&claims())), T0 + 300);
+        assert!(
+            matches!(p.settled.as_slice(), [(3, _, Outcome::Allow(_))]),
+            "{:?}",
+            p.settled
+        );
+        // Nobody waited: nothing to do at the tick after.
+        assert!(e.on_tick(T0 + 400).callouts.is_empty());
+    }
+
+    #[test]
+    fn a_dropped_fetch_of_a_replaced_configuration_changes_nothing() {
+        let mut e = engine();
+        let d1 = callout(&bearer(&mut e, 1, &rs_token(&claims()), T0));
+        let stale = FetchId {
+            generation: d1.id.generation + 1,
+            ..d1.id
+        };
+        e.abandon(stale, T0 + 1);
+        assert_eq!(
+            bearer(&mut e, 2, &rs_token(&claims()), T0 + 2),
+            Step::Wait(None),
+            "still under way"
+        );
+    }
+}

@@ -65,13 +65,35 @@ impl Context for Filter {
 }
 
 /// A request's end, whenever it comes (answered, or the client gone while it waited): the
-/// engine forgets it. Done when the SDK drops the context (`proxy_on_delete`), the one
-/// callback of a request's end that the Envoy build keeps (scripts/envoy_module.py).
+/// engine forgets it, and the callouts its context sent that are still unanswered, which
+/// the host drops with it (other requests may wait on them: the engine re-runs those). Done
+/// when the SDK drops the context (`proxy_on_delete`), the one callback of a request's end
+/// that the Envoy build keeps (scripts/envoy_module.py).
 impl Drop for Filter {
     fn drop(&mut self) {
         if let Ok(mut s) = self.shared.try_borrow_mut() {
-            if let Some(engine) = s.engine.as_mut() {
-                engine.forget(self.id);
+            let s = &mut *s;
+            let Some(engine) = s.engine.as_mut() else {
+                return;
+            };
+            engine.forget(self.id);
+            if s.callouts.is_empty() {
+                return;
+            }
+            let mut dropped = Vec::new();
+            s.callouts.retain(|_, (id, _, owner)| {
+                let mine = *owner == Some(self.id);
+                if mine {
+                    dropped.push(*id);
+                }
+                !mine
+            });
+            for id in dropped {
+                // A copy of the same fetch still under way (sent by another request, where
+                // each sends its own) keeps it going.
+                if !s.callouts.values().any(|(other, _, _)| *other == id) {
+                    engine.abandon(id, now_ms());
+                }
             }
         }
     }

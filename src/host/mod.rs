@@ -32,8 +32,9 @@ pub fn start() {
 pub(crate) struct Shared {
     pub engine: Option<Engine>,
     pub generation: u64,
-    /// Callouts under way: host token -> (what they fetch, when they were sent).
-    pub callouts: HashMap<u32, (FetchId, u64)>,
+    /// Callouts under way: host token -> (what they fetch, when they were sent, the request
+    /// whose context sent them: `None` for the root's).
+    pub callouts: HashMap<u32, (FetchId, u64, Option<u32>)>,
     pub counters: Rc<HostCounters>,
     /// The host's signature verifier: `None` until probed, then whether it has one.
     pub signatures: Option<Option<Rc<native::HostSignatures>>>,
@@ -214,7 +215,7 @@ pub(crate) fn dispatch_all(
                 shared
                     .borrow_mut()
                     .callouts
-                    .insert(token, (callout.id, now_ms()));
+                    .insert(token, (callout.id, now_ms(), owner));
             }
             Err(status) => {
                 log::warn!(
@@ -296,7 +297,7 @@ fn callout_settles(
     owner: Option<u32>,
 ) -> Vec<(u32, Method, Outcome)> {
     let sent = shared.borrow_mut().callouts.remove(&token);
-    let Some((id, sent_ms)) = sent else {
+    let Some((id, sent_ms, _)) = sent else {
         return Vec::new();
     };
     let counters = Rc::clone(&shared.borrow().counters);
