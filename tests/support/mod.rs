@@ -76,6 +76,14 @@ fn require(path: &Path, what: &str) -> PathBuf {
     path.to_path_buf()
 }
 
+/// The project's Python (`.venv`, made by scripts/setup.sh), which has `wasmtime`.
+pub fn venv_python() -> PathBuf {
+    require(
+        &root().join(".venv/bin/python"),
+        "the project's Python with wasmtime (.venv)",
+    )
+}
+
 pub fn envoy_bin() -> PathBuf {
     match std::env::var_os("ENVOY_BIN") {
         Some(p) => require(Path::new(&p), "Envoy (ENVOY_BIN)"),

@@ -1,0 +1,224 @@
+"""The filter's Wasm module under a host that resumes requests as Kong's Wasm engine
+(ngx_wasm_module) does, driven through concurrent requests that wait on the identity provider.
+
+What ngx_wasm_module does and Envoy does not (its proxy_wasm host functions):
+- `proxy_set_effective_context` answers Ok and switches nothing;
+- `proxy_continue_stream` (resume), `proxy_send_local_response` and the header-map calls act
+  on the request whose callback is running;
+- a callout's answer comes back in the callback of the request that sent it, and a paused
+  request is resumed only from there.
+So a request that waits without a callout of its own is never resumed, and an outcome decided
+for one request but applied in another's callback lands on the other request. This host
+records, per request, the header changes, local responses and resumes made in its callbacks,
+answers callouts from a scripted identity provider (HS256 keys, so that Python's standard
+library can sign the tokens), and checks that every request ends with its own decision.
+
+usage: python tests/kong_host.py MODULE.wasm  (exit 0 when every check holds; tests/kong_host.rs)
+Needs the `wasmtime` package (installed into .venv by scripts/setup.sh).
+"""
+import base64
+import hashlib
+import hmac
+import json
+import os
+import struct
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bench"))
+import wasm_work  # noqa: E402  (the minimal proxy-wasm host of the bench)
+from wasm_work import OK, NOT_FOUND, ROOT_CONTEXT, REQUEST_HEADERS, serialize, deserialize  # noqa: E402
+
+ISSUER = "http://idp.test"
+SECRET = b"kong-host-test-secret-of-32-bytes!!"
+CONTINUE, PAUSE = 0, 1
+
+
+def b64url(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def hs256(claims):
+    header = b64url(json.dumps({"alg": "HS256", "typ": "JWT", "kid": "hs-1"}).encode())
+    payload = b64url(json.dumps(claims).encode())
+    signature = hmac.new(SECRET, f"{header}.{payload}".encode(), hashlib.sha256).digest()
+    return f"{header}.{payload}.{b64url(signature)}"
+
+
+def token_for(client_id):
+    now = int(time.time())
+    return hs256({"iss": ISSUER, "client_id": client_id, "sub": client_id,
+                  "iat": now - 5, "exp": now + 600})
+
+
+CONFIG = json.dumps({
+    "policy": {"scope": "orders-v1", "strategies": [
+        {"id": "s-oidc", "strategy_type": "openid_connect", "configs": {"openid-connect": {
+            "issuer": ISSUER, "credential_claim": ["client_id"], "scopes": [], "auth_methods": ["bearer"],
+            "enable_hs_signatures": True, "timeout": 2000}}}]},
+    "applications": [
+        {"id": f"app-{n}", "client_id": f"client-{n}", "auth_strategy_id": "s-oidc",
+         "scopes": ["orders-v1"]} for n in (1, 2, 3)],
+}).encode()
+
+ANSWERS = {
+    "/.well-known/openid-configuration": {"issuer": ISSUER, "jwks_uri": f"{ISSUER}/jwks"},
+    "/jwks": {"keys": [{"kty": "oct", "kid": "hs-1", "alg": "HS256", "k": b64url(SECRET)}]},
+}
+
+
+class KongHost(wasm_work.Host):
+    """ngx_wasm_module's request semantics, one request callback at a time."""
+
+    def __init__(self, wasm_path):
+        super().__init__(wasm_path, 0)
+        self.current = ROOT_CONTEXT
+        self.headers_of = {}
+        self.changes = {}
+        self.local = {}
+        self.resumed = {}
+        self.calls_of = {}
+        self.switches = 0
+
+    def enter(self, context_id):
+        self.current = context_id
+
+    # ---- what differs from Envoy ----
+
+    def proxy_set_effective_context(self, _context_id):
+        self.switches += 1
+        return OK
+
+    def proxy_continue_stream(self, _stream_type):
+        self.resumed[self.current] = self.resumed.get(self.current, 0) + 1
+
+    def proxy_send_local_response(self, status, *_):
+        self.local[self.current] = status
+
+    def proxy_http_call(self, _up_ptr, _up_size, headers_ptr, headers_size, _body_ptr, _body_size,
+                        _trailers_ptr, _trailers_size, _timeout_ms, token_ptr):
+        headers = dict(deserialize(self._read(headers_ptr, headers_size)))
+        token = self.next_token
+        self.next_token += 1
+        self.calls_of.setdefault(self.current, []).append((token, headers[b":path"].decode()))
+        self._write(token_ptr, struct.pack("<I", token))
+
+    def proxy_get_header_map_pairs(self, kind, ptr_ptr, size_ptr):
+        pairs = self.headers_of.get(self.current, []) if kind == REQUEST_HEADERS else self.call_headers
+        return self._give(serialize(pairs), ptr_ptr, size_ptr)
+
+    def _change(self, what, kind, name_ptr, name_size, value_ptr=0, value_size=0):
+        if kind == REQUEST_HEADERS:
+            name = self._read(name_ptr, name_size).decode()
+            value = self._read(value_ptr, value_size).decode() if value_size else None
+            self.changes.setdefault(self.current, []).append((what, name, value))
+
+    def proxy_add_header_map_value(self, kind, n, ns, v, vs):
+        self._change("add", kind, n, ns, v, vs)
+
+    def proxy_replace_header_map_value(self, kind, n, ns, v, vs):
+        self._change("replace", kind, n, ns, v, vs)
+
+    def proxy_remove_header_map_value(self, kind, n, ns):
+        self._change("remove", kind, n, ns)
+
+    def proxy_get_property(self, *_):
+        return NOT_FOUND
+
+    def proxy_log(self, level, ptr, size):
+        if level >= 2 or os.environ.get("KONG_HOST_LOG"):
+            print(f"  [module log {level}] {self._read(ptr, size).decode(errors='replace')}")
+
+    # ---- driving ----
+
+    def start(self, context_id, client_id):
+        self.headers_of[context_id] = [(n.encode(), v.encode()) for n, v in wasm_work.BASE_HEADERS] + [
+            (b"authorization", f"Bearer {token_for(client_id)}".encode())]
+        self.enter(ROOT_CONTEXT)
+        self.exports["proxy_on_context_create"](self.store, context_id, ROOT_CONTEXT)
+        self.enter(context_id)
+        return self.exports["proxy_on_request_headers"](self.store, context_id, 8, 1)
+
+    def answer(self, context_id):
+        """Answers the oldest callout request `context_id` sent, in its callback (None: it
+        sent none, and nothing can ever resume it)."""
+        if not self.calls_of.get(context_id):
+            return None
+        token, path = self.calls_of[context_id].pop(0)
+        body = json.dumps(ANSWERS[path]).encode()
+        self.call_headers = [(b":status", b"200")]
+        self.call_body = body
+        self.enter(context_id)
+        self.exports["proxy_on_http_call_response"](self.store, context_id, token, 1, len(body), 0)
+        return path
+
+
+def identity(host, context_id):
+    """Every application id the changes made in a request's callbacks named."""
+    return [v for (_, n, v) in host.changes.get(context_id, []) if n == "x-application-id" and v]
+
+
+def check(condition, message, failures):
+    print(("ok   " if condition else "FAIL ") + message)
+    if not condition:
+        failures.append(message)
+
+
+def main(wasm_path):
+    failures = []
+    host = KongHost(wasm_path)
+    host.enter(ROOT_CONTEXT)
+    host.exports["proxy_on_context_create"](host.store, ROOT_CONTEXT, 0)
+    host.plugin_config = CONFIG
+    if not host.exports["proxy_on_configure"](host.store, ROOT_CONTEXT, len(CONFIG)):
+        print("FAIL the module refused its configuration")
+        return 1
+    # Three requests of three applications arrive before the issuer's keys are in.
+    for ctx, client in ((2, "client-1"), (3, "client-2"), (4, "client-3")):
+        action = host.start(ctx, client)
+        check(action == PAUSE, f"request {ctx} waits for the keys (action {action})", failures)
+        check(len(host.calls_of.get(ctx, [])) == 1,
+              f"request {ctx} sent a callout of its own ({host.calls_of.get(ctx)})", failures)
+    # Request 3's discovery answers first, then its key set: request 3 alone is decided.
+    check(host.answer(3) is not None, "request 3's discovery answered", failures)
+    check([p for _, p in host.calls_of.get(3, [])] == ["/jwks"], "request 3 fetches the key set next", failures)
+    check(host.answer(3) is not None, "request 3's key set answered", failures)
+    check(identity(host, 3) == ["app-2"] and host.resumed.get(3) == 1,
+          f"request 3 resumed once as app-2 ({host.changes.get(3)}, resumed {host.resumed.get(3)})", failures)
+    for ctx in (2, 4):
+        check(ctx not in host.changes and ctx not in host.resumed,
+              f"request {ctx} untouched by another's answer", failures)
+    # Requests 2 and 4: their own discovery answers come back (second), and each is decided
+    # with the keys now in, as its own application.
+    for ctx, app in ((4, "app-3"), (2, "app-1")):
+        check(host.answer(ctx) is not None, f"request {ctx}'s own callout answered", failures)
+        check(identity(host, ctx) == [app] and host.resumed.get(ctx) == 1 and ctx not in host.local,
+              f"request {ctx} resumed once as {app} ({host.changes.get(ctx)}, resumed {host.resumed.get(ctx)}, local {host.local.get(ctx)})",
+              failures)
+    check(not any(host.calls_of.values()), f"no callout left unanswered ({host.calls_of})", failures)
+    check(identity(host, 3) == ["app-2"], "request 3 got no other application's headers", failures)
+
+    # The configuration replaced while a request waits (its engine goes, and with it what
+    # the request waited for): the request cannot be resumed from the root, and is refused
+    # when its own callout answers, never left hanging.
+    fresh = KongHost(wasm_path)
+    fresh.enter(ROOT_CONTEXT)
+    fresh.exports["proxy_on_context_create"](fresh.store, ROOT_CONTEXT, 0)
+    fresh.plugin_config = CONFIG
+    fresh.exports["proxy_on_configure"](fresh.store, ROOT_CONTEXT, len(CONFIG))
+    check(fresh.start(5, "client-1") == PAUSE, "request 5 waits for the keys", failures)
+    fresh.enter(ROOT_CONTEXT)
+    check(fresh.exports["proxy_on_configure"](fresh.store, ROOT_CONTEXT, len(CONFIG)) == 1,
+          "a new configuration is taken", failures)
+    check(not fresh.local and not fresh.resumed and not fresh.changes,
+          f"nothing answered from the root's callback (local {fresh.local}, resumed {fresh.resumed})", failures)
+    fresh.answer(5)
+    check(fresh.local.get(5) == 503 and 5 not in fresh.resumed and 5 not in fresh.changes,
+          f"request 5 refused (503) when its callout answers (local {fresh.local.get(5)}, resumed {fresh.resumed.get(5)})",
+          failures)
+    print(f"{len(failures)} failed")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))

@@ -1,0 +1,25 @@
+//! The Kong build of the filter (`app_auth_filter.wasm`) under a host that resumes requests as
+//! Kong's Wasm engine does (tests/kong_host.py, on wasmtime): concurrent requests waiting on
+//! the identity provider each send their own callout, are resumed only by its answer and
+//! only with their own application's headers, and a request whose configuration was replaced
+//! while it waited is refused, never left hanging. Kong itself cannot be installed here.
+
+mod support;
+
+use std::process::Command;
+
+#[test]
+fn requests_waiting_under_kongs_semantics_are_each_resumed_with_their_own_decision() {
+    let out = Command::new(support::venv_python())
+        .arg(support::root().join("tests/kong_host.py"))
+        .arg(support::full_wasm_path())
+        .output()
+        .expect("python runs tests/kong_host.py");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("\n0 failed"), "{text}");
+}
