@@ -196,7 +196,15 @@ def main(wasm_path):
               f"request {ctx} resumed once as {app} ({host.changes.get(ctx)}, resumed {host.resumed.get(ctx)}, local {host.local.get(ctx)})",
               failures)
     check(not any(host.calls_of.values()), f"no callout left unanswered ({host.calls_of})", failures)
-    check(identity(host, 3) == ["app-2"], "request 3 got no other application's headers", failures)
+    # Whatever is still pending is answered (a module that made requests share a callout
+    # leaves one here), then each request must have been given its own application only.
+    for _ in range(10):
+        pending = [ctx for ctx, calls in host.calls_of.items() if calls]
+        if not pending:
+            break
+        host.answer(pending[0])
+    for ctx, app in ((2, "app-1"), (3, "app-2"), (4, "app-3")):
+        check(identity(host, ctx) == [app], f"request {ctx} was given {app} only ({identity(host, ctx)})", failures)
 
     # The configuration replaced while a request waits (its engine goes, and with it what
     # the request waited for): the request cannot be resumed from the root, and is refused
