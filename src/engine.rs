@@ -401,14 +401,22 @@ impl Engine {
             }
             FetchKind::Token { serial } => {
                 if let Some(key) = self.token_flights.finish(serial) {
-                    self.dropped.push(Awaited::Token(key));
+                    self.rerun_at_tick(Awaited::Token(key));
                 }
             }
             FetchKind::Introspection { serial } => {
                 if let Some(key) = self.introspection_flights.finish(serial) {
-                    self.dropped.push(Awaited::Introspection(key));
+                    self.rerun_at_tick(Awaited::Introspection(key));
                 }
             }
+        }
+    }
+
+    /// Has the next tick re-run whoever waits on `awaited`: kept once, and only while
+    /// someone waits (so the list stays as short as the requests waiting, tick or no tick).
+    fn rerun_at_tick(&mut self, awaited: Awaited) {
+        if !self.dropped.contains(&awaited) && self.waiting.values().any(|(a, _)| *a == awaited) {
+            self.dropped.push(awaited);
         }
     }
 

@@ -1791,6 +1791,19 @@ mod dropped_callouts {
     }
 
     #[test]
+    fn a_dropped_exchange_nobody_waits_on_is_only_forgotten() {
+        let mut e = warm_cc();
+        let c2 = callout(&basic(&mut e, 2, "Basic Y2xpZW50LTE6czNjcmV0", T0));
+        e.forget(2);
+        e.abandon(c2.id, T0 + 1);
+        assert!(e.dropped.is_empty());
+        assert!(e.on_tick(T0 + 200).callouts.is_empty());
+        // The next request with those credentials exchanges them anew, at once.
+        let again = callout(&basic(&mut e, 3, "Basic Y2xpZW50LTE6czNjcmV0", T0 + 300));
+        assert_ne!(again.id, c2.id);
+    }
+
+    #[test]
     fn a_dropped_fetch_of_a_replaced_configuration_changes_nothing() {
         let mut e = engine();
         let d1 = callout(&bearer(&mut e, 1, &rs_token(&claims()), T0));
