@@ -639,7 +639,7 @@ mod methods {
     //! client_credentials, introspection, several strategies on one route.
     use super::*;
 
-    fn config() -> Value {
+    pub(super) fn config() -> Value {
         let mut c = config_value();
         c["policies"]["cc-v1"] = json!({
             "scope": "cc-v1",
@@ -1817,5 +1817,330 @@ mod dropped_callouts {
             Step::Wait(None),
             "still under way"
         );
+    }
+}
+
+mod waiting_simulation {
+    //! Random interleavings of requests, callout answers (some failing), clients hanging up
+    //! and ticks, under Envoy's rules (a request may be settled from any callback; a
+    //! request's callouts die with it) and Kong's (a request is resumed only from its own
+    //! callouts' answers). Whatever the order: every request is decided at most once, and
+    //! none is left waiting once the IdP has answered everything and the bound has passed;
+    //! an allow carries the request's own application; a client the filter does not know is
+    //! never allowed; and under Kong's rules a decision only comes from the request's own
+    //! callback.
+    use super::methods::{config, token_answer};
+    use super::*;
+    use base64::Engine as _;
+
+    /// xorshift64*: a fixed sequence per seed.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    const CLIENTS: [(&str, Option<&str>); 4] = [
+        ("client-1", Some("app-cc")),
+        ("client-4", Some("app-4")),
+        ("client-5", Some("app-5")),
+        ("client-x", None),
+    ];
+
+    /// Three tokens per client, signed once (RSA signing is slow in a debug build).
+    fn token_of(client: &str, which: usize) -> String {
+        static TOKENS: std::sync::OnceLock<Vec<(String, Vec<String>)>> = std::sync::OnceLock::new();
+        let all = TOKENS.get_or_init(|| {
+            CLIENTS
+                .iter()
+                .map(|(c, _)| {
+                    let tokens = (0..3)
+                        .map(|jti| {
+                            rs_token(&claims_with(json!({"client_id": c, "sub": c, "jti": jti})))
+                        })
+                        .collect();
+                    ((*c).to_owned(), tokens)
+                })
+                .collect()
+        });
+        let (_, tokens) = all
+            .iter()
+            .find(|(c, _)| c == client)
+            .expect("a known client");
+        tokens[which].clone()
+    }
+
+    struct Sent {
+        owner: Option<u32>,
+        callout: Callout,
+    }
+
+    struct World {
+        e: Engine,
+        own: bool,
+        now: u64,
+        pending: Vec<Sent>,
+        /// Live requests: context -> (client, decided?).
+        live: HashMap<u32, (&'static str, Option<Option<String>>)>,
+        decided: usize,
+    }
+
+    impl World {
+        fn new(own: bool) -> World {
+            let mut c = config();
+            for (id, client) in [("app-4", "client-4"), ("app-5", "client-5")] {
+                c["applications"].as_array_mut().unwrap().push(json!(
+                    {"id": id, "client_id": client, "auth_strategy_id": "s-cc", "scopes": ["cc-v1"]}));
+            }
+            let mut e = engine_with(c);
+            if own {
+                e.set_own_callouts();
+            }
+            World {
+                e,
+                own,
+                now: T0,
+                pending: Vec::new(),
+                live: HashMap::new(),
+                decided: 0,
+            }
+        }
+
+        /// What a callback's progress does: decisions applied, callouts sent from it.
+        fn take(&mut self, p: Progress, callback: Option<u32>, what: &str) {
+            for (ctx, _, outcome) in p.settled {
+                if self.own {
+                    assert_eq!(
+                        Some(ctx),
+                        callback,
+                        "{what}: request {ctx} decided from another's callback"
+                    );
+                }
+                let entry = self
+                    .live
+                    .get_mut(&ctx)
+                    .unwrap_or_else(|| panic!("{what}: a request that is gone ({ctx}) decided"));
+                assert!(entry.1.is_none(), "{what}: request {ctx} decided twice");
+                let app = match &outcome {
+                    Outcome::Allow(a) => Some(
+                        header(a, "x-application-id")
+                            .map(str::to_owned)
+                            .unwrap_or_default(),
+                    ),
+                    Outcome::Deny(d) => {
+                        // The refusal that stands in for a request nothing would resume.
+                        assert_ne!(
+                            d.denial,
+                            Denial::IdpUnavailable("no callout of its own to wait for"),
+                            "{what}: request {ctx} had to wait without a callout of its own"
+                        );
+                        None
+                    }
+                };
+                let client = entry.0;
+                let expected = CLIENTS
+                    .iter()
+                    .find(|(c, _)| *c == client)
+                    .and_then(|(_, a)| *a);
+                match (&app, expected) {
+                    (Some(got), Some(want)) => {
+                        assert_eq!(got, want, "{what}: request {ctx} of {client}")
+                    }
+                    (Some(got), None) => panic!("{what}: unknown {client} allowed as {got}"),
+                    (None, _) => {}
+                }
+                entry.1 = Some(app);
+                self.decided += 1;
+                // Answered: its stream ends, and with it the callouts it sent.
+                self.end(ctx);
+            }
+            for callout in p.callouts {
+                self.pending.push(Sent {
+                    owner: callback,
+                    callout,
+                });
+            }
+        }
+
+        /// A request's context goes (answered or hung up): Envoy and Kong drop its callouts.
+        fn end(&mut self, ctx: u32) {
+            self.e.forget(ctx);
+            let (mine, rest): (Vec<Sent>, Vec<Sent>) = std::mem::take(&mut self.pending)
+                .into_iter()
+                .partition(|s| s.owner == Some(ctx));
+            self.pending = rest;
+            for s in mine {
+                if !self.pending.iter().any(|o| o.callout.id == s.callout.id) {
+                    self.e.abandon(s.callout.id, self.now);
+                }
+            }
+        }
+
+        fn request(&mut self, ctx: u32, rng: &mut Rng) {
+            let (client, _) = CLIENTS[rng.below(CLIENTS.len())];
+            let auth = if rng.below(2) == 0 {
+                format!("Bearer {}", token_of(client, rng.below(3)))
+            } else {
+                let pair =
+                    base64::engine::general_purpose::STANDARD.encode(format!("{client}:s3cret"));
+                format!("Basic {pair}")
+            };
+            self.live.insert(ctx, (client, None));
+            let step = request_on(
+                &mut self.e,
+                ctx,
+                "cc",
+                "/cc",
+                &[("authorization", &auth)],
+                self.now,
+            );
+            let p = match step {
+                Step::Done(m, o) => Progress {
+                    settled: vec![(ctx, m, o)],
+                    ..Progress::default()
+                },
+                Step::Wait(c) => Progress {
+                    callouts: c.into_iter().collect(),
+                    ..Progress::default()
+                },
+            };
+            self.take(p, Some(ctx), "on_request");
+        }
+
+        fn answer(&mut self, index: usize, fail: bool) {
+            let sent = self.pending.remove(index);
+            let response = if fail {
+                CalloutResponse::default()
+            } else {
+                match sent.callout.path.as_str() {
+                    "/.well-known/openid-configuration" => ok(&discovery_doc()),
+                    "/jwks" => ok(&jwks()),
+                    "/token" => {
+                        let basic = sent
+                            .callout
+                            .headers
+                            .iter()
+                            .find(|(n, _)| n == "authorization")
+                            .map(|(_, v)| v.trim_start_matches("Basic ").to_owned())
+                            .unwrap_or_default();
+                        let pair = base64::engine::general_purpose::STANDARD
+                            .decode(basic)
+                            .unwrap();
+                        let client = String::from_utf8(pair)
+                            .unwrap()
+                            .split(':')
+                            .next()
+                            .unwrap()
+                            .to_owned();
+                        token_answer(&rs_token(&claims_with(
+                            json!({"client_id": client, "sub": client}),
+                        )))
+                    }
+                    other => panic!("unexpected callout to {other}"),
+                }
+            };
+            let p = match sent.owner {
+                Some(owner) => {
+                    self.e
+                        .on_request_callout_response(owner, sent.callout.id, response, self.now)
+                }
+                None => self
+                    .e
+                    .on_callout_response(sent.callout.id, response, self.now),
+            };
+            self.take(p, sent.owner, "answer");
+        }
+
+        fn tick(&mut self) {
+            self.now += 200;
+            let p = self.e.on_tick(self.now);
+            if self.own {
+                assert!(p.settled.is_empty(), "a tick decided under Kong's rules");
+            }
+            self.take(p, None, "tick");
+        }
+    }
+
+    fn run(seed: u64, own: bool) {
+        let mut rng = Rng(seed | 1);
+        let mut w = World::new(own);
+        let mut next_ctx = 10;
+        for _ in 0..40 {
+            w.now += rng.below(60) as u64;
+            match rng.below(10) {
+                0..=3 => {
+                    w.request(next_ctx, &mut rng);
+                    next_ctx += 1;
+                }
+                4..=6 if !w.pending.is_empty() => {
+                    let i = rng.below(w.pending.len());
+                    let fail = rng.below(8) == 0;
+                    w.answer(i, fail);
+                }
+                8 if rng.below(4) == 0 => {
+                    // The IdP is slow: time passes every bound before anything answers.
+                    w.now += 8_000;
+                    w.tick();
+                }
+                7 => {
+                    let waiting: Vec<u32> = w
+                        .live
+                        .iter()
+                        .filter(|(_, (_, d))| d.is_none())
+                        .map(|(c, _)| *c)
+                        .collect();
+                    if !waiting.is_empty() {
+                        let ctx = waiting[rng.below(waiting.len())];
+                        w.live.remove(&ctx);
+                        w.end(ctx);
+                    }
+                }
+                _ => w.tick(),
+            }
+        }
+        // The IdP answers everything, and time passes the bound: nobody is left waiting.
+        for _ in 0..200 {
+            if w.pending.is_empty() {
+                w.tick();
+                if w.pending.is_empty() {
+                    break;
+                }
+            }
+            if !w.pending.is_empty() {
+                let i = rng.below(w.pending.len());
+                w.answer(i, false);
+            }
+        }
+        for _ in 0..40 {
+            w.tick();
+            while !w.pending.is_empty() {
+                w.answer(0, false);
+            }
+        }
+        let hanging: Vec<_> = w.live.iter().filter(|(_, (_, d))| d.is_none()).collect();
+        assert!(
+            hanging.is_empty(),
+            "seed {seed} own {own}: left waiting {hanging:?}"
+        );
+        assert!(
+            !w.e.waiting.keys().any(|k| w.live.contains_key(k)),
+            "seed {seed}: still tracked"
+        );
+        assert!(w.decided > 0 || w.live.is_empty());
+    }
+
+    #[test]
+    fn every_request_is_decided_once_with_its_own_identity_whatever_the_order() {
+        for seed in 1..=150u64 {
+            run(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15), false);
+            run(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15), true);
+        }
     }
 }
