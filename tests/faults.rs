@@ -739,8 +739,9 @@ fn summary(tally: &Tally, elapsed: Duration) {
 
 /// A request that shares another's callout (the same client credentials, exchanged once)
 /// outlives that request: its client hangs up, Envoy cancels the callouts of the request's
-/// context without answering them, and the request left waiting is given a callout of its
-/// own instead of waiting out the filter's bound (twice the timeout and 2 s) for a 503.
+/// context without answering them, and the exchange is sent again for the request left
+/// waiting (from the root context, at the next tick) instead of that request waiting out
+/// the filter's bound (twice the timeout and 2 s) for a 503.
 #[test]
 fn a_waiting_request_outlives_the_request_whose_callout_it_shared() {
     use std::io::Write as _;
