@@ -54,15 +54,17 @@ def token_for(client_id):
 CONFIG = json.dumps({
     "policy": {"scope": "orders-v1", "strategies": [
         {"id": "s-oidc", "strategy_type": "openid_connect", "configs": {"openid-connect": {
-            "issuer": ISSUER, "credential_claim": ["client_id"], "scopes": [], "auth_methods": ["bearer"],
+            "issuer": ISSUER, "credential_claim": ["client_id"], "scopes": [], "auth_methods": ["bearer", "client_credentials"],
             "enable_hs_signatures": True, "timeout": 2000}}}]},
     "applications": [
         {"id": f"app-{n}", "client_id": f"client-{n}", "auth_strategy_id": "s-oidc",
          "scopes": ["orders-v1"]} for n in (1, 2, 3)],
 }).encode()
 
+DISCOVERY = "/.well-known/openid-configuration"
 ANSWERS = {
-    "/.well-known/openid-configuration": {"issuer": ISSUER, "jwks_uri": f"{ISSUER}/jwks"},
+    DISCOVERY: {"issuer": ISSUER, "jwks_uri": f"{ISSUER}/jwks",
+                                          "token_endpoint": f"{ISSUER}/token"},
     "/jwks": {"keys": [{"kty": "oct", "kid": "hs-1", "alg": "HS256", "k": b64url(SECRET)}]},
 }
 
@@ -100,7 +102,7 @@ class KongHost(wasm_work.Host):
         headers = dict(deserialize(self._read(headers_ptr, headers_size)))
         token = self.next_token
         self.next_token += 1
-        self.calls_of.setdefault(self.current, []).append((token, headers[b":path"].decode()))
+        self.calls_of.setdefault(self.current, []).append((token, headers[b":path"].decode(), headers))
         self._write(token_ptr, struct.pack("<I", token))
 
     def proxy_get_header_map_pairs(self, kind, ptr_ptr, size_ptr):
@@ -131,9 +133,11 @@ class KongHost(wasm_work.Host):
 
     # ---- driving ----
 
-    def start(self, context_id, client_id):
+    def start(self, context_id, client_id, basic=False):
+        credential = (f"Basic {base64.b64encode(f'{client_id}:secret'.encode()).decode()}" if basic
+                      else f"Bearer {token_for(client_id)}")
         self.headers_of[context_id] = [(n.encode(), v.encode()) for n, v in wasm_work.BASE_HEADERS] + [
-            (b"authorization", f"Bearer {token_for(client_id)}".encode())]
+            (b"authorization", credential.encode())]
         self.enter(ROOT_CONTEXT)
         self.exports["proxy_on_context_create"](self.store, context_id, ROOT_CONTEXT)
         self.enter(context_id)
@@ -144,13 +148,30 @@ class KongHost(wasm_work.Host):
         sent none, and nothing can ever resume it)."""
         if not self.calls_of.get(context_id):
             return None
-        token, path = self.calls_of[context_id].pop(0)
-        body = json.dumps(ANSWERS[path]).encode()
+        token, path, headers = self.calls_of[context_id].pop(0)
+        if path == "/token":
+            # The client's own credentials, passed on: a token for that client.
+            basic = headers[b"authorization"].decode().removeprefix("Basic ")
+            client = base64.b64decode(basic).decode().split(":")[0]
+            answer = {"access_token": token_for(client), "token_type": "Bearer", "expires_in": 600}
+        else:
+            answer = ANSWERS[path]
+        body = json.dumps(answer).encode()
         self.call_headers = [(b":status", b"200")]
         self.call_body = body
         self.enter(context_id)
         self.exports["proxy_on_http_call_response"](self.store, context_id, token, 1, len(body), 0)
         return path
+
+
+def pending(host):
+    """Requests with callouts unanswered, and the paths of those."""
+    return [(ctx, [p for _, p, _ in calls]) for ctx, calls in host.calls_of.items() if calls]
+
+
+def forwarded_authorization(host, context_id):
+    """The `Authorization` values the changes made in a request's callbacks set."""
+    return [v for (_, n, v) in host.changes.get(context_id, []) if n == "authorization" and v]
 
 
 def identity(host, context_id):
@@ -181,7 +202,7 @@ def main(wasm_path):
               f"request {ctx} sent a callout of its own ({host.calls_of.get(ctx)})", failures)
     # Request 3's discovery answers first, then its key set: request 3 alone is decided.
     check(host.answer(3) is not None, "request 3's discovery answered", failures)
-    check([p for _, p in host.calls_of.get(3, [])] == ["/jwks"], "request 3 fetches the key set next", failures)
+    check(dict(pending(host)).get(3) == ["/jwks"], "request 3 fetches the key set next", failures)
     check(host.answer(3) is not None, "request 3's key set answered", failures)
     check(identity(host, 3) == ["app-2"] and host.resumed.get(3) == 1,
           f"request 3 resumed once as app-2 ({host.changes.get(3)}, resumed {host.resumed.get(3)})", failures)
@@ -195,14 +216,14 @@ def main(wasm_path):
         check(identity(host, ctx) == [app] and host.resumed.get(ctx) == 1 and ctx not in host.local,
               f"request {ctx} resumed once as {app} ({host.changes.get(ctx)}, resumed {host.resumed.get(ctx)}, local {host.local.get(ctx)})",
               failures)
-    check(not any(host.calls_of.values()), f"no callout left unanswered ({host.calls_of})", failures)
+    check(not any(host.calls_of.values()), f"no callout left unanswered ({dict(pending(host))})", failures)
     # Whatever is still pending is answered (a module that made requests share a callout
     # leaves one here), then each request must have been given its own application only.
     for _ in range(10):
-        pending = [ctx for ctx, calls in host.calls_of.items() if calls]
-        if not pending:
+        left = [ctx for ctx, _ in pending(host)]
+        if not left:
             break
-        host.answer(pending[0])
+        host.answer(left[0])
     for ctx, app in ((2, "app-1"), (3, "app-2"), (4, "app-3")):
         check(identity(host, ctx) == [app], f"request {ctx} was given {app} only ({identity(host, ctx)})", failures)
 
@@ -224,6 +245,37 @@ def main(wasm_path):
     check(fresh.local.get(5) == 503 and 5 not in fresh.resumed and 5 not in fresh.changes,
           f"request 5 refused (503) when its callout answers (local {fresh.local.get(5)}, resumed {fresh.resumed.get(5)})",
           failures)
+
+    # Two requests with the same client credentials, before anything is known: each sends
+    # its own callouts, and each is forwarded with a token and its application from its own
+    # callback only.
+    cc = KongHost(wasm_path)
+    cc.enter(ROOT_CONTEXT)
+    cc.exports["proxy_on_context_create"](cc.store, ROOT_CONTEXT, 0)
+    cc.plugin_config = CONFIG
+    cc.exports["proxy_on_configure"](cc.store, ROOT_CONTEXT, len(CONFIG))
+    for ctx in (6, 7):
+        check(cc.start(ctx, "client-2", basic=True) == PAUSE, f"request {ctx} waits for its exchange", failures)
+    # The token endpoint comes from discovery: each request looks it up itself first.
+    check(dict(pending(cc)) == {6: [DISCOVERY], 7: [DISCOVERY]}, f"one callout each ({pending(cc)})", failures)
+    for _ in range(5):
+        if cc.answer(7) is None:
+            break
+    check(identity(cc, 7) == ["app-2"] and cc.resumed.get(7) == 1, f"request 7 resumed as app-2 ({cc.changes.get(7)})", failures)
+    check(len(forwarded_authorization(cc, 7)) == 1 and forwarded_authorization(cc, 7)[0].startswith("Bearer ey"),
+          f"request 7 forwarded with the token ({forwarded_authorization(cc, 7)})", failures)
+    check(6 not in cc.changes and 6 not in cc.resumed, "request 6 untouched meanwhile", failures)
+    answered_6 = []
+    for _ in range(5):
+        path = cc.answer(6)
+        if path is None:
+            break
+        answered_6.append(path)
+    # Its own discovery answer resumes it: by then request 7's exchange is cached, and used.
+    check(answered_6 == [DISCOVERY], f"request 6 resumed by its own callout's answer ({answered_6})", failures)
+    check(identity(cc, 6) == ["app-2"] and cc.resumed.get(6) == 1, f"request 6 resumed as app-2 ({cc.changes.get(6)})", failures)
+    check(len(forwarded_authorization(cc, 6)) == 1, f"request 6 forwarded with one token ({forwarded_authorization(cc, 6)})", failures)
+    check(not pending(cc), f"no callout left ({pending(cc)})", failures)
     print(f"{len(failures)} failed")
     return 1 if failures else 0
 
