@@ -1944,7 +1944,7 @@ fn done(method: Method, outcome: Outcome) -> Step {
     Step::Done(method, outcome)
 }
 
-fn deny(
+pub(crate) fn deny(
     denial: Denial,
     realm: &str,
     strategy_id: Option<&str>,

@@ -9,7 +9,7 @@ mod raw;
 mod root;
 
 use crate::credential::Header;
-use crate::engine::{CalloutResponse, Deny, Engine, FetchId, Method, Outcome, Progress};
+use crate::engine::{CalloutResponse, Engine, FetchId, Method, Outcome, Progress};
 use crate::metrics::{self, Counter, Counters};
 use crate::response::Denial;
 use crate::shared::SharedStore;
@@ -53,13 +53,7 @@ pub(crate) fn resumes_only_own_requests() -> bool {
 
 /// A refusal for a request the filter cannot decide on any more (503, never an allow).
 pub(crate) fn unavailable(reason: &'static str) -> Outcome {
-    let denial = Denial::IdpUnavailable(reason);
-    Outcome::Deny(Deny {
-        denial,
-        reply: denial.reply("api"),
-        strategy_id: None,
-        credential_hash: None,
-    })
+    crate::engine::deny(Denial::IdpUnavailable(reason), "api", None, None)
 }
 
 /// Proxy-wasm shared data: process-wide in Envoy (every worker's VM), per worker process in
