@@ -18,7 +18,7 @@
 //                               /k20/jwks: rsa-1..rsa-19, rsa-0, ec-0 (20 RSA keys + 1 EC)
 //   http://127.0.0.1:PORT/ps    discovery /ps/.well-known/openid-configuration,
 //                               /ps/jwks: ps-0 (rsa-1's key, for PS256)
-// Both name /token (client_credentials) and /token/introspection as their endpoints.
+// All three name /token (client_credentials) and /token/introspection as their endpoints.
 'use strict';
 
 const crypto = require('node:crypto');
