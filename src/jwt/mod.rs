@@ -3,6 +3,7 @@
 
 pub mod claims;
 mod compat;
+mod ecdsa;
 pub mod jwks;
 pub mod native;
 mod pkcs1;
