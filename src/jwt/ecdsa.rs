@@ -7,7 +7,8 @@
 //! JWK set holds the key: with 16ⁱ·k·P at hand for every radix-16 window i and k in 1..=8,
 //! u·P is one addition per window and no doubling (65 additions on P-256: 0.28 ms per
 //! token). The multiples are made at a key's first signature (520 points, 37 KB for P-256;
-//! 776, 81 KB for P-384; about two verifications' work), G's once per VM.
+//! 776, 81 KB for P-384; as much work as two of the `ecdsa` crate's verifications), G's
+//! once per VM.
 //!
 //! The checks are SEC 1 §4.1.4's, as the `ecdsa` crate's `verify_prehashed` makes them (the
 //! tests compare the two): r and s in 1..n, e the digest reduced mod n, R = e·s⁻¹·G +
