@@ -354,7 +354,7 @@ fn verifiers_of(jwk: &Map<String, Value>) -> Result<Vec<Verifier>, String> {
             point.push(0x04);
             point.extend_from_slice(&x);
             point.extend_from_slice(&y);
-            // from_bytes refuses points that are not on the curve.
+            // from_sec1 refuses points that are not on the curve, and the identity.
             let v = match alg {
                 Alg::ES256 => {
                     Verifier::ES256(ecdsa::Key::from_sec1(&point).ok_or("is not a point on P-256")?)
