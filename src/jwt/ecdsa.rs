@@ -181,8 +181,8 @@ fn multiples<C: CurveArithmetic>(p: C::ProjectivePoint) -> Vec<[C::AffinePoint; 
         .collect()
 }
 
-/// Signed radix-16 digits of a scalar below 2^(8·bytes): two per byte, in -8..=7, and one
-/// more, 0 or 1.
+/// How many signed radix-16 digits a scalar has (below 2^(8·bytes): two per byte, in -8..=7,
+/// and one more, 0 or 1), and so how many windows of multiples a key keeps.
 fn windows<C: CurveArithmetic>() -> usize {
     FieldBytes::<C>::default()
         .len()
@@ -349,6 +349,93 @@ mod tests {
                 }
             }
         }};
+    }
+
+    /// Signatures random ones almost never are, built from a chosen R (u₁ and u₂ random,
+    /// Q = u₂⁻¹·(R − u₁·G), s = r·u₂⁻¹, e = u₁·s): R with x(R) ≥ n, where r is x(R) − n and
+    /// the signature is valid; R the identity, which must fail; r or s equal to n.
+    macro_rules! edge_signatures {
+        ($krate:ident, $curve:ident, $seed:expr) => {{
+            use $krate::ecdsa::{Signature, VerifyingKey};
+            use $krate::{ProjectivePoint, PublicKey, Scalar};
+            type C = $krate::$curve;
+            let mut rng = Rng($seed);
+            let size = FieldBytes::<C>::default().len();
+            let nonzero = |rng: &mut Rng| loop {
+                let k = reduced::<C>(&random_bytes(rng, size));
+                if !bool::from(k.is_zero()) {
+                    return k;
+                }
+            };
+            // Checks one signature both ways, and returns the verdict.
+            let verdict = |q: ProjectivePoint, e: Scalar, r: &[u8], s: &[u8]| {
+                let key = Key::<C>::at(q);
+                let digest = e.to_repr();
+                let signature = [r, s].concat();
+                let ours = key.verify_digest(&digest, &signature);
+                let theirs = VerifyingKey::from_affine(q.to_affine()).is_ok_and(|k| {
+                    Signature::try_from(signature.as_slice())
+                        .is_ok_and(|sig| k.verify_prehash(&digest, &sig).is_ok())
+                });
+                assert_eq!(ours, theirs);
+                ours
+            };
+            // n, big-endian: (n − 1) + 1.
+            let mut order = (-Scalar::ONE).to_repr().to_vec();
+            for byte in order.iter_mut().rev() {
+                let (sum, carry) = byte.overflowing_add(1);
+                *byte = sum;
+                if !carry {
+                    break;
+                }
+            }
+            // x(R) = n + t for the first t ≥ 1 that is a point's x (p − n is about 2¹²⁸
+            // for P-256 and 2¹⁹⁰ for P-384: small t are below p).
+            let mut found = 0;
+            for t in 1u8..=64 {
+                let mut x = order.clone();
+                let (last, carry) = x[size - 1].overflowing_add(t);
+                x[size - 1] = last;
+                if carry {
+                    continue;
+                }
+                let Ok(point) = PublicKey::from_sec1_bytes(&[&[0x02][..], &x].concat()) else {
+                    continue;
+                };
+                let big_r = point.to_projective();
+                let (u1, u2) = (nonzero(&mut rng), nonzero(&mut rng));
+                let u2_inv = Option::<Scalar>::from(u2.invert()).unwrap();
+                let q = (big_r - ProjectivePoint::GENERATOR * u1) * u2_inv;
+                let r = Scalar::from(u64::from(t));
+                let s = r * u2_inv;
+                let e = u1 * s;
+                assert!(verdict(q, e, &r.to_repr(), &s.to_repr()), "x(R) = n + {t}");
+                // r taken as x(R) itself is not r: it is refused (x ≥ n is no scalar).
+                assert!(!verdict(q, e, &x, &s.to_repr()));
+                found += 1;
+            }
+            assert!(found >= 8, "{found} points with x(R) ≥ n");
+            for _ in 0..8 {
+                let (u1, u2, r) = (nonzero(&mut rng), nonzero(&mut rng), nonzero(&mut rng));
+                let u2_inv = Option::<Scalar>::from(u2.invert()).unwrap();
+                let q = -(ProjectivePoint::GENERATOR * u1) * u2_inv;
+                let s = r * u2_inv;
+                let e = u1 * s;
+                assert!(
+                    !verdict(q, e, &r.to_repr(), &s.to_repr()),
+                    "R is the identity"
+                );
+                // And r or s equal to n is refused.
+                assert!(!verdict(q, e, &order, &s.to_repr()));
+                assert!(!verdict(q, e, &r.to_repr(), &order));
+            }
+        }};
+    }
+
+    #[test]
+    fn signatures_at_the_edges_get_the_crates_verdict() {
+        edge_signatures!(p256, NistP256, 0x6a09_e667_f3bc_c908);
+        edge_signatures!(p384, NistP384, 0xbb67_ae85_84ca_a73b);
     }
 
     #[test]
