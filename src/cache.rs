@@ -71,11 +71,20 @@ impl IssuerKeys {
         version: u64,
     ) {
         self.discovery = Some((discovery, expires_ms));
-        self.keys = Some((Rc::new(keys), expires_ms));
+        self.replace_keys(keys, expires_ms);
         self.refresh_at_ms = refresh_at(fetched_ms, expires_ms);
         self.failures = 0;
         self.last_error = None;
         self.shared_version = version;
+    }
+
+    /// The new set in place of the old one, taking over what the old one worked out for
+    /// the keys both hold.
+    fn replace_keys(&mut self, keys: KeySet, expires_ms: u64) {
+        if let Some((older, _)) = &self.keys {
+            keys.inherit(older);
+        }
+        self.keys = Some((Rc::new(keys), expires_ms));
     }
 
     /// When the backoff after the last failure ends.
@@ -142,7 +151,7 @@ impl IssuerKeys {
 
     /// A new key set replaces the old one whole (never merged).
     pub fn keys_fetched(&mut self, keys: KeySet, now_ms: u64, ttl_ms: u64) {
-        self.keys = Some((Rc::new(keys), now_ms.saturating_add(ttl_ms)));
+        self.replace_keys(keys, now_ms.saturating_add(ttl_ms));
         self.refresh_at_ms = refresh_at(now_ms, now_ms.saturating_add(ttl_ms));
         if let Some((_, expires_ms)) = &mut self.discovery {
             *expires_ms = now_ms.saturating_add(ttl_ms);
@@ -202,6 +211,21 @@ mod tests {
         assert!(k.in_flight(1_999));
         // Lost fetch: after timeout + 1 s another may start.
         assert_eq!(k.start(2_000, 1_000, false), Some(Stage::Discovery));
+    }
+
+    #[test]
+    fn a_key_set_fetched_or_adopted_again_keeps_what_the_last_one_worked_out() {
+        let set = || {
+            let jwks = crate::jwt::fixtures::jwks_value().to_string();
+            KeySet::parse(jwks.as_bytes(), 8, 16).unwrap().0
+        };
+        let mut k = IssuerKeys::default();
+        k.keys_fetched(set(), 0, 10_000);
+        k.keys(0, 0).unwrap().make_ecdsa_multiples();
+        k.keys_fetched(set(), 1_000, 10_000);
+        assert_eq!(k.keys(1_000, 0).unwrap().ecdsa_multiples_made(), 1);
+        k.adopt(discovery(), set(), 2_000, 12_000, 2);
+        assert_eq!(k.keys(2_000, 0).unwrap().ecdsa_multiples_made(), 1);
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! u·P is one addition per window and no doubling (65 additions on P-256: 0.28 ms per
 //! token). The multiples are made at a key's first signature (520 points, 37 KB for P-256;
 //! 776, 81 KB for P-384; as much work as two of the `ecdsa` crate's verifications), G's
-//! once per VM.
+//! once per VM; a key set fetched again takes them over for the keys it still holds.
 //!
 //! The checks are SEC 1 §4.1.4's, as the `ecdsa` crate's `verify_prehashed` makes them (the
 //! tests compare the two): r and s in 1..n, e the digest reduced mod n, R = e·s⁻¹·G +
@@ -20,7 +20,7 @@ use p256::elliptic_curve::group::{Curve as _, Group as _};
 use p256::elliptic_curve::ops::{Invert as _, Reduce};
 use p256::elliptic_curve::point::AffineCoordinates as _;
 use p256::elliptic_curve::{CurveAffine as _, CurveArithmetic, FieldBytes};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 /// A curve whose keys this module checks signatures with: P-256 (ES256) and P-384 (ES384).
 pub trait Curve: CurveArithmetic<Scalar: Reduce<FieldBytes<Self>>> {
@@ -66,7 +66,8 @@ impl Curve for p384::NistP384 {
 pub struct Key<C: CurveArithmetic> {
     point: C::ProjectivePoint,
     /// Window i holds 16ⁱ·k·Q for k = 1..=8, affine (a mixed addition is the cheaper one).
-    multiples: OnceLock<Vec<[C::AffinePoint; 8]>>,
+    /// Shared with the same key in the set fetched next ([`Key::inherit`]).
+    multiples: OnceLock<Arc<Vec<[C::AffinePoint; 8]>>>,
 }
 
 impl<C: CurveArithmetic> std::fmt::Debug for Key<C> {
@@ -80,6 +81,22 @@ impl<C: Curve> Key<C> {
     /// the identity.
     pub fn from_sec1(point: &[u8]) -> Option<Key<C>> {
         C::point(point).map(Key::at)
+    }
+
+    /// Takes `older`'s multiples if it has made them and is the same point: a key set
+    /// fetched again mostly holds the keys it held, which need not be worked out again.
+    pub fn inherit(&self, older: &Key<C>) {
+        if let Some(multiples) = older.multiples.get() {
+            if self.multiples.get().is_none() && self.point == older.point {
+                let _ = self.multiples.set(Arc::clone(multiples));
+            }
+        }
+    }
+
+    /// Whether its multiples are made (inherited or worked out).
+    #[cfg(test)]
+    pub fn has_multiples(&self) -> bool {
+        self.multiples.get().is_some()
     }
 
     fn at(point: C::ProjectivePoint) -> Key<C> {
@@ -123,7 +140,9 @@ impl<C: Curve> Key<C> {
     // The arithmetic here is the curve's (scalars mod n, points): it wraps by definition.
     #[allow(clippy::arithmetic_side_effects)]
     fn times(&self, k: &C::Scalar) -> C::ProjectivePoint {
-        let multiples = self.multiples.get_or_init(|| multiples::<C>(self.point));
+        let multiples = self
+            .multiples
+            .get_or_init(|| Arc::new(multiples::<C>(self.point)));
         let mut sum = C::ProjectivePoint::identity();
         for (window, digit) in multiples.iter().zip(digits::<C>(k)) {
             // Digit 0 adds nothing (and finds no multiple).
@@ -436,6 +455,27 @@ mod tests {
     fn signatures_at_the_edges_get_the_crates_verdict() {
         edge_signatures!(p256, NistP256, 0x6a09_e667_f3bc_c908);
         edge_signatures!(p384, NistP384, 0xbb67_ae85_84ca_a73b);
+    }
+
+    #[test]
+    fn only_the_same_point_takes_over_multiples() {
+        let q = p256::ProjectivePoint::GENERATOR * p256::Scalar::from(7u64);
+        let older = Key::<p256::NistP256>::at(q);
+        let same = Key::<p256::NistP256>::at(q.double() - q);
+        same.inherit(&older);
+        assert!(!same.has_multiples(), "nothing made yet, nothing taken");
+        let k = p256::Scalar::from(1234u64);
+        let product = older.times(&k);
+        let other = Key::<p256::NistP256>::at(q.double());
+        same.inherit(&older);
+        other.inherit(&older);
+        assert!(same.has_multiples());
+        assert!(!other.has_multiples());
+        assert!(Arc::ptr_eq(
+            same.multiples.get().unwrap(),
+            older.multiples.get().unwrap()
+        ));
+        assert!(same.times(&k) == product);
     }
 
     #[test]

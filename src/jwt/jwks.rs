@@ -78,6 +78,15 @@ impl Verifier {
             Verifier::HS512(k) => same(&hmac_sha512::HMAC::mac(signed, k), signature),
         }
     }
+
+    /// Takes over what `older` worked out for the same key (ECDSA keys' multiples).
+    fn inherit(&self, older: &Verifier) {
+        match (self, older) {
+            (Verifier::ES256(new), Verifier::ES256(old)) => new.inherit(old),
+            (Verifier::ES384(new), Verifier::ES384(old)) => new.inherit(old),
+            _ => {}
+        }
+    }
 }
 
 /// Constant-time equality (of a MAC and a tag); different lengths are simply unequal.
@@ -180,6 +189,41 @@ impl KeySet {
             skipped,
         };
         Ok((set, parsed))
+    }
+
+    /// Takes over what the set it replaces worked out for keys both hold (see
+    /// [`super::ecdsa::Key::inherit`]); nothing else of `older` is kept.
+    pub fn inherit(&self, older: &KeySet) {
+        let olds: Vec<&Verifier> = older.keys.iter().flat_map(|k| &k.verifiers).collect();
+        for verifier in self.keys.iter().flat_map(|k| &k.verifiers) {
+            for old in &olds {
+                verifier.inherit(old);
+            }
+        }
+    }
+
+    /// Makes the multiples of its ECDSA keys, as checking a signature with each does.
+    #[cfg(test)]
+    pub fn make_ecdsa_multiples(&self) {
+        for verifier in self.keys.iter().flat_map(|k| &k.verifiers) {
+            // r = s = 0x0101…, in range on both curves; the wrong length returns at once.
+            verifier.verify(b"", &[1; 64]);
+            verifier.verify(b"", &[1; 96]);
+        }
+    }
+
+    /// How many of its ECDSA keys have their multiples made.
+    #[cfg(test)]
+    pub fn ecdsa_multiples_made(&self) -> usize {
+        self.keys
+            .iter()
+            .flat_map(|k| &k.verifiers)
+            .filter(|v| match v {
+                Verifier::ES256(k) => k.has_multiples(),
+                Verifier::ES384(k) => k.has_multiples(),
+                _ => false,
+            })
+            .count()
     }
 
     pub fn len(&self) -> usize {

@@ -634,6 +634,41 @@ mod jwks {
         KeySet::parse(v.to_string().as_bytes(), 8, 16).map(|(s, _)| s)
     }
 
+    /// Verifies `token` with `set` in Rust (where ECDSA keys make their multiples).
+    fn verify_with(set: &KeySet, token: &str) -> Result<VerifiedClaims, TokenError> {
+        let issuers = vec![ISS.to_owned()];
+        let audience = vec![vec![AUD.to_owned()]];
+        let aud_claim = vec!["aud".to_owned()];
+        let rules = rules_with(&issuers, &audience, &aud_claim);
+        let parsed = ParsedToken::parse(token, 16)?;
+        verify(&parsed, set, &rules, NOW, &native::PureRust)
+    }
+
+    #[test]
+    fn a_set_fetched_again_takes_over_the_multiples_of_the_keys_it_still_holds() {
+        let token = es_token(&claims());
+        let first = key_set();
+        verify_with(&first, &token).unwrap();
+        assert_eq!(first.ecdsa_multiples_made(), 1);
+        // The same key again (under another kid too), and another key under es-1.
+        let again = key_set();
+        let renamed = parse(json!({"keys": [ec_jwk(&keys().es, "es-2")]})).unwrap();
+        let replaced = parse(json!({"keys": [ec_jwk(&ES256KeyPair::generate(), "es-1")]})).unwrap();
+        for set in [&again, &renamed, &replaced] {
+            assert_eq!(set.ecdsa_multiples_made(), 0);
+            set.inherit(&first);
+        }
+        assert_eq!(again.ecdsa_multiples_made(), 1);
+        assert_eq!(renamed.ecdsa_multiples_made(), 1);
+        assert_eq!(replaced.ecdsa_multiples_made(), 0);
+        // What was taken over verifies as before, and the replaced key refuses the token.
+        verify_with(&again, &token).unwrap();
+        assert_eq!(
+            verify_with(&replaced, &token).unwrap_err(),
+            TokenError::BadSignature
+        );
+    }
+
     #[test]
     fn a_good_set_indexes_every_usable_key() {
         let set = key_set();
