@@ -1811,10 +1811,12 @@ impl Engine {
         }
         // Answered only by their own callouts (which the host times out), waiting requests
         // are never given up on here with `own_callouts`.
+        if self.own_callouts {
+            return progress;
+        }
         let expired: Vec<u32> = self
             .waiting
             .iter()
-            .filter(|_| !self.own_callouts)
             .filter(|(_, (_, job))| {
                 let timeout = lookup(&config, job.policy, job.strategy)
                     .and_then(|(_, s)| config.issuers.get(s.issuer))
