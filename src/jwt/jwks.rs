@@ -194,9 +194,8 @@ impl KeySet {
     /// Takes over what the set it replaces worked out for keys both hold (see
     /// [`super::ecdsa::Key::inherit`]); nothing else of `older` is kept.
     pub fn inherit(&self, older: &KeySet) {
-        let olds: Vec<&Verifier> = older.keys.iter().flat_map(|k| &k.verifiers).collect();
         for verifier in self.keys.iter().flat_map(|k| &k.verifiers) {
-            for old in &olds {
+            for old in older.keys.iter().flat_map(|k| &k.verifiers) {
                 verifier.inherit(old);
             }
         }
