@@ -28,6 +28,7 @@ non-zero unless every case answered only 2xx (denials are then summarised from E
 """
 
 import argparse
+import base64
 import datetime
 import hashlib
 import http.client
@@ -97,6 +98,10 @@ CASES = [
     # The no-op plus the five identity headers an allowed request is forwarded with: the floor
     # of any filter that does this job, whatever it checks.
     ("noop-wasm-identity", "noop-identity", ("bearer", "rs256")),
+    # That no-op again, also calling Envoy's verify_signature once per request (one fixed RS256
+    # signature; Envoy keeps nothing between calls): the floor of a filter that verifies new
+    # RS256 tokens through that function, to set beside jwt_authn on the same requests.
+    ("noop-wasm-verify", "noop-verify", ("distinct", "rs256")),
     # The no-op on each other request the filter cases send: Envoy's own cost depends on the
     # request (a 700-byte bearer token takes longer to parse than a 40-byte API key), so a
     # filter case is compared with the no-op on the same request.
@@ -144,6 +149,14 @@ def same_request(case, envoy_kind, cases_run):
                  if kind == envoy_kind and name in cases_run and request_of(name) == request_of(case)),
                 None)
 
+
+# (filter case, jwt_authn on the same requests, the floor of any Wasm filter there or None, what)
+AGAINST_JWT_AUTHN = [
+    ("filter-rs256-distinct", "jwt_authn-nocache-distinct", "noop-wasm-verify", "new RS256 tokens"),
+    ("filter-es256-distinct", "jwt_authn-es256-distinct", None, "new ES256 tokens"),
+    ("filter-ps256-distinct", "jwt_authn-ps256-distinct", None, "new PS256 tokens"),
+    ("filter-rs256-repeat", "jwt_authn-cache", "noop-wasm-identity", "one RS256 token repeated (jwt_authn with its cache)"),
+]
 
 # (growth case, its base case, what grows)
 GROWTH = [
@@ -467,6 +480,44 @@ def bootstrap(port, admin_port, idp_port, http_filters):
     }
 
 
+def b64url(text):
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def der(tag, body):
+    n = len(body)
+    if n < 0x80:
+        return bytes([tag, n]) + body
+    size = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes([tag, 0x80 | len(size)]) + size + body
+
+
+def rsa_spki(jwk):
+    """The SubjectPublicKeyInfo DER of an RSA JWK (what verify_signature's public_key takes)."""
+    def integer(b):
+        b = b.lstrip(b"\0")
+        return der(0x02, b"\0" + b if b[0] & 0x80 else b)
+    rsa_encryption = bytes.fromhex("300d06092a864886f70d0101010500")
+    key = der(0x30, integer(b64url(jwk["n"])) + integer(b64url(jwk["e"])))
+    return der(0x30, rsa_encryption + der(0x03, b"\0" + key))
+
+
+def verify_signature_arguments(token, jwk):
+    """Envoy's VerifySignatureArguments (hash_function 1, public_key 2, signature 3, text 4)
+    for an RS256 token, hex: the no-op's `verify` configuration."""
+    signed, _, signature = token.rpartition(".")
+    out = b""
+    for field, value in ((1, b"sha256"), (2, rsa_spki(jwk)), (3, b64url(signature)), (4, signed.encode())):
+        n, varint = len(value), b""
+        while True:
+            varint += bytes([(n & 0x7F) | (0x80 if n >> 7 else 0)])
+            n >>= 7
+            if not n:
+                break
+        out += bytes([field << 3 | 2]) + varint + value
+    return out.hex()
+
+
 def http_filters_for(kind, fx, idp_port, wasm, noop_wasm):
     if kind == "none":
         return []
@@ -474,6 +525,8 @@ def http_filters_for(kind, fx, idp_port, wasm, noop_wasm):
         return [wasm_filter("noop", noop_wasm, None)]
     if kind == "noop-identity":
         return [wasm_filter("noop", noop_wasm, {"identity": True})]
+    if kind == "noop-verify":
+        return [wasm_filter("noop", noop_wasm, {"identity": True, "verify": fx["noop_verify"]})]
     if kind == "jwt_authn":
         return [jwt_authn_filter(fx, cache=False)]
     if kind == "jwt_authn-cache":
@@ -872,7 +925,7 @@ def render(meta, results, summary):
             notes.append(f"**{results[case]['open_gate']}**")
         if s["socket_errors"]:
             notes.append(f"{s['socket_errors']} socket errors")
-        caches = results[case]["envoy"] not in ("jwt_authn", "jwt_authn-ps", "none", "noop", "noop-identity")
+        caches = results[case]["envoy"] not in ("jwt_authn", "jwt_authn-ps", "none", "noop", "noop-identity", "noop-verify")
         stream = results[case].get("tokens")
         if s["tokens_wrapped"] or s["tokens_reused"]:
             if caches and stream is not None and stream <= FILTER_CACHE_ENTRIES:
@@ -896,6 +949,21 @@ def render(meta, results, summary):
     lines.append("Requests: " + " · ".join(f"`{case}` {data['load']} (Envoy: {data['envoy']})"
                                           for case, data in results.items()))
     lines.append("")
+    against = [(f, j, fl, w) for f, j, fl, w in AGAINST_JWT_AUTHN if f in summary and j in summary]
+    if against:
+        lines.append("Against jwt_authn on the same requests (CPU µs per request, medians; ratio = jwt_authn ÷ "
+                     "case, higher is better). Floor: the least any proxy-wasm filter pays there, the no-op "
+                     "that adds the identity headers (`noop-wasm-identity`) and, for new RS256 tokens, also "
+                     "calls Envoy's `verify_signature` once (`noop-wasm-verify`):")
+        lines.append("")
+        lines.append("| what | filter | jwt_authn | jwt_authn ÷ filter | floor | jwt_authn ÷ floor |")
+        lines.append("|---|---:|---:|---:|---:|---:|")
+        for f, j, fl, what in against:
+            cf, cj = summary[f]["cpu_us_per_req"], summary[j]["cpu_us_per_req"]
+            cfl = summary[fl]["cpu_us_per_req"] if fl in summary else None
+            lines.append(f"| {what} (`{f}`, `{j}`) | {fmt(cf, 1)} | {fmt(cj, 1)} | {ratio(cj, cf)} | "
+                         f"{fmt(cfl, 1)} | {ratio(cj, cfl)} |")
+        lines.append("")
     growth = [(g, b, w) for g, b, w in GROWTH if g in summary and b in summary]
     if growth:
         lines.append("Cost growth (growth case ÷ base case; CPU > 1 and req/s < 1 mean it costs more):")
@@ -1148,6 +1216,8 @@ def main():
                 tokens[f"{stream}-distinct-count"] = count
                 log(f"{count:,} distinct {alg} tokens of {issuer} {'minted' if fresh else 'reused'}: {path}")
         log(f"tokens ready in {time.time() - t:.1f} s")
+        rsa_0 = next(k for k in fx["jwks"]["keys"] if k.get("kid") == "rsa-0")
+        fx["noop_verify"] = verify_signature_arguments(tokens["rs256-repeat"], rsa_0)
 
         # `processes` Envoys per case, all started at once (unpinned, so their start-up uses both
         # cores), then every thread of each pinned to the Envoy core. Round r of a case runs on
@@ -1164,7 +1234,8 @@ def main():
             filters = http_filters_for(kind, fx, idp_port, variant_wasm.get(variant, wasm), noop_wasm)
             for f in filters:
                 config = f["typed_config"].get("config", {})
-                if "vm_config" in config:
+                # The floor's verify_signature is Envoy's own: only Envoy measures it.
+                if "vm_config" in config and kind != "noop-verify":
                     wasm_inputs[case] = (config["vm_config"]["code"]["local"]["filename"],
                                          config.get("configuration", {}).get("value", "").encode())
             envoys[case] = [Envoy(case if processes == 1 else f"{case}.{i + 1}", kind, workdir, procs, envoy_bin,
@@ -1196,7 +1267,7 @@ def main():
             except BenchError as e:
                 raise BenchError(f"{e}\nlast answer: {last.get('answer')}")
             envoy.rss_ready_kb = vm_rss_kb(envoy.pid)
-            if envoy.kind in ("none", "noop", "noop-identity"):
+            if envoy.kind in ("none", "noop", "noop-identity", "noop-verify"):
                 return None
             # A benchmark of a filter that lets everything through would be meaningless too.
             forged = tokens["rs256-repeat"][:-6] + ("AAAAAA" if not tokens["rs256-repeat"].endswith("AAAAAA")
