@@ -131,6 +131,9 @@ CASES = [
     ("filter-rs256-distinct-20-keys", "filter-k20", ("distinct", "rs256-k20")),
 ]
 CASE_NAMES = [c[0] for c in CASES]
+# The baselines: Envoy without a filter or with the no-op (no cache; they let every request
+# through, so the forged-token check is skipped for them).
+BASELINES = ("none", "noop", "noop-identity", "noop-verify")
 CASE_LOADS = {name: load for name, _, load in CASES}
 
 
@@ -747,7 +750,6 @@ class Load:
                      "rs256-k20": tokens["rs256-k20-repeat"], "opaque": fx["opaque_token"]}[what]
             self.header = ("Authorization", f"Bearer {value}")
         elif kind == "basic":
-            import base64
             pair = f"{fx['client_id']}:{fx['client_secret']}".encode()
             self.header = ("Authorization", "Basic " + base64.b64encode(pair).decode())
         elif kind == "apikey":
@@ -925,7 +927,7 @@ def render(meta, results, summary):
             notes.append(f"**{results[case]['open_gate']}**")
         if s["socket_errors"]:
             notes.append(f"{s['socket_errors']} socket errors")
-        caches = results[case]["envoy"] not in ("jwt_authn", "jwt_authn-ps", "none", "noop", "noop-identity", "noop-verify")
+        caches = results[case]["envoy"] not in ("jwt_authn", "jwt_authn-ps") + BASELINES
         stream = results[case].get("tokens")
         if s["tokens_wrapped"] or s["tokens_reused"]:
             if caches and stream is not None and stream <= FILTER_CACHE_ENTRIES:
@@ -1267,7 +1269,7 @@ def main():
             except BenchError as e:
                 raise BenchError(f"{e}\nlast answer: {last.get('answer')}")
             envoy.rss_ready_kb = vm_rss_kb(envoy.pid)
-            if envoy.kind in ("none", "noop", "noop-identity", "noop-verify"):
+            if envoy.kind in BASELINES:
                 return None
             # A benchmark of a filter that lets everything through would be meaningless too.
             forged = tokens["rs256-repeat"][:-6] + ("AAAAAA" if not tokens["rs256-repeat"].endswith("AAAAAA")
