@@ -74,6 +74,15 @@ pub struct Allow {
     pub application_id: Option<String>,
 }
 
+impl Allow {
+    /// Whether the header `name` is among those removed.
+    fn removes(&self, name: &str) -> bool {
+        self.remove_headers
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case(name))
+    }
+}
+
 /// Refuse the request with this reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Deny {
@@ -757,10 +766,22 @@ impl Engine {
             let max_stale_ms = self.config.issuers.get(v.issuer)?.max_stale_ms();
             self.issuers.get(v.issuer)?.keys(now_ms, max_stale_ms)?;
         }
-        if v.hide_credentials && source == Source::Query {
-            let mut allow = Allow::clone(&v.allow);
-            allow.path = Some(credential::strip_query_params(path, &["access_token"]));
-            return Some((v.method, Rc::new(allow)));
+        // Hiding the credential depends on where this request carries it, which need not be
+        // where the token was first seen: the remembered allow is completed for this one.
+        if v.hide_credentials {
+            match source {
+                Source::Query => {
+                    let mut allow = Allow::clone(&v.allow);
+                    allow.path = Some(credential::strip_query_params(path, &["access_token"]));
+                    return Some((v.method, Rc::new(allow)));
+                }
+                Source::Header if !v.allow.removes("authorization") => {
+                    let mut allow = Allow::clone(&v.allow);
+                    allow.remove_headers.push("authorization".into());
+                    return Some((v.method, Rc::new(allow)));
+                }
+                Source::Header => {}
+            }
         }
         Some((v.method, Rc::clone(&v.allow)))
     }

@@ -515,6 +515,59 @@ fn hide_credentials_strips_header_and_query() {
 }
 
 #[test]
+fn a_remembered_token_is_hidden_wherever_the_request_carries_it() {
+    // Seen first in the query string, then in the header, then in the query again: each
+    // answer from the cache hides the token where that request has it.
+    use crate::metrics::Recording;
+    let (config, _) = Config::parse(config_value().to_string().as_bytes()).unwrap();
+    let counters = Rc::new(Recording::default());
+    let store = Rc::new(crate::shared::MemoryStore::default());
+    let mut e = Engine::with_host(Rc::new(config), 1, store, counters.clone());
+    let first = bearer(&mut e, 1, &rs_token(&claims()), T0);
+    assert_eq!(serve_keys(&mut e, &callout(&first), &jwks(), T0).len(), 1);
+    let hits = || counters.get(metrics::CACHE_VERIFIED_HIT);
+
+    let token = rs_token(&claims_with(json!({"client_id": "client-3"})));
+    let auth = format!("Bearer {token}");
+    let in_query = format!("/o?access_token={token}&b=2");
+    let a = allowed(&request_on(&mut e, 2, "other", &in_query, &[], T0));
+    assert_eq!(a.path.as_deref(), Some("/o?b=2"));
+    assert_eq!(hits(), 0);
+    let a = allowed(&request_on(
+        &mut e,
+        3,
+        "other",
+        "/o",
+        &[("authorization", &auth)],
+        T0 + 1,
+    ));
+    assert_eq!(hits(), 1, "answered from the cache");
+    assert!(
+        a.remove_headers.iter().any(|h| h == "authorization"),
+        "{a:?}"
+    );
+    assert_eq!(a.path, None);
+    assert_eq!(header(&a, "x-application-id"), Some("app-3"));
+    let a = allowed(&request_on(&mut e, 4, "other", &in_query, &[], T0 + 2));
+    assert_eq!(hits(), 2);
+    assert_eq!(a.path.as_deref(), Some("/o?b=2"));
+
+    // And the other way round, first in the header.
+    let mut e = warm();
+    let a = allowed(&request_on(
+        &mut e,
+        1,
+        "other",
+        "/o",
+        &[("authorization", &auth)],
+        T0,
+    ));
+    assert!(a.remove_headers.iter().any(|h| h == "authorization"));
+    let a = allowed(&request_on(&mut e, 2, "other", &in_query, &[], T0 + 1));
+    assert_eq!(a.path.as_deref(), Some("/o?b=2"));
+}
+
+#[test]
 fn key_auth_maps_the_key_hash_to_an_application() {
     let mut e = engine();
     let a = allowed(&request_on(
