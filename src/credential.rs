@@ -298,7 +298,7 @@ fn parse_basic(param: &str) -> Result<Credential, Malformed> {
 pub fn query_param(path: &str, name: &str) -> Result<Option<String>, Malformed> {
     let mut found = None;
     for (key, value) in query_pairs(path) {
-        if key == name {
+        if is_named(key, name) {
             if found.is_some() {
                 return Err(Malformed::InvalidRequest(
                     "query parameter given more than once",
@@ -317,7 +317,7 @@ pub fn query_param(path: &str, name: &str) -> Result<Option<String>, Malformed> 
 /// All values of query parameter `name`, decoded; undecodable ones are an error.
 pub fn query_values(path: &str, name: &str) -> Result<Vec<String>, Malformed> {
     query_pairs(path)
-        .filter(|(k, _)| *k == name)
+        .filter(|(k, _)| is_named(k, name))
         .map(|(_, v)| {
             percent_decode(v, true).ok_or(Malformed::InvalidRequest(
                 "query parameter is not valid percent-encoding",
@@ -335,6 +335,16 @@ fn query_pairs(path: &str) -> impl Iterator<Item = (&str, &str)> {
         .map(|p| p.split_once('=').unwrap_or((p, "")))
 }
 
+/// Whether a query parameter's name, as sent, is `name`: compared decoded, as the upstream's
+/// form decoder will read it (`access%5Ftoken` is a second `access_token`, never a stranger).
+fn is_named(key: &str, name: &str) -> bool {
+    if key.contains(['%', '+']) {
+        percent_decode(key, true).is_some_and(|decoded| decoded == name)
+    } else {
+        key == name
+    }
+}
+
 /// `path` without the query parameters named in `names` (for `hide_credentials`).
 pub fn strip_query_params(path: &str, names: &[&str]) -> String {
     let Some((base, query)) = path.split_once('?') else {
@@ -345,7 +355,7 @@ pub fn strip_query_params(path: &str, names: &[&str]) -> String {
         .filter(|p| !p.is_empty())
         .filter(|p| {
             let key = p.split_once('=').map_or(*p, |(k, _)| k);
-            !names.contains(&key)
+            !names.iter().any(|name| is_named(key, name))
         })
         .collect();
     if kept.is_empty() {

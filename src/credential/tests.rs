@@ -98,8 +98,40 @@ fn no_credential_is_none() {
 fn query_parameter_names_are_exact() {
     assert_eq!(from_query("/p?ACCESS_TOKEN=abc"), Ok(None));
     assert_eq!(from_query("/p?Access_Token=abc"), Ok(None));
-    // The name is not percent-decoded.
-    assert_eq!(from_query("/p?access%5Ftoken=abc"), Ok(None));
+    assert_eq!(from_query("/p?access_token_=abc"), Ok(None));
+    assert_eq!(from_query("/p?access%5Ftoken%00=abc"), Ok(None));
+}
+
+#[test]
+fn query_parameter_names_are_compared_decoded() {
+    // As Envoy's jwt_authn and Kong's query arguments read them, and as the upstream's form
+    // decoder will: an encoded name is the same parameter, never a stranger let through.
+    assert_eq!(
+        from_query("/p?access%5Ftoken=abc"),
+        bearer("abc", Source::Query)
+    );
+    assert_eq!(
+        from_query("/p?access_token=a&%61ccess_token=b"),
+        Err(REPEATED_PARAM)
+    );
+    let auth = header("authorization", b"Bearer a.b.c");
+    assert_eq!(
+        extract(&[auth], "/p?access%5ftoken=x", MAX),
+        Err(HEADER_AND_QUERY)
+    );
+    assert_eq!(
+        query_values("/p?api%6Bey=1&apikey=2&api+key=3", "apikey"),
+        Ok(vec!["1".to_owned(), "2".to_owned()])
+    );
+    assert_eq!(
+        strip_query_params(
+            "/p?a=1&access%5Ftoken=t&b=2&access_token=u",
+            &["access_token"]
+        ),
+        "/p?a=1&b=2"
+    );
+    // An undecodable name is nobody's.
+    assert_eq!(from_query("/p?access%5_token=abc"), Ok(None));
 }
 
 // ---- bearer in the Authorization header ----

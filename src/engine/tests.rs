@@ -421,6 +421,20 @@ fn every_denial_of_the_bearer_flow() {
             ),
         ),
         (
+            "header and query, the name encoded",
+            request_on(
+                &mut e,
+                1,
+                ROUTE,
+                "/orders?access%5Ftoken=abc",
+                &[("authorization", "Bearer a")],
+                T0,
+            ),
+            Denial::InvalidRequest(
+                "credentials in both the Authorization header and the query string",
+            ),
+        ),
+        (
             "basic not enabled",
             request_on(
                 &mut e,
