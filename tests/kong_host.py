@@ -11,7 +11,9 @@ So a request that waits without a callout of its own is never resumed, and an ou
 for one request but applied in another's callback lands on the other request. This host
 records, per request, the header changes, local responses and resumes made in its callbacks,
 answers callouts from a scripted identity provider (HS256 keys, so that Python's standard
-library can sign the tokens), and checks that every request ends with its own decision.
+library can sign the tokens), and checks that every request ends with its own decision. It
+also answers Kong's route properties per request, for a configuration that picks the policy by
+route name.
 
 usage: python tests/kong_host.py MODULE.wasm  (exit 0 when every check holds; tests/kong_host.rs)
 Needs the `wasmtime` package (installed into .venv by scripts/setup.sh).
@@ -61,6 +63,16 @@ CONFIG = json.dumps({
          "scopes": ["orders-v1"]} for n in (1, 2, 3)],
 }).encode()
 
+# One filter on several Kong routes, the policy chosen by route name (else the service's).
+STRATEGY = json.loads(CONFIG)["policy"]["strategies"]
+ROUTES_CONFIG = json.dumps({
+    "policies": {"open": {"scope": "orders-v1", "strategies": STRATEGY},
+                 "strict": {"scope": "orders-v2", "strategies": STRATEGY}},
+    "routes": {"orders-strict": "strict", "orders-svc": "open"},
+    "default_policy": None,
+    "applications": json.loads(CONFIG)["applications"],
+}).encode()
+
 DISCOVERY = "/.well-known/openid-configuration"
 ANSWERS = {
     DISCOVERY: {"issuer": ISSUER, "jwks_uri": f"{ISSUER}/jwks",
@@ -80,6 +92,7 @@ class KongHost(wasm_work.Host):
         self.local = {}
         self.resumed = {}
         self.calls_of = {}
+        self.properties_of = {}
         self.switches = 0
 
     def enter(self, context_id):
@@ -124,8 +137,12 @@ class KongHost(wasm_work.Host):
     def proxy_remove_header_map_value(self, kind, n, ns):
         self._change("remove", kind, n, ns)
 
-    def proxy_get_property(self, *_):
-        return NOT_FOUND
+    def proxy_get_property(self, path_ptr, path_size, ptr_ptr, size_ptr):
+        # Kong's route properties of the request whose callback is running (`kong.route_name`
+        # is absent on a route without a name); xds.* is Envoy's, unknown here.
+        path = self._read(path_ptr, path_size).replace(b"\0", b".").decode()
+        value = self.properties_of.get(self.current, {}).get(path)
+        return NOT_FOUND if value is None else self._give(value.encode(), ptr_ptr, size_ptr)
 
     def proxy_log(self, level, ptr, size):
         if level >= 2 or os.environ.get("KONG_HOST_LOG"):
@@ -276,6 +293,31 @@ def main(wasm_path):
     check(identity(cc, 6) == ["app-2"] and cc.resumed.get(6) == 1, f"request 6 resumed as app-2 ({cc.changes.get(6)})", failures)
     check(len(forwarded_authorization(cc, 6)) == 1, f"request 6 forwarded with one token ({forwarded_authorization(cc, 6)})", failures)
     check(not pending(cc), f"no callout left ({pending(cc)})", failures)
+    # The policy follows each request's own route: a first request on a route without a name
+    # (its service's name decides) does not make later requests on named routes go by their
+    # service's name too.
+    kr = KongHost(wasm_path)
+    kr.enter(ROOT_CONTEXT)
+    kr.exports["proxy_on_context_create"](kr.store, ROOT_CONTEXT, 0)
+    kr.plugin_config = ROUTES_CONFIG
+    if not kr.exports["proxy_on_configure"](kr.store, ROOT_CONTEXT, len(ROUTES_CONFIG)):
+        print("FAIL the module refused the routes configuration")
+        return 1
+    kr.properties_of[8] = {"kong.service_name": "orders-svc"}
+    check(kr.start(8, "client-1") == PAUSE, "request 8 (a route without a name) waits for the keys", failures)
+    for _ in range(5):
+        if kr.answer(8) is None:
+            break
+    check(identity(kr, 8) == ["app-1"] and kr.resumed.get(8) == 1,
+          f"request 8 allowed by its service's policy ({kr.changes.get(8)}, local {kr.local.get(8)})", failures)
+    kr.properties_of[9] = {"kong.route_name": "orders-strict", "kong.service_name": "orders-svc"}
+    action = kr.start(9, "client-1")
+    check(action == PAUSE and kr.local.get(9) == 403 and 9 not in kr.changes,
+          f"request 9 (route orders-strict) refused by its route's policy, where app-1 is not approved "
+          f"(action {action}, local {kr.local.get(9)}, changes {kr.changes.get(9)})", failures)
+    kr.properties_of[10] = {"kong.service_name": "orders-svc"}
+    check(kr.start(10, "client-1") == CONTINUE and identity(kr, 10) == ["app-1"],
+          f"request 10 (no route name again) allowed ({kr.changes.get(10)}, local {kr.local.get(10)})", failures)
     print(f"{len(failures)} failed")
     return 1 if failures else 0
 

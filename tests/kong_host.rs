@@ -2,7 +2,8 @@
 //! Kong's Wasm engine does (tests/kong_host.py, on wasmtime): concurrent requests waiting on
 //! the identity provider each send their own callout, are resumed only by its answer and
 //! only with their own application's headers, and a request whose configuration was replaced
-//! while it waited is refused, never left hanging. Kong itself cannot be installed here.
+//! while it waited is refused, never left hanging; and each request's policy follows its own
+//! route (`kong.route_name`, else `kong.service_name`). Kong itself cannot be installed here.
 
 mod support;
 

@@ -18,38 +18,62 @@ impl Filter {
     }
 }
 
-/// Where each host keeps the route's name: Envoy's `xds.route_name`, Kong's
-/// `kong.route_name` (3.9+) or, before that, its service name. Serialized as the ABI takes a
-/// property path (segments joined by NUL), so a lookup builds nothing.
-const ROUTE_PROPERTIES: [&[u8]; 3] = [
-    b"xds\0route_name",
-    b"kong\0route_name",
-    b"kong\0service_name",
-];
+/// Where each host keeps the route's name: Envoy's `xds.route_name`; Kong's
+/// `kong.route_name` (3.9+), or its service's name for a route that has none. Serialized as
+/// the ABI takes a property path (segments joined by NUL), so a lookup builds nothing.
+const ENVOY_ROUTE: &[u8] = b"xds\0route_name";
+const KONG_ROUTE: &[u8] = b"kong\0route_name";
+const KONG_SERVICE: &[u8] = b"kong\0service_name";
+
+/// The host, as far as route names go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RouteHost {
+    Unknown,
+    Envoy,
+    Kong,
+}
 
 thread_local! {
-    /// Which of ROUTE_PROPERTIES this host answers, learnt from the first request that had
-    /// one: the host is detected, never configured, and later requests ask it once.
-    static ROUTE_PROPERTY: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+    /// Learnt from the first request whose route property the host answered: the host is
+    /// detected, never configured, and later requests ask only its own properties. Only
+    /// the host is learnt, never which of its properties answered: that is each request's
+    /// own (on Kong, a route without a name falls back to its service's name, and the next
+    /// request's route may have one).
+    static ROUTE_HOST: std::cell::Cell<RouteHost> = const { std::cell::Cell::new(RouteHost::Unknown) };
 }
 
 /// A non-empty UTF-8 property (the host's buffer becomes the String, no copy).
 fn property(path: &[u8]) -> Option<String> {
-    let bytes = raw::property(path)?;
+    non_empty(raw::property(path)?)
+}
+
+fn non_empty(bytes: Vec<u8>) -> Option<String> {
     String::from_utf8(bytes).ok().filter(|s| !s.is_empty())
+}
+
+fn kong_route_name() -> Option<String> {
+    property(KONG_ROUTE).or_else(|| property(KONG_SERVICE))
 }
 
 /// The route name of the current request.
 pub(crate) fn route_name() -> Option<String> {
-    if let Some(known) = ROUTE_PROPERTY.with(std::cell::Cell::get) {
-        return ROUTE_PROPERTIES.get(known).and_then(|p| property(p));
+    match ROUTE_HOST.with(std::cell::Cell::get) {
+        RouteHost::Envoy => property(ENVOY_ROUTE),
+        RouteHost::Kong => kong_route_name(),
+        RouteHost::Unknown => {
+            // Envoy answers its property for a route with no name too (empty): an answer
+            // at all is enough to know the host.
+            if let Some(bytes) = raw::property(ENVOY_ROUTE) {
+                ROUTE_HOST.with(|h| h.set(RouteHost::Envoy));
+                return non_empty(bytes);
+            }
+            let name = kong_route_name();
+            if name.is_some() {
+                ROUTE_HOST.with(|h| h.set(RouteHost::Kong));
+            }
+            name
+        }
     }
-    let (index, name) = ROUTE_PROPERTIES
-        .iter()
-        .enumerate()
-        .find_map(|(i, p)| Some((i, property(p)?)))?;
-    ROUTE_PROPERTY.with(|c| c.set(Some(index)));
-    Some(name)
 }
 
 impl Context for Filter {
