@@ -1296,9 +1296,15 @@ impl Engine {
         if !claims::has_scopes(verified, &strategy.scopes_claim, &strategy.scopes_required) {
             return fail(Denial::InsufficientScope);
         }
-        let values = match verified.credential_values(&strategy.credential_claim) {
-            Ok(v) => v,
-            Err(e) => return fail(Denial::InvalidToken(e)),
+        // Client credentials name their application themselves (Kong reads the Basic
+        // client_id): whatever client the IdP's token names, the request goes upstream as
+        // the client that presented the secret.
+        let values = match &job.pending {
+            Pending::ClientCredentials { client_id, .. } => vec![client_id.as_str()],
+            _ => match verified.credential_values(&strategy.credential_claim) {
+                Ok(v) => v,
+                Err(e) => return fail(Denial::InvalidToken(e)),
+            },
         };
         let app = match self.application(policy, &strategy.id, &values) {
             Ok(app) => app,

@@ -757,6 +757,40 @@ mod methods {
     }
 
     #[test]
+    fn client_credentials_go_upstream_as_the_client_that_presented_them() {
+        // The IdP answers client-1's exchange with a token naming another approved client
+        // of the same strategy: the request is still client-1's application.
+        let mut c = config();
+        c["applications"].as_array_mut().unwrap().push(json!({
+            "id": "app-other", "client_id": "client-b", "auth_strategy_id": "s-cc",
+            "scopes": ["cc-v1"], "organization_id": "org-b"}));
+        let mut e = engine_with(c);
+        let step = request_on(
+            &mut e,
+            1,
+            "cc",
+            "/cc",
+            &[("authorization", &format!("Bearer {}", rs_token(&claims())))],
+            T0,
+        );
+        serve_keys(&mut e, &callout(&step), &jwks(), T0);
+        let co = callout(&basic(&mut e, 2, "Basic client-1:s3cret", T0));
+        let token = rs_token(&claims_with(
+            json!({"client_id": "client-b", "sub": "client-b"}),
+        ));
+        let p = e.on_callout_response(co.id, token_answer(&token), T0 + 10);
+        let [(2, Method::ClientCredentials, Outcome::Allow(a))] = p.settled.as_slice() else {
+            panic!("{:?}", p.settled)
+        };
+        assert_eq!(header(a, "x-application-id"), Some("app-cc"));
+        assert_eq!(header(a, "x-credential-identifier"), Some("client-1"));
+        assert_eq!(header(a, "x-application-org-id"), None);
+        // And from the cache.
+        let a = allowed(&basic(&mut e, 3, "Basic client-1:s3cret", T0 + 20));
+        assert_eq!(header(&a, "x-application-id"), Some("app-cc"));
+    }
+
+    #[test]
     fn client_credentials_exchange_verify_forward_and_cache() {
         let mut e = warm_cc();
         // "client-1:s3cret" in base64
