@@ -90,10 +90,14 @@ fn bearer_tokens_end_to_end() {
             ("authorization", auth.as_bytes()),
             ("x-application-id", b"spoofed"),
             ("x-credential-identifier", b"spoofed"),
+            // The same names with `_`, which many upstreams read as `-` (Envoy forwards
+            // them by default).
+            ("x_application_portal_id", b"spoofed"),
         ],
     );
     assert_eq!(r.status, 200, "{}", r.text());
     let seen = &r.json()["headers"];
+    assert_eq!(seen.get("x_application_portal_id"), None, "{seen}");
     assert_eq!(seen["x-application-id"], "app-1");
     assert_eq!(seen["x-application-developer-id"], "dev-app-1");
     assert_eq!(seen["x-application-portal-id"], "portal-1");
@@ -104,6 +108,29 @@ fn bearer_tokens_end_to_end() {
         auth.as_str(),
         "kept: hide_credentials is off"
     );
+    // Again, answered at once (the token remembered): spoofed spellings go too.
+    let r = envoy.get(
+        "/orders/43",
+        &[
+            ("authorization", auth.as_bytes()),
+            ("X_Application_Id", b"spoofed"),
+            ("x_application_org_id", b"spoofed"),
+            ("x_credential-identifier", b"spoofed"),
+            ("x_other_header", b"kept"),
+        ],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = &r.json()["headers"];
+    assert_eq!(seen["x-application-id"], "app-1");
+    assert_eq!(seen["x-application-org-id"], "org-1");
+    for alias in [
+        "x_application_id",
+        "x_application_org_id",
+        "x_credential-identifier",
+    ] {
+        assert_eq!(seen.get(alias), None, "{alias}: {seen}");
+    }
+    assert_eq!(seen["x_other_header"], "kept");
 
     // ES256 and PS256 tokens too.
     let r = envoy.bearer("/orders/1", &idp.token(&approved_es, Some("orders:read")));
@@ -228,7 +255,7 @@ fn bearer_tokens_end_to_end() {
     let mut prometheus = String::new();
     let flushed = eventually(Duration::from_secs(5), || {
         prometheus = http(envoy.admin_port, "GET", "/stats/prometheus", &[], b"").text();
-        prometheus.contains("app_auth_allowed_bearer{} 5")
+        prometheus.contains("app_auth_allowed_bearer{} 6")
     });
     assert!(flushed, "counters not flushed:\n{prometheus}");
     let metric = |name: &str| -> u64 {
@@ -246,7 +273,7 @@ fn bearer_tokens_end_to_end() {
                 panic!("{name} not in /stats/prometheus:\n{}", ours.join("\n"))
             })
     };
-    assert_eq!(metric("app_auth_allowed_bearer"), 5);
+    assert_eq!(metric("app_auth_allowed_bearer"), 6);
     assert_eq!(metric("app_auth_denied_missing_credential"), 1);
     assert_eq!(metric("app_auth_denied_unknown_application"), 1);
     assert_eq!(metric("app_auth_denied_not_approved"), 1);

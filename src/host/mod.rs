@@ -379,6 +379,24 @@ pub(crate) fn settle(shared: &SharedRef, settled: Vec<(u32, Method, Outcome)>) {
 
 /// Applies an outcome to the effective context. Returns true when the request should go on
 /// upstream (allowed and every header change took), false when a local reply was sent.
+/// Whether a request header name is `name` spelt with `_` for some `-` (letters in any case),
+/// and not `name` itself.
+fn is_alias(header: &[u8], name: &str) -> bool {
+    let dash = |b: u8| {
+        if b == b'_' {
+            b'-'
+        } else {
+            b.to_ascii_lowercase()
+        }
+    };
+    header.len() == name.len()
+        && header.contains(&b'_')
+        && header
+            .iter()
+            .zip(name.bytes())
+            .all(|(h, n)| dash(*h) == dash(n))
+}
+
 pub(crate) fn apply(
     shared: &SharedRef,
     outcome: &Outcome,
@@ -391,6 +409,17 @@ pub(crate) fn apply(
     match outcome {
         Outcome::Allow(allow) => {
             let mut ok = true;
+            // A request that waited is applied without its header list at hand: read it
+            // now, so that what it carries under another spelling is found too.
+            let (read_map, read_list);
+            let present = match present {
+                Some(h) => Some(h),
+                None => {
+                    read_map = raw::header_map(MapType::HttpRequestHeaders).ok();
+                    read_list = read_map.as_deref().and_then(crate::header_map::parse);
+                    read_list.as_deref()
+                }
+            };
             // Whether the request carries a header (names compare by length first: most
             // differ there).
             let carries = |h: &[Header<'_>], name: &str| {
@@ -400,10 +429,18 @@ pub(crate) fn apply(
             for name in &allow.remove_headers {
                 // With the request's header list at hand, only what is there is removed:
                 // each removal is a call into the proxy.
-                if present.is_some_and(|h| !carries(h, name)) {
-                    continue;
+                if present.is_none_or(|h| carries(h, name)) {
+                    ok &= hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None).is_ok();
                 }
-                ok &= hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None).is_ok();
+                // The same name spelt with `_` for `-` is the same header to many upstreams
+                // (CGI, WSGI, Rack): a client's `x_application_id` goes too.
+                for (alias, _) in present.unwrap_or_default() {
+                    if is_alias(alias, name) {
+                        let alias = String::from_utf8_lossy(alias);
+                        ok &= hostcalls::set_map_value(MapType::HttpRequestHeaders, &alias, None)
+                            .is_ok();
+                    }
+                }
             }
             for (name, value) in &allow.set_headers {
                 // A header known to be absent now (never sent, or just removed) is added,
