@@ -1364,9 +1364,11 @@ fn names_the_parser_reads(source: &str) -> std::collections::BTreeSet<String> {
     for opener in ["ignore(&[", "const DANGEROUS"] {
         for (i, rest) in source.split(opener).enumerate() {
             if i > 0 {
-                let end = rest
-                    .find("];")
-                    .or_else(|| rest.find("])"))
+                // The list ends at whichever closing comes first.
+                let end = [rest.find("];"), rest.find("])")]
+                    .into_iter()
+                    .flatten()
+                    .min()
                     .unwrap_or(rest.len());
                 // DANGEROUS pairs a name with a message: only the first string of each pair.
                 for line in rest[..end].lines() {

@@ -637,11 +637,13 @@ impl Builder {
             .zip(header_names)
             .enumerate()
             .filter_map(|(i, (claim, name))| {
+                let at = || element(&member(path, "upstream_headers_names"), i);
                 if !is_header_name(&name) {
-                    p.error(
-                        &element(&member(path, "upstream_headers_names"), i),
-                        "must be a valid HTTP header name",
-                    );
+                    p.error(&at(), "must be a valid HTTP header name");
+                    return None;
+                }
+                if let Some(why) = reserved_header(&name) {
+                    p.error(&at(), why);
                     return None;
                 }
                 Some((vec![claim], name.to_ascii_lowercase()))
@@ -776,6 +778,31 @@ fn key_auth(p: &mut Problems, path: &str, id: String, v: &Value) -> Option<KeyAu
         id,
         key_names: key_names.iter().map(|k| k.to_ascii_lowercase()).collect(),
     })
+}
+
+/// Why a token claim may not be forwarded under this header name, if it may not: the
+/// application's identity is the filter's to say, and a claim must not re-frame or re-route
+/// the request. Compared as upstreams do, ignoring case and with `_` for `-`.
+fn reserved_header(name: &str) -> Option<&'static str> {
+    let name = name.to_ascii_lowercase().replace('_', "-");
+    if crate::engine::APPLICATION_HEADERS.contains(&name.as_str()) {
+        return Some("is one of the application identity headers the filter sets");
+    }
+    const FRAMING: [&str; 10] = [
+        "authorization",
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "upgrade",
+        "trailer",
+    ];
+    FRAMING
+        .contains(&name.as_str())
+        .then_some("is a header a token claim must not set (credentials, routing or framing)")
 }
 
 fn is_header_name(s: &str) -> bool {

@@ -1141,6 +1141,41 @@ fn upstream_header_names_must_be_header_names() {
     );
 }
 
+#[test]
+fn a_claim_cannot_be_forwarded_as_identity_credentials_or_framing() {
+    let names = [
+        "X-Application-ID",
+        "x_credential_identifier",
+        "Authorization",
+        "host",
+        "Content-Length",
+        "transfer_encoding",
+    ];
+    let claims: Vec<&str> = names.iter().map(|_| "sub").collect();
+    let errors = errors(&single_oidc(oidc_config_with(json!({
+        "upstream_headers_claims": claims,
+        "upstream_headers_names": names,
+    }))));
+    let identity = "is one of the application identity headers the filter sets";
+    let other = "is a header a token claim must not set (credentials, routing or framing)";
+    let expected: Vec<String> = [identity, identity, other, other, other, other]
+        .iter()
+        .enumerate()
+        .map(|(i, why)| format!("{OIDC}.upstream_headers_names[{i}]: {why}"))
+        .collect();
+    assert_eq!(errors, expected);
+    // Names that only resemble them are fine.
+    assert!(Config::parse(
+        single_oidc(oidc_config_with(json!({
+            "upstream_headers_claims": ["sub", "sub"],
+            "upstream_headers_names": ["x-application-ids", "x-authorization-subject"],
+        })))
+        .to_string()
+        .as_bytes()
+    )
+    .is_ok());
+}
+
 // ---- auth methods ----
 
 fn with_methods(methods: Value) -> Value {
