@@ -1337,7 +1337,7 @@ fn kong_and_compose_configurations_are_accepted_by_both() {
 }
 
 /// The field names `src/config/mod.rs` reads (as `(p, "name"`, `(p, &mut f, "name"`,
-/// `.get("name"`, the `ignore(&[...])` lists and `DANGEROUS`).
+/// `.get("name"`, the `ignore(&[...])` lists, `DANGEROUS` and `UNENFORCED`).
 fn names_the_parser_reads(source: &str) -> std::collections::BTreeSet<String> {
     let is_name = |s: &str| {
         !s.is_empty()
@@ -1361,7 +1361,7 @@ fn names_the_parser_reads(source: &str) -> std::collections::BTreeSet<String> {
             }
         }
     }
-    for opener in ["ignore(&[", "const DANGEROUS"] {
+    for opener in ["ignore(&[", "const DANGEROUS", "const UNENFORCED"] {
         for (i, rest) in source.split(opener).enumerate() {
             if i > 0 {
                 // The list ends at whichever closing comes first.
@@ -1370,16 +1370,18 @@ fn names_the_parser_reads(source: &str) -> std::collections::BTreeSet<String> {
                     .flatten()
                     .min()
                     .unwrap_or(rest.len());
-                // DANGEROUS pairs a name with a message: only the first string of each pair.
+                // DANGEROUS and UNENFORCED pair a name with a message or a rule: only the
+                // first string of each pair.
                 for line in rest[..end].lines() {
                     let line = line.trim_start();
-                    if opener == "const DANGEROUS" && !line.starts_with("(\"") {
+                    let pairs = opener != "ignore(&[";
+                    if pairs && !line.starts_with("(\"") {
                         continue;
                     }
                     if let Some(first) = line.split('"').nth(1) {
                         take_quoted(&format!("\"{first}\""));
                     }
-                    if opener != "const DANGEROUS" {
+                    if !pairs {
                         take_quoted(line);
                     }
                 }

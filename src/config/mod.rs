@@ -176,6 +176,60 @@ const DANGEROUS: &[(&str, &str)] = &[
     ),
 ];
 
+/// Openid-connect plugin fields that add a requirement this filter does not check: refused
+/// when they ask for anything, never ignored (the strategy would promise more than is
+/// enforced, and let through what it says to refuse).
+const UNENFORCED: &[(&str, Unenforced)] = &[
+    ("groups_required", Unenforced::Empty),
+    ("roles_required", Unenforced::Empty),
+    (
+        "bearer_token_param_type",
+        Unenforced::Includes(&["header", "query"]),
+    ),
+    (
+        "client_credentials_param_type",
+        Unenforced::Includes(&["header"]),
+    ),
+    ("proof_of_possession_mtls", Unenforced::Off),
+    ("proof_of_possession_dpop", Unenforced::Off),
+];
+
+/// What an [`UNENFORCED`] field looks like when it asks for nothing more than the filter does.
+#[derive(Debug, Clone, Copy)]
+enum Unenforced {
+    /// An empty list.
+    Empty,
+    /// A list that includes every place the filter reads that credential from (a narrower
+    /// list would refuse some of them).
+    Includes(&'static [&'static str]),
+    /// `"off"`.
+    Off,
+}
+
+impl Unenforced {
+    fn refusal(self, v: &Value) -> Option<String> {
+        match (self, v) {
+            (Unenforced::Empty, Value::Array(a)) => (!a.is_empty()).then(|| {
+                "is refused unless empty: this filter does not check it, so tokens that fail it would be let through".into()
+            }),
+            (Unenforced::Includes(places), Value::Array(a)) => {
+                let lists = |place: &&str| a.iter().any(|x| x.as_str() == Some(*place));
+                (!places.iter().all(lists)).then(|| {
+                    format!(
+                        "is refused unless it includes {}: this filter takes the credential from each of them, so a narrower list would not be enforced",
+                        places.join(" and ")
+                    )
+                })
+            }
+            (Unenforced::Off, Value::String(s)) => (s != "off").then(|| {
+                "is refused unless \"off\": this filter does not check proof of possession, so unbound tokens would be let through".into()
+            }),
+            (Unenforced::Off, _) => Some("must be a string".into()),
+            (_, _) => Some("must be an array".into()),
+        }
+    }
+}
+
 impl Config {
     /// Parses and validates a configuration document. On error, every problem found, each
     /// with its JSON path; on success, the compiled configuration and the warnings.
@@ -559,6 +613,13 @@ impl Builder {
                     Value::Bool(true) => {}
                     Value::Bool(false) => p.error(&kpath, format!("is refused: {why}")),
                     _ => p.error(&kpath, "must be a boolean"),
+                }
+            }
+        }
+        for (key, rule) in UNENFORCED {
+            if let Some((kpath, kv)) = f.get(key) {
+                if let Some(why) = rule.refusal(kv) {
+                    p.error(&kpath, why);
                 }
             }
         }

@@ -742,6 +742,59 @@ fn turning_off_signature_verification_is_refused() {
 }
 
 #[test]
+fn requirements_this_filter_does_not_check_are_refused_not_ignored() {
+    let asking = json!({
+        "groups_required": ["admin"],
+        "roles_required": ["ops"],
+        "bearer_token_param_type": ["header"],
+        "client_credentials_param_type": ["body"],
+        "proof_of_possession_mtls": "strict",
+        "proof_of_possession_dpop": "optional",
+    });
+    let mut found = errors(&single_oidc(oidc_config_with(asking)));
+    found.sort();
+    let unchecked = "is refused unless empty: this filter does not check it, so tokens that fail it would be let through";
+    let pop = "is refused unless \"off\": this filter does not check proof of possession, so unbound tokens would be let through";
+    let narrower = "this filter takes the credential from each of them, so a narrower list would not be enforced";
+    assert_eq!(
+        found,
+        vec![
+            format!("{OIDC}.bearer_token_param_type: is refused unless it includes header and query: {narrower}"),
+            format!("{OIDC}.client_credentials_param_type: is refused unless it includes header: {narrower}"),
+            format!("{OIDC}.groups_required: {unchecked}"),
+            format!("{OIDC}.proof_of_possession_dpop: {pop}"),
+            format!("{OIDC}.proof_of_possession_mtls: {pop}"),
+            format!("{OIDC}.roles_required: {unchecked}"),
+        ]
+    );
+    // Asking for nothing more than the filter does (as Konnect's defaults do) loads.
+    let nothing_more = json!({
+        "groups_required": [],
+        "roles_required": null,
+        "bearer_token_param_type": ["header", "query", "body"],
+        "client_credentials_param_type": ["header", "body"],
+        "proof_of_possession_mtls": "off",
+        "proof_of_possession_dpop": "off",
+    });
+    let (_, warnings) = Config::parse(
+        single_oidc(oidc_config_with(nothing_more))
+            .to_string()
+            .as_bytes(),
+    )
+    .unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(
+        errors(&single_oidc(oidc_config_with(
+            json!({"groups_required": "admin", "proof_of_possession_dpop": false})
+        ))),
+        vec![
+            format!("{OIDC}.groups_required: must be an array"),
+            format!("{OIDC}.proof_of_possession_dpop: must be a string"),
+        ]
+    );
+}
+
+#[test]
 fn turning_off_claim_verification_is_refused() {
     assert_eq!(
         errors(&single_oidc(oidc_config_with(json!({"verify_claims": false})))),
