@@ -1523,7 +1523,7 @@ impl Engine {
         let result =
             check_response(response, limits.max_response_bytes).and_then(|body| match stage {
                 Stage::Discovery => {
-                    oidc::parse_discovery(body, &issuer.issuer, limits.max_json_depth)
+                    oidc::parse_discovery(body, &issuer.names, limits.max_json_depth)
                         .map(|d| {
                             state.discovered(d, now_ms, ttl_ms, issuer.timeout_ms);
                         })

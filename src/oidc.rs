@@ -84,18 +84,38 @@ pub fn issuer_and_discovery(configured: &str) -> (String, String) {
     }
 }
 
-/// Parses a discovery document. The `issuer` it names must be exactly the configured one
-/// (OpenID Connect Discovery §4.3): a document that names another issuer is refused, so a
-/// misrouted callout cannot swap one IdP's keys for another's.
-pub fn parse_discovery(body: &[u8], issuer: &str, max_depth: usize) -> Result<Discovery, String> {
+/// The names an issuer configured as `configured` may go by, in its discovery document and
+/// in its tokens' `iss`: given as the issuer itself, exactly that; given as its discovery
+/// URL, the URL's prefix with or without a trailing slash (the document at
+/// `https://idp/.well-known/openid-configuration` belongs to issuer `https://idp` or
+/// `https://idp/` alike, and Auth0's issuers end with a slash).
+pub fn issuer_names(configured: &str) -> Vec<String> {
+    match configured.strip_suffix(WELL_KNOWN) {
+        Some(issuer) if !issuer.ends_with('/') => vec![issuer.to_owned(), format!("{issuer}/")],
+        Some(issuer) => vec![issuer.to_owned()],
+        None => vec![configured.to_owned()],
+    }
+}
+
+/// Parses a discovery document. The `issuer` it names must be exactly one of the configured
+/// issuer's `names` (OpenID Connect Discovery §4.3): a document that names another issuer is
+/// refused, so a misrouted callout cannot swap one IdP's keys for another's.
+pub fn parse_discovery(
+    body: &[u8],
+    names: &[String],
+    max_depth: usize,
+) -> Result<Discovery, String> {
     let doc = json::parse_strict(body, max_depth).map_err(|e| format!("not JSON: {e}"))?;
     let Value::Object(doc) = doc else {
         return Err("not a JSON object".into());
     };
     match doc.get("issuer") {
-        Some(Value::String(s)) if s == issuer => {}
+        Some(Value::String(s)) if names.contains(s) => {}
         Some(Value::String(s)) => {
-            return Err(format!("names issuer {s:?}, expected {issuer:?}"));
+            return Err(format!(
+                "names issuer {s:?}, expected {}",
+                names.join(" or ")
+            ));
         }
         _ => return Err("has no issuer string".into()),
     }
@@ -369,18 +389,53 @@ mod tests {
         assert!(parse_introspection(200, br#"{"active":true,"active":false}"#, 8).is_err());
     }
 
+    fn names(issuer: &str) -> Vec<String> {
+        vec![issuer.to_owned()]
+    }
+
+    #[test]
+    fn an_issuer_given_by_its_discovery_url_may_end_with_a_slash() {
+        assert_eq!(
+            issuer_names("https://idp/t/.well-known/openid-configuration"),
+            ["https://idp/t", "https://idp/t/"]
+        );
+        assert_eq!(
+            issuer_names("https://tenant.auth0.com/.well-known/openid-configuration"),
+            ["https://tenant.auth0.com", "https://tenant.auth0.com/"]
+        );
+        assert_eq!(issuer_names("https://idp/t"), ["https://idp/t"]);
+        assert_eq!(issuer_names("https://idp/t/"), ["https://idp/t/"]);
+        let either = issuer_names("http://a/.well-known/openid-configuration");
+        for issuer in ["http://a", "http://a/"] {
+            let doc = format!(r#"{{"issuer":"{issuer}","jwks_uri":"http://a/jwks"}}"#);
+            assert!(
+                parse_discovery(doc.as_bytes(), &either, 16).is_ok(),
+                "{issuer}"
+            );
+        }
+        let doc = br#"{"issuer":"http://a//","jwks_uri":"http://a/jwks"}"#;
+        assert!(parse_discovery(doc, &either, 16).is_err());
+        let doc = br#"{"issuer":"http://a/x","jwks_uri":"http://a/jwks"}"#;
+        assert!(parse_discovery(doc, &either, 16).is_err());
+    }
+
     #[test]
     fn discovery_must_name_the_configured_issuer() {
         let doc = br#"{"issuer":"http://a","jwks_uri":"http://a/jwks","token_endpoint":"http://a/token"}"#;
-        let d = parse_discovery(doc, "http://a", 16).unwrap();
+        let d = parse_discovery(doc, &names("http://a"), 16).unwrap();
         assert_eq!(d.jwks_uri.path, "/jwks");
         assert_eq!(d.token_endpoint.unwrap().path, "/token");
-        assert!(parse_discovery(doc, "http://a/", 16)
+        assert!(parse_discovery(doc, &names("http://a/"), 16)
             .unwrap_err()
             .contains("expected"));
-        assert!(parse_discovery(br#"{"issuer":"http://a"}"#, "http://a", 16).is_err());
-        assert!(parse_discovery(br#"{"issuer":"http://a","jwks_uri":7}"#, "http://a", 16).is_err());
-        assert!(parse_discovery(b"<html>", "http://a", 16).is_err());
-        assert!(parse_discovery(b"[]", "http://a", 16).is_err());
+        assert!(parse_discovery(br#"{"issuer":"http://a"}"#, &names("http://a"), 16).is_err());
+        assert!(parse_discovery(
+            br#"{"issuer":"http://a","jwks_uri":7}"#,
+            &names("http://a"),
+            16
+        )
+        .is_err());
+        assert!(parse_discovery(b"<html>", &names("http://a"), 16).is_err());
+        assert!(parse_discovery(b"[]", &names("http://a"), 16).is_err());
     }
 }

@@ -14,7 +14,7 @@ pub use reader::{Problem, Problems};
 
 use crate::apps::{Application, Applications};
 use crate::json;
-use crate::oidc::{issuer_and_discovery, Url};
+use crate::oidc::{issuer_and_discovery, issuer_names, Url};
 use serde_json::Value;
 use std::collections::HashMap;
 
@@ -145,6 +145,8 @@ pub struct OidcStrategy {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Issuer {
     pub issuer: String,
+    /// What it may call itself in its discovery document ([`crate::oidc::issuer_names`]).
+    pub names: Vec<String>,
     pub discovery: Url,
     pub timeout_ms: u64,
     /// How long discovery and keys are trusted before they are fetched again.
@@ -720,8 +722,10 @@ impl Builder {
                 return None;
             }
         };
+        let names = issuer_names(&issuer_text);
         let candidate = Issuer {
             issuer: issuer.clone(),
+            names: names.clone(),
             discovery,
             timeout_ms,
             cache_ttl_s,
@@ -730,8 +734,21 @@ impl Builder {
         };
         let issuer_index = match self.issuers.iter().position(|i| i.issuer == issuer) {
             Some(i) => {
-                if self.issuers.get(i) != Some(&candidate) {
-                    p.error(&member(path, "issuer"), "is used by another strategy with a different timeout, cache_ttl, rediscovery_lifetime or keys_max_stale");
+                if let Some(known) = self.issuers.get_mut(i) {
+                    // One strategy may give the issuer, another its discovery URL: the
+                    // issuer goes by what either allows.
+                    for name in &names {
+                        if !known.names.contains(name) {
+                            known.names.push(name.clone());
+                        }
+                    }
+                    let same = Issuer {
+                        names: known.names.clone(),
+                        ..candidate
+                    };
+                    if same != *known {
+                        p.error(&member(path, "issuer"), "is used by another strategy with a different timeout, cache_ttl, rediscovery_lifetime or keys_max_stale");
+                    }
                 }
                 i
             }
@@ -743,7 +760,7 @@ impl Builder {
         Some(OidcStrategy {
             id,
             issuer: issuer_index,
-            issuers_allowed: issuers_allowed.unwrap_or_else(|| vec![issuer]),
+            issuers_allowed: issuers_allowed.unwrap_or(names),
             credential_claim: credential_claim?,
             scopes: scopes?,
             auth_methods,

@@ -233,6 +233,7 @@ fn example_config_compiles() {
         config.issuers,
         vec![Issuer {
             issuer: "http://127.0.0.1:3000".into(),
+            names: strings(&["http://127.0.0.1:3000"]),
             discovery: Url {
                 https: false,
                 authority: "127.0.0.1:3000".into(),
@@ -929,6 +930,7 @@ fn issuer_given_as_discovery_url_is_split() {
         config.issuers,
         vec![Issuer {
             issuer: "http://127.0.0.1:3000".into(),
+            names: strings(&["http://127.0.0.1:3000", "http://127.0.0.1:3000/"]),
             discovery: Url {
                 https: false,
                 authority: "127.0.0.1:3000".into(),
@@ -940,9 +942,11 @@ fn issuer_given_as_discovery_url_is_split() {
             max_stale_s: 3600,
         }]
     );
+    // Its tokens may name the issuer with or without a trailing slash, as its discovery
+    // document does.
     assert_eq!(
         only_oidc(&config).issuers_allowed,
-        strings(&["http://127.0.0.1:3000"])
+        strings(&["http://127.0.0.1:3000", "http://127.0.0.1:3000/"])
     );
 }
 

@@ -509,6 +509,41 @@ fn expired_tokens_are_refused_before_any_fetch() {
 }
 
 #[test]
+fn an_issuer_given_by_its_discovery_url_may_call_itself_with_a_trailing_slash() {
+    // Auth0's issuers end with a slash; the strategy gives the discovery URL.
+    let slash = format!("{ISS}/");
+    let mut c = config_value();
+    for policy in ["orders-v1", "other-v1"] {
+        c["policies"][policy]["strategies"][0]["configs"]["openid-connect"]["issuer"] =
+            json!(format!("{ISS}/.well-known/openid-configuration"));
+    }
+    let mut e = engine_with(c);
+    let token = rs_token(&claims_with(json!({"iss": slash})));
+    let step = bearer(&mut e, 1, &token, T0);
+    let discovery = callout(&step);
+    assert_eq!(discovery.path, "/.well-known/openid-configuration");
+    let doc = json!({"issuer": slash, "jwks_uri": "https://idp.example.com/jwks"}).to_string();
+    let p = e.on_callout_response(discovery.id, ok(&doc), T0);
+    let [jwks_callout] = p.callouts.as_slice() else {
+        panic!("{p:?}")
+    };
+    let settled = e
+        .on_callout_response(jwks_callout.id, ok(&jwks()), T0)
+        .settled;
+    assert!(
+        matches!(settled.as_slice(), [(1, Method::Bearer, Outcome::Allow(_))]),
+        "{settled:?}"
+    );
+    // Without the slash too; another issuer's name is still refused.
+    allowed(&bearer(&mut e, 2, &rs_token(&claims()), T0));
+    let other = rs_token(&claims_with(json!({"iss": format!("{ISS}//")})));
+    assert_eq!(
+        denied(&bearer(&mut e, 3, &other, T0)),
+        Denial::InvalidToken(TokenError::WrongIssuer)
+    );
+}
+
+#[test]
 fn hide_credentials_strips_header_and_query() {
     let mut e = warm();
     let token = rs_token(&claims_with(json!({"client_id": "client-3"})));
