@@ -854,7 +854,8 @@ fn key_auth(p: &mut Problems, path: &str, id: String, v: &Value) -> Option<KeyAu
     }
     Some(KeyAuthStrategy {
         id,
-        key_names: key_names.iter().map(|k| k.to_ascii_lowercase()).collect(),
+        // As given: headers match them in any case, query parameters exactly (as Kong's).
+        key_names,
     })
 }
 

@@ -1377,14 +1377,15 @@ fn key_auth_defaults_to_apikey() {
 }
 
 #[test]
-fn key_auth_lower_cases_key_names_and_ignores_ttl() {
+fn key_auth_keeps_key_names_as_given_and_ignores_ttl() {
+    // Headers match them in any case; query parameters only as written.
     let config = load(&single_with_app(json!([key_auth_strategy(
         "k",
         json!({"key_names": ["X-API-Key", "apikey"], "ttl": 30})
     )])));
     assert_eq!(
         key_auth_of(&config.policies[0].strategies[0]).key_names,
-        strings(&["x-api-key", "apikey"])
+        strings(&["X-API-Key", "apikey"])
     );
 }
 

@@ -589,6 +589,17 @@ fn api_key_from_header() {
 }
 
 #[test]
+fn api_key_query_name_is_the_configured_spelling() {
+    let names = ["X-Api-Key"];
+    assert_eq!(keys(&[], "/p?X-Api-Key=k", &names), key("X-Api-Key", "k"));
+    assert_eq!(keys(&[], "/p?x-api-key=k", &names), Ok(None));
+    assert_eq!(
+        keys(&[header("x-api-key", b"k")], "/", &names),
+        key("X-Api-Key", "k")
+    );
+}
+
+#[test]
 fn api_key_header_name_is_case_insensitive() {
     for name in ["ApiKey", "APIKEY"] {
         assert_eq!(
