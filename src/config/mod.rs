@@ -384,7 +384,8 @@ fn compile(p: &mut Problems, doc: &Value, listed: Option<Listed>) -> Option<Conf
         }
     }
 
-    let applications = top.get(APPLICATIONS).and_then(|(path, _)| match listed {
+    let listed_at = top.get(APPLICATIONS).map(|(path, _)| path);
+    let applications = listed_at.clone().and_then(|path| match listed {
         Some(listed) => listed.register(p, &path, &b.strategy_ids),
         None => {
             p.error(&path, "must be an array of applications");
@@ -402,6 +403,17 @@ fn compile(p: &mut Problems, doc: &Value, listed: Option<Listed>) -> Option<Conf
                         .unwrap_or_default();
                     p.error(&path, "a key_auth strategy needs \"applications\": an API key is only valid as an application's credential");
                 }
+            }
+            // A scope approves applications: with none listed (or `applications: null`, as a
+            // nil list serializes) it would check nothing, and any valid token would pass.
+            if policy.scope.is_some() && listed_at.is_none() {
+                p.error(
+                    &member(
+                        &b.policy_paths.get(&policy.name).cloned().unwrap_or_default(),
+                        "scope",
+                    ),
+                    "needs \"applications\": a scope approves applications, and with none listed it would not be enforced",
+                );
             }
         }
     } else {

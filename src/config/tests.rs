@@ -1544,7 +1544,22 @@ fn applications_are_indexed_by_client_id() {
 fn no_applications_means_no_registry() {
     let mut doc = example();
     remove(&mut doc, "", "applications");
+    remove(&mut doc, "/policies/orders-v1", "scope");
     assert!(load(&doc).applications.is_none());
+}
+
+#[test]
+fn a_scope_without_applications_is_refused() {
+    // Absent, or null as a nil list serializes: the scope would approve nothing and check
+    // nothing, and any valid token would pass.
+    let refused = vec![
+        "$.policies[\"orders-v1\"].scope: needs \"applications\": a scope approves applications, and with none listed it would not be enforced",
+    ];
+    let mut doc = example();
+    remove(&mut doc, "", "applications");
+    assert_eq!(errors(&doc), refused);
+    set(&mut doc, "", "applications", Value::Null);
+    assert_eq!(errors(&doc), refused);
 }
 
 #[test]
