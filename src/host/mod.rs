@@ -377,8 +377,6 @@ pub(crate) fn settle(shared: &SharedRef, settled: Vec<(u32, Method, Outcome)>) {
     }
 }
 
-/// Applies an outcome to the effective context. Returns true when the request should go on
-/// upstream (allowed and every header change took), false when a local reply was sent.
 /// Whether a request header name is `name` spelt with `_` for some `-` (letters in any case),
 /// and not `name` itself.
 fn is_alias(header: &[u8], name: &str) -> bool {
@@ -395,8 +393,11 @@ fn is_alias(header: &[u8], name: &str) -> bool {
             .iter()
             .zip(name.bytes())
             .all(|(h, n)| dash(*h) == dash(n))
+        && !header.eq_ignore_ascii_case(name.as_bytes())
 }
 
+/// Applies an outcome to the effective context. Returns true when the request should go on
+/// upstream (allowed and every header change took), false when a local reply was sent.
 pub(crate) fn apply(
     shared: &SharedRef,
     outcome: &Outcome,
