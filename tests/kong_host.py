@@ -181,6 +181,15 @@ class KongHost(wasm_work.Host):
         return path
 
 
+def configured(wasm_path, config):
+    """A new host whose module took `config` (None if it refused it)."""
+    host = KongHost(wasm_path)
+    host.enter(ROOT_CONTEXT)
+    host.exports["proxy_on_context_create"](host.store, ROOT_CONTEXT, 0)
+    host.plugin_config = config
+    return host if host.exports["proxy_on_configure"](host.store, ROOT_CONTEXT, len(config)) else None
+
+
 def pending(host):
     """Requests with callouts unanswered, and the paths of those."""
     return [(ctx, [p for _, p, _ in calls]) for ctx, calls in host.calls_of.items() if calls]
@@ -204,11 +213,8 @@ def check(condition, message, failures):
 
 def main(wasm_path):
     failures = []
-    host = KongHost(wasm_path)
-    host.enter(ROOT_CONTEXT)
-    host.exports["proxy_on_context_create"](host.store, ROOT_CONTEXT, 0)
-    host.plugin_config = CONFIG
-    if not host.exports["proxy_on_configure"](host.store, ROOT_CONTEXT, len(CONFIG)):
+    host = configured(wasm_path, CONFIG)
+    if host is None:
         print("FAIL the module refused its configuration")
         return 1
     # Three requests of three applications arrive before the issuer's keys are in.
@@ -247,11 +253,7 @@ def main(wasm_path):
     # The configuration replaced while a request waits (its engine goes, and with it what
     # the request waited for): the request cannot be resumed from the root, and is refused
     # when its own callout answers, never left hanging.
-    fresh = KongHost(wasm_path)
-    fresh.enter(ROOT_CONTEXT)
-    fresh.exports["proxy_on_context_create"](fresh.store, ROOT_CONTEXT, 0)
-    fresh.plugin_config = CONFIG
-    fresh.exports["proxy_on_configure"](fresh.store, ROOT_CONTEXT, len(CONFIG))
+    fresh = configured(wasm_path, CONFIG)
     check(fresh.start(5, "client-1") == PAUSE, "request 5 waits for the keys", failures)
     fresh.enter(ROOT_CONTEXT)
     check(fresh.exports["proxy_on_configure"](fresh.store, ROOT_CONTEXT, len(CONFIG)) == 1,
@@ -266,11 +268,7 @@ def main(wasm_path):
     # Two requests with the same client credentials, before anything is known: each sends
     # its own callouts, and each is forwarded with a token and its application from its own
     # callback only.
-    cc = KongHost(wasm_path)
-    cc.enter(ROOT_CONTEXT)
-    cc.exports["proxy_on_context_create"](cc.store, ROOT_CONTEXT, 0)
-    cc.plugin_config = CONFIG
-    cc.exports["proxy_on_configure"](cc.store, ROOT_CONTEXT, len(CONFIG))
+    cc = configured(wasm_path, CONFIG)
     for ctx in (6, 7):
         check(cc.start(ctx, "client-2", basic=True) == PAUSE, f"request {ctx} waits for its exchange", failures)
     # The token endpoint comes from discovery: each request looks it up itself first.
@@ -296,11 +294,8 @@ def main(wasm_path):
     # The policy follows each request's own route: a first request on a route without a name
     # (its service's name decides) does not make later requests on named routes go by their
     # service's name too.
-    kr = KongHost(wasm_path)
-    kr.enter(ROOT_CONTEXT)
-    kr.exports["proxy_on_context_create"](kr.store, ROOT_CONTEXT, 0)
-    kr.plugin_config = ROUTES_CONFIG
-    if not kr.exports["proxy_on_configure"](kr.store, ROOT_CONTEXT, len(ROUTES_CONFIG)):
+    kr = configured(wasm_path, ROUTES_CONFIG)
+    if kr is None:
         print("FAIL the module refused the routes configuration")
         return 1
     kr.properties_of[8] = {"kong.service_name": "orders-svc"}

@@ -135,6 +135,17 @@ fn warm() -> Engine {
     e
 }
 
+/// As [`warm`], with counters the test reads.
+fn warm_counted() -> (Engine, Rc<crate::metrics::Recording>) {
+    let (config, _) = Config::parse(config_value().to_string().as_bytes()).unwrap();
+    let counters = Rc::new(crate::metrics::Recording::default());
+    let store = Rc::new(crate::shared::MemoryStore::default());
+    let mut e = Engine::with_host(Rc::new(config), 1, store, counters.clone());
+    let first = bearer(&mut e, 1, &rs_token(&claims()), T0);
+    assert_eq!(serve_keys(&mut e, &callout(&first), &jwks(), T0).len(), 1);
+    (e, counters)
+}
+
 fn allowed(step: &Step) -> Allow {
     match step {
         Step::Done(_, Outcome::Allow(a)) => Allow::clone(a),
@@ -567,13 +578,7 @@ fn hide_credentials_strips_header_and_query() {
 fn a_remembered_token_is_hidden_wherever_the_request_carries_it() {
     // Seen first in the query string, then in the header, then in the query again: each
     // answer from the cache hides the token where that request has it.
-    use crate::metrics::Recording;
-    let (config, _) = Config::parse(config_value().to_string().as_bytes()).unwrap();
-    let counters = Rc::new(Recording::default());
-    let store = Rc::new(crate::shared::MemoryStore::default());
-    let mut e = Engine::with_host(Rc::new(config), 1, store, counters.clone());
-    let first = bearer(&mut e, 1, &rs_token(&claims()), T0);
-    assert_eq!(serve_keys(&mut e, &callout(&first), &jwks(), T0).len(), 1);
+    let (mut e, counters) = warm_counted();
     let hits = || counters.get(metrics::CACHE_VERIFIED_HIT);
 
     let token = rs_token(&claims_with(json!({"client_id": "client-3"})));
@@ -1786,14 +1791,8 @@ fn require_at_jwt_refuses_id_tokens_and_allows_access_tokens() {
 
 #[test]
 fn a_remembered_token_is_found_before_it_is_validated_but_never_past_the_rules() {
-    use crate::metrics::Recording;
-    let (config, _) = Config::parse(config_value().to_string().as_bytes()).unwrap();
-    let counters = Rc::new(Recording::default());
-    let store = Rc::new(crate::shared::MemoryStore::default());
-    let mut e = Engine::with_host(Rc::new(config), 1, store, counters.clone());
+    let (mut e, counters) = warm_counted();
     let token = rs_token(&claims());
-    let first = bearer(&mut e, 1, &token, T0);
-    assert_eq!(serve_keys(&mut e, &callout(&first), &jwks(), T0).len(), 1);
     let hits = || counters.get(metrics::CACHE_VERIFIED_HIT);
 
     let a = allowed(&bearer(&mut e, 2, &token, T0 + 1));
