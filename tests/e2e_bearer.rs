@@ -251,35 +251,45 @@ fn bearer_tokens_end_to_end() {
     assert_eq!(stats["discovery"], 1, "{stats}");
 
     // Counters in Envoy's own stats, summed over the workers.
-    // Counters reach the proxy's stats at the next tick (200 ms): wait for them.
-    let mut prometheus = String::new();
-    let flushed = eventually(Duration::from_secs(5), || {
-        prometheus = http(envoy.admin_port, "GET", "/stats/prometheus", &[], b"").text();
-        prometheus.contains("app_auth_allowed_bearer{} 6")
-    });
-    assert!(flushed, "counters not flushed:\n{prometheus}");
-    let metric = |name: &str| -> u64 {
+    // Each worker's counters reach the proxy's stats at its next tick (200 ms): wait until
+    // every worker's have.
+    let expected: [(&str, u64); 7] = [
+        ("app_auth_allowed_bearer", 6),
+        ("app_auth_denied_missing_credential", 1),
+        ("app_auth_denied_unknown_application", 1),
+        ("app_auth_denied_not_approved", 1),
+        ("app_auth_denied_insufficient_scope", 1),
+        ("app_auth_denied_bad_request", 3),
+        ("app_auth_denied_no_policy", 1),
+    ];
+    let value = |prometheus: &str, name: &str| -> Option<u64> {
         prometheus
             .lines()
             .filter(|l| !l.starts_with('#'))
             .find(|l| l.split(['{', ' ']).next() == Some(name))
             .and_then(|l| l.rsplit(' ').next())
             .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| {
-                let ours: Vec<&str> = prometheus
-                    .lines()
-                    .filter(|l| l.contains("app_auth"))
-                    .collect();
-                panic!("{name} not in /stats/prometheus:\n{}", ours.join("\n"))
-            })
     };
-    assert_eq!(metric("app_auth_allowed_bearer"), 6);
-    assert_eq!(metric("app_auth_denied_missing_credential"), 1);
-    assert_eq!(metric("app_auth_denied_unknown_application"), 1);
-    assert_eq!(metric("app_auth_denied_not_approved"), 1);
-    assert_eq!(metric("app_auth_denied_insufficient_scope"), 1);
-    assert_eq!(metric("app_auth_denied_bad_request"), 3);
-    assert_eq!(metric("app_auth_denied_no_policy"), 1);
+    let mut prometheus = String::new();
+    let flushed = eventually(Duration::from_secs(5), || {
+        prometheus = http(envoy.admin_port, "GET", "/stats/prometheus", &[], b"").text();
+        expected
+            .iter()
+            .all(|(name, n)| value(&prometheus, name) == Some(*n))
+    });
+    let ours: Vec<&str> = prometheus
+        .lines()
+        .filter(|l| l.contains("app_auth") && !l.starts_with('#'))
+        .collect();
+    assert!(
+        flushed,
+        "counters not as expected {expected:?}:\n{}",
+        ours.join("\n")
+    );
+    let metric = |name: &str| -> u64 {
+        value(&prometheus, name)
+            .unwrap_or_else(|| panic!("{name} not in /stats/prometheus:\n{}", ours.join("\n")))
+    };
     assert!(metric("app_auth_denied_invalid_token") >= 3);
     assert_eq!(metric("app_auth_callout_jwks_success"), 1);
     assert!(metric("app_auth_cache_verified_token_hit") >= 1);
