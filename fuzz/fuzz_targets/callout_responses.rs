@@ -28,7 +28,8 @@ fuzz_target!(|data: &[u8]| {
     };
     let status = [200u16, 400, 401, 403, 500, 503, 302, 204][usize::from(selector % 8)];
 
-    if let Ok(d) = oidc::parse_discovery(body, ISSUER, 32) {
+    let names = oidc::issuer_names(ISSUER);
+    if let Ok(d) = oidc::parse_discovery(body, &names, 32) {
         check_url(&d.jwks_uri);
         d.token_endpoint.as_ref().map(check_url);
         d.introspection_endpoint.as_ref().map(check_url);
@@ -60,5 +61,9 @@ fuzz_target!(|data: &[u8]| {
         let (issuer, discovery) = oidc::issuer_and_discovery(text);
         assert!(discovery.ends_with(oidc::WELL_KNOWN));
         assert!(text.starts_with(&issuer));
+        // The issuer's names: itself first, and at most the same with a trailing slash.
+        let names = oidc::issuer_names(text);
+        assert_eq!(names.first(), Some(&issuer));
+        assert!(names.iter().skip(1).all(|n| *n == format!("{issuer}/")));
     }
 });

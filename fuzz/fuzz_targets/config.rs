@@ -21,12 +21,12 @@ fuzz_target!(|data: &[u8]| {
             "policy {:?} has no strategy",
             policy.name
         );
-        if config.applications.is_some() {
-            assert!(
-                policy.scope.is_some(),
-                "applications without a policy scope"
-            );
-        }
+        // A scope and the applications it approves come together.
+        assert_eq!(
+            config.applications.is_some(),
+            policy.scope.is_some(),
+            "a policy scope without applications, or applications without a scope"
+        );
         for s in &policy.strategies {
             match s {
                 Strategy::OpenIdConnect(o) => {
@@ -48,8 +48,11 @@ fuzz_target!(|data: &[u8]| {
                         "key_auth without applications"
                     );
                     assert!(!k.key_names.is_empty());
-                    for name in &k.key_names {
-                        assert_eq!(name, &name.to_ascii_lowercase());
+                    // Kept as given, but never the same header twice.
+                    for (i, name) in k.key_names.iter().enumerate() {
+                        assert!(!k.key_names[..i]
+                            .iter()
+                            .any(|n| n.eq_ignore_ascii_case(name)));
                     }
                 }
             }
@@ -57,6 +60,7 @@ fuzz_target!(|data: &[u8]| {
     }
     for issuer in &config.issuers {
         assert!(issuer.discovery.path.starts_with('/'));
+        assert!(issuer.names.contains(&issuer.issuer));
         let _ = config.upstream_for(&issuer.discovery);
     }
     for route in [None, Some(""), Some("orders"), Some("r1")] {
