@@ -758,7 +758,12 @@ mod methods {
 
     /// An engine with keys loaded (through a cc-route bearer request).
     pub(super) fn warm_cc() -> Engine {
-        let mut e = engine_with(config());
+        warm_cc_with(config())
+    }
+
+    /// As [`warm_cc`], for a variant of [`config`].
+    fn warm_cc_with(config: Value) -> Engine {
+        let mut e = engine_with(config);
         let step = request_on(
             &mut e,
             1,
@@ -791,16 +796,7 @@ mod methods {
         c["applications"].as_array_mut().unwrap().push(json!({
             "id": "app-other", "client_id": "client-b", "auth_strategy_id": "s-cc",
             "scopes": ["cc-v1"], "organization_id": "org-b"}));
-        let mut e = engine_with(c);
-        let step = request_on(
-            &mut e,
-            1,
-            "cc",
-            "/cc",
-            &[("authorization", &format!("Bearer {}", rs_token(&claims())))],
-            T0,
-        );
-        serve_keys(&mut e, &callout(&step), &jwks(), T0);
+        let mut e = warm_cc_with(c);
         let co = callout(&basic(&mut e, 2, "Basic client-1:s3cret", T0));
         let token = rs_token(&claims_with(
             json!({"client_id": "client-b", "sub": "client-b"}),
