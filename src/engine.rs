@@ -737,7 +737,7 @@ impl Engine {
                 done(job.method(), outcome)
             }
             Ok(Checked::Denied(d)) => self.fail(&job, d),
-            Err(_) => self.wait_for_keys(context_id, job, strategy.issuer, now_ms),
+            Err(forced) => self.wait_for_keys(context_id, job, strategy.issuer, forced, now_ms),
         }
     }
 
@@ -888,11 +888,14 @@ impl Engine {
     /// another VM may have published; then joins the fetch under way (here or in another
     /// VM: the shared lease says), or starts one; refuses at once while the IdP is in
     /// backoff, or when an unknown `kid` already caused a fetch within the cooldown.
+    /// `unknown_kid`: [`Engine::check_jwt`] found a `kid` the current set lacks (a bearer
+    /// token's or an exchanged token's alike): the fetch is a forced one, under the cooldown.
     fn wait_for_keys(
         &mut self,
         context_id: u32,
         job: Job,
         issuer_index: usize,
+        unknown_kid: bool,
         now_ms: u64,
     ) -> Step {
         if self.sync_shared(issuer_index) {
@@ -911,8 +914,7 @@ impl Engine {
         let Some(state) = self.issuers.get_mut(issuer_index) else {
             return self.fail(&job, Denial::IdpUnavailable("issuer is not configured"));
         };
-        let forced = matches!(&job.pending, Pending::Bearer(t) if t.kid.is_some())
-            && state.keys(now_ms, max_stale_ms).is_some();
+        let forced = unknown_kid && state.keys(now_ms, max_stale_ms).is_some();
         if state.in_flight(now_ms) {
             // Joins the fetch under way; or, answered only from its own callout, asks for
             // the same stage again (whichever answer comes first is used).
@@ -1084,7 +1086,9 @@ impl Engine {
                     self.tokens.remove(cache_key);
                     return self.fail(&job, d);
                 }
-                Err(_) => return self.wait_for_keys(context_id, job, strategy.issuer, now_ms),
+                Err(forced) => {
+                    return self.wait_for_keys(context_id, job, strategy.issuer, forced, now_ms)
+                }
             }
         }
         let Pending::ClientCredentials {
@@ -1103,7 +1107,7 @@ impl Engine {
         ) {
             Endpoint::Known(url) => url,
             Endpoint::NeedDiscovery => {
-                return self.wait_for_keys(context_id, job, strategy.issuer, now_ms)
+                return self.wait_for_keys(context_id, job, strategy.issuer, false, now_ms)
             }
             Endpoint::Missing => {
                 return self.fail(
@@ -1149,7 +1153,7 @@ impl Engine {
         ) {
             Endpoint::Known(url) => url,
             Endpoint::NeedDiscovery => {
-                return self.wait_for_keys(context_id, job, strategy.issuer, now_ms)
+                return self.wait_for_keys(context_id, job, strategy.issuer, false, now_ms)
             }
             Endpoint::Missing => {
                 return self.fail(

@@ -1247,6 +1247,43 @@ mod methods {
             Denial::WrongStrategy
         );
     }
+
+    /// An exchanged token whose `kid` the issuer's set does not hold: one key fetch (the
+    /// IdP may have rotated), then a refusal; never a fetch per answer.
+    #[test]
+    fn an_exchanged_token_with_an_unknown_kid_fetches_keys_once() {
+        let mut e = warm_cc();
+        let c = callout(&basic(&mut e, 2, "Basic client-1:s3cret", T0));
+        let token = unknown_kid_token(&claims());
+        let mut p = e.on_callout_response(c.id, token_answer(&token), T0 + 10);
+        let (mut fetches, mut exchanges) = (0, 0);
+        while p.settled.is_empty() && fetches + exchanges < 8 {
+            let [next] = p.callouts.as_slice() else {
+                panic!("{p:?}")
+            };
+            let now = T0 + 20 + fetches + exchanges;
+            p = match next.path.as_str() {
+                "/jwks" => {
+                    fetches += 1;
+                    e.on_callout_response(next.id, ok(&jwks()), now)
+                }
+                // The exchange is retried once when its token does not verify.
+                _ => {
+                    exchanges += 1;
+                    e.on_callout_response(next.id, token_answer(&token), now)
+                }
+            };
+        }
+        assert_eq!(
+            fetches, 1,
+            "one key fetch for an unknown kid, not one per answer"
+        );
+        assert!(
+            matches!(p.settled.as_slice(), [(2, _, Outcome::Deny(d))] if d.denial == Denial::InvalidToken(TokenError::UnknownKid)),
+            "{:?}",
+            p.settled
+        );
+    }
 }
 
 mod shared_keys {
