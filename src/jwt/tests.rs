@@ -886,3 +886,36 @@ fn the_old_rules_hold_on_the_host_path_too() {
         );
     }
 }
+
+/// ES256 signatures whose r or s has leading zero bytes or a high top bit: the DER given to
+/// the host must verify exactly when the pure-Rust path does.
+#[test]
+fn es256_signatures_with_leading_zeros_or_high_bits_agree_on_both_paths() {
+    let host = HostEcdsa::default();
+    let issuers = vec![ISS.to_owned()];
+    let rules = rules_with(&issuers, &[], &[]);
+    let (mut zero, mut high) = (0, 0);
+    for i in 0..1500u64 {
+        let token = es_token(&claims_with(json!({ "jti": format!("t{i}") })));
+        let (_, sig) = token.rsplit_once('.').unwrap();
+        let sig = URL_SAFE_NO_PAD.decode(sig).unwrap();
+        let interesting = sig[0] == 0 || sig[32] == 0;
+        if interesting {
+            zero += 1;
+        } else if sig[0] & 0x80 != 0 && sig[32] & 0x80 != 0 {
+            high += 1;
+            if high > 5 {
+                continue;
+            }
+        } else {
+            continue;
+        }
+        let parsed = ParsedToken::parse(&token, 16).unwrap();
+        assert!(
+            verify(&parsed, &key_set(), &rules, NOW, &host).is_ok(),
+            "{token}"
+        );
+        assert!(verify(&parsed, &key_set(), &rules, NOW, &native::PureRust).is_ok());
+    }
+    assert!(zero > 0, "no signature with a leading zero byte drawn");
+}
