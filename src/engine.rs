@@ -532,20 +532,19 @@ impl Engine {
                     .as_ref()
                     .ok()
                     .and_then(|t| self.bearer_strategy(policy, t));
-                let introspecting =
-                    policy
-                        .strategies
-                        .iter()
-                        .enumerate()
-                        .find_map(|(i, s)| match s {
-                            Strategy::OpenIdConnect(o)
-                                if o.auth_methods.introspection
-                                    && (o.introspect_jwt_tokens || jwt_strategy.is_none()) =>
-                            {
-                                Some(i)
-                            }
-                            _ => None,
-                        });
+                // The JWT's own strategy introspects it if it introspects JWTs; a token no
+                // strategy takes by issuer goes to the first that introspects.
+                let introspecting = match jwt_strategy {
+                    Some(i) => match policy.strategies.get(i) {
+                        Some(Strategy::OpenIdConnect(o)) if takes_jwt_by_introspection(o) => {
+                            Some(i)
+                        }
+                        _ => None,
+                    },
+                    None => policy.strategies.iter().position(
+                        |s| matches!(s, Strategy::OpenIdConnect(o) if o.auth_methods.introspection),
+                    ),
+                };
                 match (parsed, jwt_strategy, introspecting) {
                     (_, _, Some(i)) => self.run(
                         context_id,
@@ -612,29 +611,39 @@ impl Engine {
         }
     }
 
-    /// The bearer strategy whose accepted issuers include the token's (unverified) `iss`.
-    /// With several (one IdP, several strategies), the application named by the token's
-    /// credential claim picks, as Kong does; verification then uses that strategy only.
+    /// The strategy that takes this JWT (by `bearer`, or by introspecting JWTs) and whose
+    /// accepted issuers include the token's (unverified) `iss`. With several (one IdP,
+    /// several strategies), the application named by the token's credential claim picks, as
+    /// Kong does (else one that introspects JWTs, else the first); verification then uses
+    /// that strategy only. A strategy of another issuer never takes the token.
     fn bearer_strategy(&self, policy: &Policy, token: &ParsedToken) -> Option<usize> {
         let iss = token.claims.get("iss")?.as_str()?;
-        let mut candidates = policy
+        let candidates = policy
             .strategies
             .iter()
             .enumerate()
             .filter_map(|(i, s)| match s {
                 Strategy::OpenIdConnect(o)
-                    if o.auth_methods.bearer && o.issuers_allowed.iter().any(|a| a == iss) =>
+                    if (o.auth_methods.bearer || takes_jwt_by_introspection(o))
+                        && o.issuers_allowed.iter().any(|a| a == iss) =>
                 {
-                    Some((i, o))
+                    Some((i, o.as_ref()))
                 }
                 _ => None,
             });
-        let first = candidates.next()?;
+        let candidates: Vec<(usize, &OidcStrategy)> = candidates.collect();
+        // Unless the application picks: one that introspects JWTs (it was configured to see
+        // them), else the first.
+        let fallback = candidates
+            .iter()
+            .find(|(_, o)| takes_jwt_by_introspection(o))
+            .or(candidates.first())?
+            .0;
         let Some(apps) = &self.config.applications else {
-            return Some(first.0);
+            return Some(fallback);
         };
-        std::iter::once(first)
-            .chain(candidates)
+        candidates
+            .iter()
             .find(|(_, o)| {
                 let app_strategy = claims::claim_at(&token.claims, &o.credential_claim)
                     .and_then(serde_json::Value::as_str)
@@ -642,7 +651,7 @@ impl Engine {
                     .map(|a| a.auth_strategy_id.as_str());
                 app_strategy == Some(o.id.as_str())
             })
-            .map_or(Some(first.0), |(i, _)| Some(i))
+            .map_or(Some(fallback), |(i, _)| Some(*i))
     }
 
     /// The client-credentials strategy for a client: with a registry, the application's own
@@ -1913,6 +1922,12 @@ fn check_response_any_status(
         }
         Some(status) => Ok((status, &response.body)),
     }
+}
+
+/// A strategy that checks JWTs by asking its IdP (`introspection` with
+/// `introspect_jwt_tokens`) rather than by their signature.
+fn takes_jwt_by_introspection(o: &OidcStrategy) -> bool {
+    o.auth_methods.introspection && o.introspect_jwt_tokens
 }
 
 fn lookup(config: &Config, policy: usize, strategy: usize) -> Option<(&Policy, &OidcStrategy)> {

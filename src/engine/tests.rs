@@ -1284,6 +1284,56 @@ mod methods {
             p.settled
         );
     }
+
+    /// The orders route with a bearer strategy of ISS and a strategy that introspects any
+    /// token, JWTs too, at `introspecting_issuer`.
+    fn bearer_and_jwt_introspection(introspecting_issuer: &str) -> Value {
+        let mut c = config_value();
+        c["policies"]["orders-v1"]["strategies"] = json!([
+            {"id": "s-oidc", "strategy_type": "openid_connect",
+             "configs": {"openid-connect": {"issuer": ISS, "credential_claim": ["client_id"],
+                "scopes": [], "auth_methods": ["bearer"], "timeout": 2000, "cache_ttl": 300}}},
+            {"id": "s-intro", "strategy_type": "openid_connect",
+             "configs": {"openid-connect": {"issuer": introspecting_issuer, "credential_claim": ["client_id"],
+                "scopes": [], "auth_methods": ["introspection"], "introspect_jwt_tokens": true,
+                "client_id": "rs", "client_secret": "x", "timeout": 2000, "cache_ttl": 300}}},
+            {"id": "s-key", "strategy_type": "key_auth", "configs": {"key-auth": {"key_names": ["apikey"]}}}]);
+        c
+    }
+
+    /// A JWT of ISS, whose application is the bearer strategy's, is that strategy's to check
+    /// (Kong picks the strategy by the application), never sent to another IdP's
+    /// introspection endpoint.
+    #[test]
+    fn a_jwt_of_a_bearer_issuer_is_not_introspected_at_another_idp() {
+        let mut e = engine_with(bearer_and_jwt_introspection("https://other.example.com"));
+        let co = callout(&bearer(&mut e, 1, &rs_token(&claims()), T0));
+        assert_eq!(
+            co.authority, "idp.example.com",
+            "the token's own issuer: {co:?}"
+        );
+    }
+
+    /// One IdP, two strategies: bearer for one application, introspection of JWTs for
+    /// another. Each application's JWT goes to its own strategy.
+    #[test]
+    fn each_application_jwt_goes_to_its_own_strategy() {
+        let mut c = bearer_and_jwt_introspection(ISS);
+        c["applications"][1]["auth_strategy_id"] = json!("s-intro");
+        c["applications"][1]["scopes"] = json!(["orders-v1"]);
+        let mut e = engine_with(c);
+        // client-1 (s-oidc): discovery then keys, then allowed.
+        let step = bearer(&mut e, 1, &rs_token(&claims()), T0);
+        let settled = serve_keys(&mut e, &callout(&step), &jwks(), T0);
+        assert!(
+            matches!(settled.as_slice(), [(1, Method::Bearer, Outcome::Allow(_))]),
+            "{settled:?}"
+        );
+        // client-2 (s-intro): introspected.
+        let token = rs_token(&claims_with(json!({"client_id": "client-2"})));
+        let co = callout(&bearer(&mut e, 2, &token, T0 + 1));
+        assert_eq!(co.path, "/token/introspection", "{co:?}");
+    }
 }
 
 mod shared_keys {
