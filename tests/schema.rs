@@ -307,6 +307,26 @@ fn valid_cases() -> Vec<(&'static str, Value)> {
             ),
         ),
         (
+            "param types that include what the filter reads",
+            set(
+                set(
+                    multi(),
+                    &at(OIDC, "bearer_token_param_type"),
+                    json!(["body", "query", "header"]),
+                ),
+                &at(OIDC, "client_credentials_param_type"),
+                json!(["header", "body"]),
+            ),
+        ),
+        (
+            "param types null",
+            set(
+                set(multi(), &at(OIDC, "bearer_token_param_type"), Value::Null),
+                &at(OIDC, "client_credentials_param_type"),
+                Value::Null,
+            ),
+        ),
+        (
             "key_auth with the default key_names",
             del(keyauth(), &at(KA, "key_names")),
         ),
@@ -897,6 +917,53 @@ fn invalid_cases() -> Vec<(&'static str, Value)> {
             "introspection_endpoint is a URL string",
             set(multi(), &at(OIDC, "introspection_endpoint"), json!(true)),
         ),
+        // Requirements the filter does not check are refused, not ignored (Kong validates
+        // with the schema: a chain it accepts and the filter refuses answers every request
+        // with 500).
+        (
+            "groups_required is refused unless empty",
+            set(multi(), &at(OIDC, "groups_required"), json!(["admin"])),
+        ),
+        (
+            "claims_forbidden is refused unless empty",
+            set(multi(), &at(OIDC, "claims_forbidden"), json!(["act"])),
+        ),
+        (
+            "bearer_token_param_type includes header",
+            set(
+                multi(),
+                &at(OIDC, "bearer_token_param_type"),
+                json!(["query", "body"]),
+            ),
+        ),
+        (
+            "bearer_token_param_type includes query",
+            set(
+                multi(),
+                &at(OIDC, "bearer_token_param_type"),
+                json!(["header"]),
+            ),
+        ),
+        (
+            "bearer_token_param_type is not empty",
+            set(multi(), &at(OIDC, "bearer_token_param_type"), json!([])),
+        ),
+        (
+            "client_credentials_param_type includes header",
+            set(
+                multi(),
+                &at(OIDC, "client_credentials_param_type"),
+                json!(["body"]),
+            ),
+        ),
+        (
+            "client_credentials_param_type is not empty",
+            set(
+                multi(),
+                &at(OIDC, "client_credentials_param_type"),
+                json!([]),
+            ),
+        ),
         // key-auth.
         (
             "key_names names at least one key",
@@ -1050,6 +1117,29 @@ fn rust_only_cases() -> Vec<(&'static str, Value)> {
                 multi(),
                 "/applications/1",
                 set(multi()["applications"][0].clone(), "/id", json!("app-2")),
+            ),
+        ),
+        (
+            "without applications, a policy's client_credentials strategies share one issuer",
+            set(
+                set(
+                    single(),
+                    &at(SOIDC, "auth_methods"),
+                    json!(["client_credentials"]),
+                ),
+                "/policy/strategies/1",
+                json!({"id": "s-other", "strategy_type": "openid_connect",
+                    "configs": {"openid-connect": set(
+                        set(oidc(), "/issuer", json!("https://idp-b.example.com")),
+                        "/auth_methods", json!(["client_credentials"]))}}),
+            ),
+        ),
+        (
+            "a key_auth application's client_id is the lower-case SHA-256 hex of its key",
+            set(
+                keyauth(),
+                "/applications/0/client_id",
+                json!("9F86D081884C7D659A2FEAA0C55AD015A3BF4F1B2B0B822CD15D6C15B0F00A08"),
             ),
         ),
         (
@@ -1275,6 +1365,8 @@ fn rules_only_the_filter_checks_are_the_documented_gap() {
         "routes and default_policy must name a policy",
         "auth_strategy_id must name a configured strategy",
         "no two applications with one client_id",
+        "lower-case SHA-256 hex of its key",
+        "client_credentials strategies share one issuer",
         "no strategy id twice",
         "case-insensitively",
         "same length",

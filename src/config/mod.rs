@@ -184,6 +184,7 @@ const DANGEROUS: &[(&str, &str)] = &[
 const UNENFORCED: &[(&str, Unenforced)] = &[
     ("groups_required", Unenforced::Empty),
     ("roles_required", Unenforced::Empty),
+    ("claims_forbidden", Unenforced::Empty),
     (
         "bearer_token_param_type",
         Unenforced::Includes(&["header", "query"]),
@@ -402,6 +403,23 @@ fn compile(p: &mut Problems, doc: &Value, listed: Option<Listed>) -> Option<Conf
                         .map(|(p, _)| p.clone())
                         .unwrap_or_default();
                     p.error(&path, "a key_auth strategy needs \"applications\": an API key is only valid as an application's credential");
+                }
+            }
+            // Without a registry a Basic client_id names no strategy: the first client
+            // credentials strategy would take every client, and the secrets of another
+            // identity provider's clients would be posted to its token endpoint.
+            let mut cc = policy.strategies.iter().filter_map(|s| match s {
+                Strategy::OpenIdConnect(o) if o.auth_methods.client_credentials => Some(o),
+                _ => None,
+            });
+            if let Some(first) = cc.next() {
+                if let Some(other) = cc.find(|o| o.issuer != first.issuer) {
+                    let path = b
+                        .strategy_ids
+                        .get(&other.id)
+                        .map(|(p, _)| p.clone())
+                        .unwrap_or_default();
+                    p.error(&path, "a second identity provider with client_credentials needs \"applications\": without them a client cannot be told apart, and its secret would go to the first one's token endpoint");
                 }
             }
             // A scope approves applications: with none listed (or `applications: null`, as a
@@ -986,6 +1004,24 @@ impl Listed {
                 p.error(
                     &member(&element(path, index), "auth_strategy_id"),
                     format!("names no configured strategy: {sid:?}"),
+                );
+            }
+        }
+        // A key_auth application is found by the lower-case SHA-256 hex of the key: any other
+        // client_id (upper case, or the key itself) would load and never match.
+        for (index, app) in &apps {
+            let key_auth = strategies.get(&app.auth_strategy_id).is_some_and(|(_, v)| {
+                v.get("strategy_type").and_then(Value::as_str) == Some("key_auth")
+            });
+            let hex = app.client_id.len() == 64
+                && app
+                    .client_id
+                    .bytes()
+                    .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+            if key_auth && !hex {
+                p.error(
+                    &member(&element(path, *index), "client_id"),
+                    "must be the SHA-256 of the API key in lower-case hex (64 characters 0-9a-f): a key_auth application is found by it",
                 );
             }
         }

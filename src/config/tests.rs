@@ -137,9 +137,15 @@ fn single(strategies: Value) -> Value {
 /// the first strategy (key_auth strategies need applications).
 fn single_with_app(strategies: Value) -> Value {
     let id = strategies[0]["id"].as_str().unwrap().to_owned();
+    // A key_auth application's client_id is the SHA-256 hex of its key.
+    let client_id = if strategies[0]["strategy_type"] == "key_auth" {
+        crate::engine::sha256_hex(b"c1")
+    } else {
+        "c1".to_owned()
+    };
     json!({
         "policy": {"scope": "orders-v1", "strategies": strategies},
-        "applications": [app("a1", "c1", &id)],
+        "applications": [app("a1", &client_id, &id)],
     })
 }
 
@@ -747,6 +753,7 @@ fn requirements_this_filter_does_not_check_are_refused_not_ignored() {
     let asking = json!({
         "groups_required": ["admin"],
         "roles_required": ["ops"],
+        "claims_forbidden": ["act"],
         "bearer_token_param_type": ["header"],
         "client_credentials_param_type": ["body"],
         "proof_of_possession_mtls": "strict",
@@ -761,6 +768,7 @@ fn requirements_this_filter_does_not_check_are_refused_not_ignored() {
         found,
         vec![
             format!("{OIDC}.bearer_token_param_type: is refused unless it includes header and query: {narrower}"),
+            format!("{OIDC}.claims_forbidden: {unchecked}"),
             format!("{OIDC}.client_credentials_param_type: is refused unless it includes header: {narrower}"),
             format!("{OIDC}.groups_required: {unchecked}"),
             format!("{OIDC}.proof_of_possession_dpop: {pop}"),
@@ -772,6 +780,7 @@ fn requirements_this_filter_does_not_check_are_refused_not_ignored() {
     let nothing_more = json!({
         "groups_required": [],
         "roles_required": null,
+        "claims_forbidden": [],
         "bearer_token_param_type": ["header", "query", "body"],
         "client_credentials_param_type": ["header", "body"],
         "proof_of_possession_mtls": "off",
@@ -1790,4 +1799,44 @@ fn limits_out_of_range_are_refused() {
             "$.limits.max_request_headers: 0 is out of range 1..=10000",
         ]
     );
+}
+
+#[test]
+fn a_key_auth_application_client_id_is_the_lowercase_sha256_hex_of_its_key() {
+    // A key_auth application is found by the lower-case SHA-256 hex of the key (Kong's and
+    // Konnect's form). A client_id in upper case (PowerShell's Get-FileHash, many GUIs), or
+    // the key itself pasted by mistake, would never match: every request with that key a 401
+    // and nothing saying why.
+    let upper = "9F86D081884C7D659A2FEAA0C55AD015A3BF4F1B2B0B822CD15D6C15B0F00A08";
+    for client_id in [upper, "test", "9f86d081"] {
+        let doc = json!({
+            "policy": {"scope": "orders-v1", "strategies": [key_auth_strategy("k", json!({}))]},
+            "applications": [app("a1", client_id, "k")],
+        });
+        assert_eq!(
+            error_paths(&doc),
+            vec!["$.applications[0].client_id"],
+            "{client_id}"
+        );
+    }
+}
+
+#[test]
+fn client_credentials_of_two_identity_providers_need_applications() {
+    // Without a registry, a Basic client_id names no strategy: every client's id and secret
+    // go to the first client_credentials strategy's token endpoint, so the secret of a client
+    // of the second identity provider is sent to the first one (and the client is refused).
+    let cc = |issuer: &str| {
+        oidc_config_with(json!({"issuer": issuer, "auth_methods": ["client_credentials"]}))
+    };
+    let doc = single(json!([
+        oidc_strategy("a", cc("https://idp-a.example.com")),
+        oidc_strategy("b", cc("https://idp-b.example.com")),
+    ]));
+    assert_eq!(error_paths(&doc), vec!["$.policy.strategies[1]"]);
+    // One identity provider behind both, or a registry: loads.
+    load(&single(json!([
+        oidc_strategy("a", cc("https://idp-a.example.com")),
+        oidc_strategy("b", cc("https://idp-a.example.com")),
+    ])));
 }
