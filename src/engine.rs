@@ -457,7 +457,12 @@ impl Engine {
                 ) {
                     Ok(None) => {}
                     Ok(Some((name, key))) => {
-                        return done(Method::KeyAuth, self.key_auth(policy, ka, &name, &key, req));
+                        let hash = sha256_hex(key.as_bytes());
+                        let ka = self.key_auth_strategy(policy, ka, (&name, &key), &hash, req);
+                        return done(
+                            Method::KeyAuth,
+                            self.key_auth(policy, ka, &name, &hash, req),
+                        );
                     }
                     Err(m) => return done(Method::KeyAuth, malformed(m, realm, Some(&ka.id))),
                 }
@@ -652,6 +657,48 @@ impl Engine {
                 app_strategy == Some(o.id.as_str())
             })
             .map_or(Some(fallback), |(i, _)| Some(*i))
+    }
+
+    /// The key-auth strategy for a key that `first` found: with several on the route that find
+    /// this same key (Konnect's key_auth strategies all default to `apikey`), the one its
+    /// application was registered under, as for bearer tokens; otherwise `first`.
+    fn key_auth_strategy<'a>(
+        &self,
+        policy: &'a Policy,
+        first: &'a KeyAuthStrategy,
+        (name, key): (&str, &str),
+        hash: &str,
+        req: &Request<'_>,
+    ) -> &'a KeyAuthStrategy {
+        let Some(app) = self
+            .config
+            .applications
+            .as_ref()
+            .and_then(|apps| apps.find(hash))
+        else {
+            return first;
+        };
+        if app.auth_strategy_id == first.id {
+            return first;
+        }
+        let max = self.config.limits.max_token_bytes;
+        policy
+            .strategies
+            .iter()
+            .find_map(|s| match s {
+                Strategy::KeyAuth(k) if k.id == app.auth_strategy_id => {
+                    // Only if it reads this key under the same name (what hide_credentials
+                    // strips), once.
+                    match credential::extract_api_key(req.headers, req.path, &k.key_names, max) {
+                        Ok(Some((n, found))) if found == key && n.eq_ignore_ascii_case(name) => {
+                            Some(k)
+                        }
+                        _ => None,
+                    }
+                }
+                _ => None,
+            })
+            .unwrap_or(first)
     }
 
     /// The client-credentials strategy for a client: with a registry, the application's own
@@ -1385,10 +1432,9 @@ impl Engine {
         policy: &Policy,
         strategy: &KeyAuthStrategy,
         name: &str,
-        key: &str,
+        hash: &str,
         req: &Request<'_>,
     ) -> Outcome {
-        let hash = sha256_hex(key.as_bytes());
         let fail = |d: Denial| {
             deny(
                 d,
@@ -1397,7 +1443,7 @@ impl Engine {
                 Some(hash.get(..8).unwrap_or_default().to_owned()),
             )
         };
-        let app = match self.application(policy, &strategy.id, &[hash.as_str()]) {
+        let app = match self.application(policy, &strategy.id, &[hash]) {
             Ok(Some(app)) => app,
             Ok(None) => return fail(Denial::UnknownApplication),
             Err(d) => return fail(d),

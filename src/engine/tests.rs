@@ -608,6 +608,34 @@ fn a_remembered_token_is_hidden_wherever_the_request_carries_it() {
     // The other order, header first, is hide_credentials_strips_header_and_query.
 }
 
+/// Konnect's key_auth strategies all default to `key_names: ["apikey"]`: a product version
+/// offered under two of them reads the same header for both. The key's application names its
+/// strategy (as a JWT's does among bearer strategies): the first strategy that finds the key
+/// does not refuse the second one's applications.
+#[test]
+fn two_key_auth_strategies_reading_one_key_name_each_serve_their_own_applications() {
+    let mut c = config_value();
+    c["policies"]["orders-v1"]["strategies"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"id": "s-key-b", "strategy_type": "key_auth", "configs": {"key-auth": {"key_names": ["apikey"]}}}));
+    c["applications"].as_array_mut().unwrap().push(
+        json!({"id": "app-key-b", "client_id": sha256_hex(b"key-b"), "auth_strategy_id": "s-key-b", "scopes": ["orders-v1"]}),
+    );
+    let mut e = engine_with(c);
+    for (key, app) in [("secret-key-1", "app-key"), ("key-b", "app-key-b")] {
+        let a = allowed(&request_on(
+            &mut e,
+            1,
+            ROUTE,
+            "/orders",
+            &[("apikey", key)],
+            T0,
+        ));
+        assert_eq!(header(&a, "x-application-id"), Some(app));
+    }
+}
+
 #[test]
 fn key_auth_maps_the_key_hash_to_an_application() {
     let mut e = engine();
