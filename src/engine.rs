@@ -171,7 +171,8 @@ enum Pending {
     /// A bearer JWT.
     Bearer(ParsedToken),
     /// Basic client credentials, exchanged for a token at the IdP. `cache_key` is
-    /// SHA-256(issuer, client_id, secret); `retried` after one failed verification.
+    /// SHA-256(issuer, strategy id, client_id, secret); `retried` after one failed
+    /// verification.
     ClientCredentials {
         client_id: String,
         client_secret: String,
@@ -291,6 +292,10 @@ struct Verified {
     generation: usize,
     hide_credentials: bool,
     allow: Rc<Allow>,
+    /// For a token the filter got by exchanging client credentials: the exchange's cache
+    /// key (issuer, client_id, secret). The IdP may hand the same token to another client
+    /// (or for another secret): that request is never given this one's identity.
+    exchange: Option<String>,
 }
 
 /// What checking a JWT came to.
@@ -489,6 +494,7 @@ impl Engine {
                 req.path,
                 Source::Header,
                 BEARER,
+                None,
                 now_ms,
             ) {
                 return self.remembered_bearer(hit);
@@ -523,6 +529,7 @@ impl Engine {
                         req.path,
                         source,
                         BEARER,
+                        None,
                         now_ms,
                     ) {
                         return self.remembered_bearer(hit);
@@ -586,11 +593,15 @@ impl Engine {
                         .issuers
                         .get(strategy.issuer)
                         .map_or("", |i| i.issuer.as_str());
-                    // One line per (issuer, client, secret): neither the issuer URL nor a
-                    // client_id holds a newline (control characters are refused), so the
-                    // secret cannot shift into another field.
+                    // One line per (issuer, strategy, client, secret): no configured string
+                    // nor a client_id holds a newline (control characters are refused), so
+                    // the secret cannot shift into another field. The strategy: two of one
+                    // issuer may request different scopes, and a token got for one is not
+                    // the other's (one id never names two strategies).
                     let cache_key = sha256_hex_of(&[
                         issuer.as_bytes(),
+                        b"\n",
+                        strategy.id.as_bytes(),
                         b"\n",
                         client_id.as_bytes(),
                         b"\n",
@@ -799,7 +810,9 @@ impl Engine {
 
     /// A remembered allow for `token` under this policy, made by one of `methods`: verified
     /// with the current key sets (or, for introspection, answered by the IdP), before its
-    /// `exp` and, for introspection, before its cached answer expires.
+    /// `exp` and, for introspection, before its cached answer expires. `exchange`: the
+    /// exchange's cache key, for a token the filter got for client credentials.
+    #[allow(clippy::too_many_arguments)]
     fn remembered(
         &self,
         token: &[u8],
@@ -807,12 +820,14 @@ impl Engine {
         path: &str,
         source: Source,
         methods: &[Method],
+        exchange: Option<&str>,
         now_ms: u64,
     ) -> Option<(Method, Rc<Allow>)> {
         let v = self.verified.get(token, now_ms)?;
         if v.policy != policy
             || v.generation != self.verified_generation
             || !methods.contains(&v.method)
+            || v.exchange.as_deref() != exchange
         {
             return None;
         }
@@ -884,6 +899,10 @@ impl Engine {
             generation: self.verified_generation,
             hide_credentials: policy.hide_credentials || strategy.hide_credentials,
             allow,
+            exchange: match &job.pending {
+                Pending::ClientCredentials { cache_key, .. } => Some(cache_key.clone()),
+                _ => None,
+            },
         };
         self.verified.insert(token, entry, until_ms, now_ms);
     }
@@ -1112,6 +1131,7 @@ impl Engine {
                 &job.path,
                 job.source,
                 &[Method::ClientCredentials],
+                Some(cache_key.as_str()),
                 now_ms,
             )
         });

@@ -790,7 +790,7 @@ mod methods {
     }
 
     /// As [`warm_cc`], for a variant of [`config`].
-    fn warm_cc_with(config: Value) -> Engine {
+    pub(super) fn warm_cc_with(config: Value) -> Engine {
         let mut e = engine_with(config);
         let step = request_on(
             &mut e,
@@ -2374,6 +2374,99 @@ mod waiting_simulation {
         for seed in 1..=150u64 {
             run(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15), false);
             run(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15), true);
+        }
+    }
+}
+
+mod remembered_from_the_idp {
+    //! How long, and for whom, what the IdP answered is remembered.
+    use super::methods::{basic, config, token_answer, warm_cc_with};
+    use super::*;
+
+    /// The token endpoint hands two clients the same access token (a misbehaving IdP, or
+    /// one that returns a fixed token): each request still goes upstream as the client
+    /// that presented its credentials, never as the client the token was first seen for.
+    #[test]
+    fn one_token_for_two_clients_keeps_each_clients_identity() {
+        let mut c = config();
+        c["applications"].as_array_mut().unwrap().push(json!({
+            "id": "app-b", "client_id": "client-b", "auth_strategy_id": "s-cc",
+            "scopes": ["cc-v1"], "organization_id": "org-b"}));
+        let mut e = warm_cc_with(c);
+        let token = rs_token(&claims_with(json!({"exp": NOW + 600})));
+        let ca = callout(&basic(&mut e, 2, "Basic client-1:s3cret", T0));
+        let p = e.on_callout_response(ca.id, token_answer(&token), T0 + 10);
+        let [(2, _, Outcome::Allow(a))] = p.settled.as_slice() else {
+            panic!("{:?}", p.settled)
+        };
+        assert_eq!(header(a, "x-application-id"), Some("app-cc"));
+        let cb = callout(&basic(&mut e, 3, "Basic client-b:other-secret", T0 + 20));
+        let p = e.on_callout_response(cb.id, token_answer(&token), T0 + 30);
+        let [(3, _, Outcome::Allow(b))] = p.settled.as_slice() else {
+            panic!("{:?}", p.settled)
+        };
+        assert_eq!(
+            (
+                header(b, "x-application-id"),
+                header(b, "x-credential-identifier")
+            ),
+            (Some("app-b"), Some("client-b")),
+            "client-b's request forwarded with client-1's identity"
+        );
+    }
+
+    /// Without a registry, one client may use two routes whose client-credentials
+    /// strategies (same issuer) request different scopes: a token exchanged for one
+    /// route's scopes is not the other route's token.
+    #[test]
+    fn an_exchange_is_for_the_scopes_its_strategy_requests() {
+        let strategy = |id: &str, scope: &str| {
+            json!({"id": id, "strategy_type": "openid_connect",
+                "configs": {"openid-connect": {"issuer": ISS, "credential_claim": ["client_id"],
+                    "scopes": [scope], "auth_methods": ["client_credentials"],
+                    "scopes_required": [scope], "timeout": 2000, "cache_ttl": 300}}})
+        };
+        let c = json!({
+            "policies": {
+                "read": {"strategies": [strategy("s-read", "orders:read")]},
+                "admin": {"strategies": [strategy("s-admin", "admin")]},
+            },
+            "routes": {"read": "read", "admin": "admin"},
+            "upstreams": {"idp.example.com": "idp"},
+        });
+        let mut e = engine_with(c);
+        let basic_on = |e: &mut Engine, ctx: u32, route: &str, now: u64| {
+            request_on(
+                e,
+                ctx,
+                route,
+                "/",
+                &[("authorization", "Basic client-1:s3cret")],
+                now,
+            )
+        };
+        let d = callout(&basic_on(&mut e, 1, "admin", T0));
+        let p = e.on_callout_response(d.id, ok(&discovery_doc()), T0);
+        let jw = p.callouts[0].clone();
+        let p = e.on_callout_response(jw.id, ok(&jwks()), T0);
+        let ex = p.callouts[0].clone();
+        assert!(String::from_utf8(ex.body.clone().unwrap())
+            .unwrap()
+            .ends_with("scope=admin"));
+        let admin = rs_token(&claims_with(json!({"scope": "admin", "exp": NOW + 600})));
+        let p = e.on_callout_response(ex.id, token_answer(&admin), T0 + 10);
+        assert!(
+            matches!(p.settled.as_slice(), [(1, _, Outcome::Allow(_))]),
+            "{:?}",
+            p.settled
+        );
+        // The same client on the read route: its strategy asks for orders:read.
+        let step = basic_on(&mut e, 2, "read", T0 + 20);
+        match &step {
+            Step::Wait(Some(c)) => assert!(String::from_utf8(c.body.clone().unwrap())
+                .unwrap()
+                .ends_with("scope=orders%3Aread")),
+            other => panic!("the admin route's token reused on the read route: {other:?}"),
         }
     }
 }
