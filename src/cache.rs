@@ -486,22 +486,36 @@ impl<V: Clone> Memo<V> {
 #[derive(Debug, Default)]
 pub struct Flights {
     by_key: std::collections::HashMap<String, (u64, u64)>,
-    by_serial: std::collections::HashMap<u64, String>,
+    /// Each fetch's key, and the longest its answer may be cached: the shortest `cache_ttl`
+    /// of the requests that started or joined it (known when the answer comes, whoever
+    /// still waits for it then).
+    by_serial: std::collections::HashMap<u64, (String, u64)>,
     next: u64,
 }
 
 impl Flights {
     /// Starts a fetch for `key` unless one is under way (and not past its deadline), or
     /// `again` (a second fetch of the same key, whose answer is used like the first's);
-    /// returns the new fetch's serial number.
-    pub fn start(&mut self, key: &str, now_ms: u64, timeout_ms: u64, again: bool) -> Option<u64> {
+    /// returns the new fetch's serial number. `ttl_ms`: the longest the requester lets the
+    /// answer be cached (a request that joins a fetch can only shorten it).
+    pub fn start(
+        &mut self,
+        key: &str,
+        now_ms: u64,
+        timeout_ms: u64,
+        again: bool,
+        ttl_ms: u64,
+    ) -> Option<u64> {
         if let Some((serial, deadline)) = self.by_key.get(key) {
+            let serial = *serial;
             if now_ms < *deadline {
                 if !again {
+                    if let Some((_, ttl)) = self.by_serial.get_mut(&serial) {
+                        *ttl = (*ttl).min(ttl_ms);
+                    }
                     return None;
                 }
             } else {
-                let serial = *serial;
                 self.by_serial.remove(&serial);
             }
         }
@@ -509,17 +523,18 @@ impl Flights {
         let serial = self.next;
         let deadline = now_ms.saturating_add(timeout_ms).saturating_add(1_000);
         self.by_key.insert(key.to_owned(), (serial, deadline));
-        self.by_serial.insert(serial, key.to_owned());
+        self.by_serial.insert(serial, (key.to_owned(), ttl_ms));
         Some(serial)
     }
 
-    /// The fetch `serial` ended; returns its key if it was still the current one.
-    pub fn finish(&mut self, serial: u64) -> Option<String> {
-        let key = self.by_serial.remove(&serial)?;
+    /// The fetch `serial` ended; returns its key and how long its answer may be cached, if
+    /// it was still the current one.
+    pub fn finish(&mut self, serial: u64) -> Option<(String, u64)> {
+        let (key, ttl_ms) = self.by_serial.remove(&serial)?;
         if self.by_key.get(&key).is_some_and(|(s, _)| *s == serial) {
             self.by_key.remove(&key);
         }
-        Some(key)
+        Some((key, ttl_ms))
     }
 
     pub fn in_flight(&self, key: &str, now_ms: u64) -> bool {
@@ -616,31 +631,40 @@ mod ttl_tests {
     #[test]
     fn one_flight_per_key_until_it_ends_or_times_out() {
         let mut f = Flights::default();
-        let s = f.start("k", 0, 1_000, false).unwrap();
-        assert_eq!(f.start("k", 10, 1_000, false), None);
+        let s = f.start("k", 0, 1_000, false, 60_000).unwrap();
+        assert_eq!(f.start("k", 10, 1_000, false, 60_000), None);
         assert!(f.in_flight("k", 10));
-        assert_eq!(f.finish(s).as_deref(), Some("k"));
+        assert_eq!(f.finish(s).map(|(k, _)| k).as_deref(), Some("k"));
         assert!(!f.in_flight("k", 10));
-        let s1 = f.start("k", 0, 1_000, false).unwrap();
-        let s2 = f.start("k", 2_001, 1_000, false).unwrap();
+        let s1 = f.start("k", 0, 1_000, false, 60_000).unwrap();
+        let s2 = f.start("k", 2_001, 1_000, false, 60_000).unwrap();
         assert_ne!(s1, s2);
         assert_eq!(
             f.finish(s1),
             None,
             "a lost fetch's late answer is not the current one"
         );
-        assert_eq!(f.finish(s2).as_deref(), Some("k"));
+        assert_eq!(f.finish(s2).map(|(k, _)| k).as_deref(), Some("k"));
+    }
+
+    #[test]
+    fn an_answer_is_cached_no_longer_than_any_of_its_requesters_allows() {
+        let mut f = Flights::default();
+        let s = f.start("k", 0, 1_000, false, 300_000).unwrap();
+        assert_eq!(f.start("k", 10, 1_000, false, 10_000), None);
+        assert_eq!(f.start("k", 20, 1_000, false, 60_000), None);
+        assert_eq!(f.finish(s), Some(("k".to_owned(), 10_000)));
     }
 
     #[test]
     fn a_second_flight_of_a_key_is_answered_like_the_first() {
         let mut f = Flights::default();
-        let s1 = f.start("k", 0, 1_000, true).unwrap();
-        let s2 = f.start("k", 10, 1_000, true).unwrap();
+        let s1 = f.start("k", 0, 1_000, true, 60_000).unwrap();
+        let s2 = f.start("k", 10, 1_000, true, 60_000).unwrap();
         assert_ne!(s1, s2);
-        assert_eq!(f.finish(s1).as_deref(), Some("k"));
+        assert_eq!(f.finish(s1).map(|(k, _)| k).as_deref(), Some("k"));
         assert!(f.in_flight("k", 20), "the second is still under way");
-        assert_eq!(f.finish(s2).as_deref(), Some("k"));
+        assert_eq!(f.finish(s2).map(|(k, _)| k).as_deref(), Some("k"));
         assert!(!f.in_flight("k", 20));
         assert_eq!(f.finish(s2), None);
     }

@@ -414,12 +414,12 @@ impl Engine {
                 // The tick re-runs an issuer's waiters when no fetch is under way.
             }
             FetchKind::Token { serial } => {
-                if let Some(key) = self.token_flights.finish(serial) {
+                if let Some((key, _)) = self.token_flights.finish(serial) {
                     self.rerun_at_tick(Awaited::Token(key));
                 }
             }
             FetchKind::Introspection { serial } => {
-                if let Some(key) = self.introspection_flights.finish(serial) {
+                if let Some((key, _)) = self.introspection_flights.finish(serial) {
                     self.rerun_at_tick(Awaited::Introspection(key));
                 }
             }
@@ -1070,6 +1070,13 @@ impl Engine {
         }
         let record = KeyRecord::read(self.store.as_ref(), slots);
         let limits = &self.config.limits;
+        // Trusted no longer than this configuration's cache_ttl, whatever the publisher's
+        // (another filter configuration of the same issuer may keep keys far longer).
+        let own_ttl_ms = self
+            .config
+            .issuers
+            .get(index)
+            .map_or(0, |i| i.cache_ttl_ms());
         let parsed = record.and_then(|r| {
             let keys = KeySet::parse(
                 r.jwks.as_bytes(),
@@ -1085,11 +1092,14 @@ impl Engine {
         };
         match parsed {
             Some((record, keys)) if record.version >= version => {
+                let expires_ms = record
+                    .expires_ms
+                    .min(record.fetched_ms.saturating_add(own_ttl_ms));
                 state.adopt(
                     record.discovery,
                     keys,
                     record.fetched_ms,
-                    record.expires_ms,
+                    expires_ms,
                     record.version,
                 );
                 self.counters.add(metrics::KEYS_FROM_SHARED_DATA);
@@ -1197,10 +1207,13 @@ impl Engine {
             .get(strategy.issuer)
             .map_or(10_000, |i| i.timeout_ms);
         let key = cache_key.clone();
-        let Some(serial) = self
-            .token_flights
-            .start(&key, now_ms, timeout, self.own_callouts)
-        else {
+        let Some(serial) = self.token_flights.start(
+            &key,
+            now_ms,
+            timeout,
+            self.own_callouts,
+            strategy.cache_ttl_s.saturating_mul(1000),
+        ) else {
             return self.wait(context_id, Awaited::Token(key), job, None);
         };
         let body = oidc::client_credentials_body(&strategy.scopes);
@@ -1285,10 +1298,13 @@ impl Engine {
             .issuers
             .get(strategy.issuer)
             .map_or(10_000, |i| i.timeout_ms);
-        let Some(serial) =
-            self.introspection_flights
-                .start(&key, now_ms, timeout, self.own_callouts)
-        else {
+        let Some(serial) = self.introspection_flights.start(
+            &key,
+            now_ms,
+            timeout,
+            self.own_callouts,
+            strategy.cache_ttl_s.saturating_mul(1000),
+        ) else {
             return self.wait(context_id, Awaited::Introspection(key), job, None);
         };
         let body = oidc::introspection_body(token);
@@ -1687,7 +1703,7 @@ impl Engine {
         now_ms: u64,
         progress: &mut Progress,
     ) {
-        let Some(key) = self.token_flights.finish(serial) else {
+        let Some((key, ttl)) = self.token_flights.finish(serial) else {
             return;
         };
         let limits = &self.config.limits;
@@ -1725,7 +1741,6 @@ impl Engine {
                     .or_else(|| expires_in.map(|s| now_ms.saturating_add(s.saturating_mul(1000))));
                 if let Some(exp_ms) = exp_ms {
                     let life = exp_ms.saturating_sub(now_ms);
-                    let ttl = self.waiting_strategy_ttl(&awaited);
                     // Kept at least a moment even if already past: the waiters re-run
                     // against the cache, where the checks refuse an expired token (and
                     // never loop on refetching it).
@@ -1765,15 +1780,6 @@ impl Engine {
         }
     }
 
-    /// The cache_ttl of the strategy the first waiter of `awaited` uses, in ms.
-    fn waiting_strategy_ttl(&self, awaited: &Awaited) -> u64 {
-        self.waiting
-            .values()
-            .find(|(a, _)| a == awaited)
-            .and_then(|(_, job)| lookup(&self.config, job.policy, job.strategy))
-            .map_or(60_000, |(_, s)| s.cache_ttl_s.saturating_mul(1000))
-    }
-
     fn on_introspection_response(
         &mut self,
         serial: u64,
@@ -1781,7 +1787,7 @@ impl Engine {
         now_ms: u64,
         progress: &mut Progress,
     ) {
-        let Some(key) = self.introspection_flights.finish(serial) else {
+        let Some((key, ttl)) = self.introspection_flights.finish(serial) else {
             return;
         };
         let limits = &self.config.limits;
@@ -1796,7 +1802,6 @@ impl Engine {
         });
         match answer {
             Ok(oidc::Introspection::Active(claims)) => {
-                let ttl = self.waiting_strategy_ttl(&awaited);
                 let exp_ms = claims
                     .get("exp")
                     .and_then(serde_json::Value::as_u64)

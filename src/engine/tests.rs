@@ -2383,6 +2383,103 @@ mod remembered_from_the_idp {
     use super::methods::{basic, config, token_answer, warm_cc_with};
     use super::*;
 
+    /// `config()` with every strategy of the test issuer at `cache_ttl` seconds.
+    fn with_cache_ttl(mut c: Value, ttl: u64) -> Value {
+        for policy in c["policies"].as_object_mut().unwrap().values_mut() {
+            for s in policy["strategies"].as_array_mut().unwrap() {
+                if let Some(o) = s["configs"].get_mut("openid-connect") {
+                    o["cache_ttl"] = json!(ttl);
+                }
+            }
+        }
+        c
+    }
+
+    /// An introspection answer is trusted for at most `cache_ttl` (10 s here), also when
+    /// every request that waited for it has gone by the time it comes (Envoy: the first
+    /// waiter hung up, its callout was dropped, the tick re-sent it from the root; then the
+    /// second hung up too).
+    #[test]
+    fn an_introspection_answer_nobody_waits_for_is_cached_no_longer_than_cache_ttl() {
+        let mut e = engine_with(with_cache_ttl(config(), 10));
+        let opaque = [("authorization", "Bearer opaque-1")];
+        // Discovery and keys first (the introspection endpoint comes from discovery).
+        let d = callout(&request_on(&mut e, 1, "cc", "/cc", &opaque, T0));
+        let p = e.on_callout_response(d.id, ok(&discovery_doc()), T0);
+        let jw = p.callouts[0].clone();
+        let p = e.on_callout_response(jw.id, ok(&jwks()), T0);
+        let c1 = p.callouts[0].clone();
+        assert_eq!(c1.path, "/token/introspection");
+        assert_eq!(
+            request_on(&mut e, 2, "cc", "/cc", &opaque, T0 + 1),
+            Step::Wait(None)
+        );
+        // Request 1 hangs up: its callout is dropped; the tick asks again from the root.
+        e.forget(1);
+        e.abandon(c1.id, T0 + 2);
+        let p = e.on_tick(T0 + 200);
+        let c2 = p.callouts[0].clone();
+        // Request 2 hangs up too, before the answer.
+        e.forget(2);
+        let active = json!({"active": true, "client_id": "client-1", "scope": "orders:read",
+                            "aud": AUD, "iss": ISS, "exp": NOW + 600});
+        e.on_callout_response(c2.id, ok(&active.to_string()), T0 + 300);
+        // 30 s later (cache_ttl is 10 s): the IdP must be asked again.
+        let step = request_on(&mut e, 3, "cc", "/cc", &opaque, T0 + 30_000);
+        assert!(
+            matches!(step, Step::Wait(Some(_))),
+            "answered from a 30 s old introspection with cache_ttl 10 s: {step:?}"
+        );
+    }
+
+    /// The same for an exchanged token.
+    #[test]
+    fn an_exchanged_token_nobody_waits_for_is_cached_no_longer_than_cache_ttl() {
+        let mut e = warm_cc_with(with_cache_ttl(config(), 10));
+        let c1 = callout(&basic(&mut e, 2, "Basic client-1:s3cret", T0));
+        assert_eq!(
+            basic(&mut e, 3, "Basic client-1:s3cret", T0 + 1),
+            Step::Wait(None)
+        );
+        e.forget(2);
+        e.abandon(c1.id, T0 + 2);
+        let c2 = e.on_tick(T0 + 200).callouts[0].clone();
+        e.forget(3);
+        let token = rs_token(&claims_with(json!({"exp": NOW + 600})));
+        e.on_callout_response(c2.id, token_answer(&token), T0 + 300);
+        let step = basic(&mut e, 4, "Basic client-1:s3cret", T0 + 30_000);
+        assert!(
+            matches!(step, Step::Wait(Some(_))),
+            "a 30 s old exchanged token used with cache_ttl 10 s: {step:?}"
+        );
+    }
+
+    /// A VM adopts another VM's key set no longer than its own `cache_ttl`: a key dropped
+    /// at the IdP stops verifying within that time here, whatever the publisher's setting.
+    #[test]
+    fn adopted_keys_are_refreshed_by_the_adopters_cache_ttl() {
+        use crate::shared::MemoryStore;
+        let store = Rc::new(MemoryStore::default());
+        let vm = |ttl: u64| {
+            let c = with_cache_ttl(config_value(), ttl);
+            let (config, _) = Config::parse(c.to_string().as_bytes()).unwrap();
+            let store: Rc<dyn crate::shared::SharedStore> = store.clone();
+            Engine::with_host(Rc::new(config), 1, store, Rc::new(metrics::NoCounters))
+        };
+        // A trusts keys for a day; B for a minute.
+        let (mut a, mut b) = (vm(86_400), vm(60));
+        let c = a.on_tick(T0).callouts.remove(0);
+        serve_keys(&mut a, &c, &jwks(), T0 + 10);
+        assert!(b.on_tick(T0 + 200).callouts.is_empty(), "B adopts A's set");
+        allowed(&bearer(&mut b, 1, &rs_token(&claims()), T0 + 300));
+        // Two minutes on, B's keys are past its cache_ttl: B refreshes.
+        let p = b.on_tick(T0 + 120_000);
+        assert!(
+            !p.callouts.is_empty(),
+            "B still trusts the adopted set 120 s after it was fetched (cache_ttl 60 s)"
+        );
+    }
+
     /// The token endpoint hands two clients the same access token (a misbehaving IdP, or
     /// one that returns a fixed token): each request still goes upstream as the client
     /// that presented its credentials, never as the client the token was first seen for.
