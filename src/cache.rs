@@ -169,9 +169,14 @@ impl IssuerKeys {
         let shift = self.failures.saturating_sub(1).min(10);
         let backoff = (BACKOFF_MS.0 << shift).min(BACKOFF_MS.1);
         self.retry_at_ms = now_ms.saturating_add(backoff);
-        // A discovery document that led to a failed key fetch is suspect too.
+        // A discovery document that led to a failed key fetch is suspect too: the next
+        // fetch starts from discovery again. Its endpoints (validated: it named the issuer)
+        // stay usable meanwhile: introspection needs no signing key, and an IdP that issues
+        // only opaque tokens may publish none.
         if self.keys.is_none() {
-            self.discovery = None;
+            if let Some((_, expires_ms)) = &mut self.discovery {
+                *expires_ms = now_ms;
+            }
         }
         self.last_error = Some(error);
     }

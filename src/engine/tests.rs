@@ -2512,6 +2512,26 @@ mod remembered_from_the_idp {
         );
     }
 
+    /// An IdP that issues only opaque tokens may publish an empty key set: introspection,
+    /// which needs only the discovery document, still works.
+    #[test]
+    fn introspection_needs_no_signing_key() {
+        let mut c = config();
+        c["policies"]["cc-v1"]["strategies"][1]["configs"]["openid-connect"]["auth_methods"] =
+            json!(["introspection"]);
+        let mut e = engine_with(c);
+        let opaque = [("authorization", "Bearer opaque-1")];
+        let d = callout(&request_on(&mut e, 1, "cc", "/cc", &opaque, T0));
+        let p = e.on_callout_response(d.id, ok(&discovery_doc()), T0);
+        let jw = p.callouts[0].clone();
+        let p = e.on_callout_response(jw.id, ok(r#"{"keys":[]}"#), T0);
+        assert!(
+            matches!(p.callouts.as_slice(), [c] if c.path == "/token/introspection"),
+            "settled {:?}",
+            p.settled
+        );
+    }
+
     /// Without a registry, one client may use two routes whose client-credentials
     /// strategies (same issuer) request different scopes: a token exchanged for one
     /// route's scopes is not the other route's token.
