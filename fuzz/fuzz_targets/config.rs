@@ -27,6 +27,16 @@ fuzz_target!(|data: &[u8]| {
             policy.scope.is_some(),
             "a policy scope without applications, or applications without a scope"
         );
+        // Without applications, a Basic client_id names no strategy: one IdP takes them all.
+        if config.applications.is_none() {
+            let mut cc = policy.strategies.iter().filter_map(|s| match s {
+                Strategy::OpenIdConnect(o) if o.auth_methods.client_credentials => Some(o.issuer),
+                _ => None,
+            });
+            if let Some(first) = cc.next() {
+                assert!(cc.all(|i| i == first), "client credentials of two IdPs");
+            }
+        }
         for s in &policy.strategies {
             match s {
                 Strategy::OpenIdConnect(o) => {
