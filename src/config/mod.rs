@@ -408,17 +408,27 @@ fn compile(p: &mut Problems, doc: &Value, listed: Option<Listed>) -> Option<Conf
             // Without a registry a Basic client_id names no strategy: the first client
             // credentials strategy would take every client, and the secrets of another
             // identity provider's clients would be posted to its token endpoint.
-            let mut cc = policy.strategies.iter().filter_map(|s| match s {
-                Strategy::OpenIdConnect(o) if o.auth_methods.client_credentials => Some(o),
-                _ => None,
-            });
-            if let Some(first) = cc.next() {
-                if let Some(other) = cc.find(|o| o.issuer != first.issuer) {
-                    let path = b
-                        .strategy_ids
-                        .get(&other.id)
-                        .map(|(p, _)| p.clone())
-                        .unwrap_or_default();
+            let mut cc = policy
+                .strategies
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| match s {
+                    Strategy::OpenIdConnect(o) if o.auth_methods.client_credentials => Some((i, o)),
+                    _ => None,
+                });
+            if let Some((_, first)) = cc.next() {
+                if let Some((index, _)) = cc.find(|(_, o)| o.issuer != first.issuer) {
+                    // This policy's strategy (its id may have appeared first in another).
+                    let path = element(
+                        &member(
+                            &b.policy_paths
+                                .get(&policy.name)
+                                .cloned()
+                                .unwrap_or_default(),
+                            "strategies",
+                        ),
+                        index,
+                    );
                     p.error(&path, "a second identity provider with client_credentials needs \"applications\": without them a client cannot be told apart, and its secret would go to the first one's token endpoint");
                 }
             }

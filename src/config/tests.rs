@@ -1840,3 +1840,21 @@ fn client_credentials_of_two_identity_providers_need_applications() {
         oidc_strategy("b", cc("https://idp-a.example.com")),
     ])));
 }
+
+#[test]
+fn the_second_idp_refusal_names_the_policy_it_is_about() {
+    // The refusal is about p2 (two IdPs with client_credentials there): its path is p2's,
+    // not that of p1, where the strategy's id first appeared and nothing is wrong.
+    let cc = |issuer: &str| {
+        oidc_config_with(json!({"issuer": issuer, "auth_methods": ["client_credentials"]}))
+    };
+    let b = oidc_strategy("b", cc("https://idp-b.example.com"));
+    let doc = json!({
+        "policies": {
+            "p1": {"strategies": [b.clone()]},
+            "p2": {"strategies": [oidc_strategy("a", cc("https://idp-a.example.com")), b]},
+        },
+        "routes": {"r1": "p1", "r2": "p2"},
+    });
+    assert_eq!(error_paths(&doc), vec!["$.policies.p2.strategies[1]"]);
+}
