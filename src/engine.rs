@@ -243,7 +243,7 @@ pub struct Engine {
     /// Exchanged client-credentials tokens, by `Pending::ClientCredentials::cache_key`.
     tokens: TtlCache<String>,
     token_flights: Flights,
-    /// Introspection answers, by SHA-256(endpoint, token).
+    /// Introspection answers, by SHA-256(endpoint, strategy id, token).
     introspections: TtlCache<Introspected>,
     introspection_flights: Flights,
     /// Tokens that passed every check, by (policy, token): the next request with one skips
@@ -293,8 +293,8 @@ struct Verified {
     hide_credentials: bool,
     allow: Rc<Allow>,
     /// For a token the filter got by exchanging client credentials: the exchange's cache
-    /// key (issuer, client_id, secret). The IdP may hand the same token to another client
-    /// (or for another secret): that request is never given this one's identity.
+    /// key (issuer, strategy, client_id, secret). The IdP may hand the same token to another
+    /// client (or for another secret): that request is never given this one's identity.
     exchange: Option<String>,
 }
 
@@ -545,7 +545,8 @@ impl Engine {
                     .ok()
                     .and_then(|t| self.bearer_strategy(policy, t));
                 // The JWT's own strategy introspects it if it introspects JWTs; a token no
-                // strategy takes by issuer goes to the first that introspects.
+                // strategy takes by issuer goes to the first that introspects, and a JWT
+                // only to one that accepts its `iss`: another IdP's endpoint never sees it.
                 let introspecting = match jwt_strategy {
                     Some(i) => match policy.strategies.get(i) {
                         Some(Strategy::OpenIdConnect(o)) if takes_jwt_by_introspection(o) => {
@@ -553,9 +554,21 @@ impl Engine {
                         }
                         _ => None,
                     },
-                    None => policy.strategies.iter().position(
-                        |s| matches!(s, Strategy::OpenIdConnect(o) if o.auth_methods.introspection),
-                    ),
+                    None => {
+                        let iss = parsed
+                            .as_ref()
+                            .ok()
+                            .map(|t| t.claims.get("iss").and_then(serde_json::Value::as_str));
+                        policy.strategies.iter().position(|s| match s {
+                            Strategy::OpenIdConnect(o) if o.auth_methods.introspection => match iss
+                            {
+                                None => true,
+                                Some(iss) => iss
+                                    .is_some_and(|iss| o.issuers_allowed.iter().any(|a| a == iss)),
+                            },
+                            _ => false,
+                        })
+                    }
                 };
                 match (parsed, jwt_strategy, introspecting) {
                     (_, _, Some(i)) => self.run(
@@ -1177,6 +1190,17 @@ impl Engine {
                 }
             }
         }
+        // What the exchange returns is verified with the issuer's keys: without any (a key
+        // fetch failed; the discovery document it came from is kept for its endpoints),
+        // the keys first, rather than the client's secret to the IdP for a 503.
+        let has_keys = config
+            .issuers
+            .get(strategy.issuer)
+            .zip(self.issuers.get(strategy.issuer))
+            .is_some_and(|(i, s)| s.keys(now_ms, i.max_stale_ms()).is_some());
+        if !has_keys {
+            return self.wait_for_keys(context_id, job, strategy.issuer, false, now_ms);
+        }
         let Pending::ClientCredentials {
             client_id,
             client_secret,
@@ -1251,12 +1275,16 @@ impl Engine {
                 )
             }
         };
-        // The endpoint's URL, a newline, the token.
+        // The endpoint's URL, the strategy, the token (one line each). The strategy: two of
+        // them may share an endpoint with different cache_ttl (other issuers) or introspect
+        // as different clients; an answer cached for one is not the other's.
         let key = sha256_hex_of(&[
             endpoint.scheme().as_bytes(),
             b"://",
             endpoint.authority.as_bytes(),
             endpoint.path.as_bytes(),
+            b"\n",
+            strategy.id.as_bytes(),
             b"\n",
             token.as_bytes(),
         ]);

@@ -2587,3 +2587,153 @@ mod remembered_from_the_idp {
         }
     }
 }
+
+mod which_idp_sees_a_token {
+    //! Which identity provider a token, or a client's secret, is sent to; and whose answer
+    //! serves whom.
+    use super::*;
+
+    const OTHER: &str = "https://other.example.com";
+
+    /// An introspection strategy of `issuer` (JWTs only with `jwts`), endpoint configured.
+    fn introspecting(id: &str, issuer: &str, endpoint: &str, jwts: bool) -> Value {
+        json!({"id": id, "strategy_type": "openid_connect",
+            "configs": {"openid-connect": {"issuer": issuer, "credential_claim": ["client_id"],
+                "scopes": [], "auth_methods": ["introspection"], "introspect_jwt_tokens": jwts,
+                "introspection_endpoint": endpoint,
+                "client_id": "rs", "client_secret": "x", "timeout": 2000, "cache_ttl": 300}}})
+    }
+
+    /// The orders route with an introspection strategy of OTHER first, then one of ISS;
+    /// client-1's application is ISS's strategy.
+    fn two_introspecting_idps(jwts: bool) -> Value {
+        let mut c = config_value();
+        c["policies"]["orders-v1"]["strategies"] = json!([
+            introspecting(
+                "s-other",
+                OTHER,
+                "https://other.example.com/introspect",
+                jwts
+            ),
+            introspecting("s-iss", ISS, "https://idp.example.com/introspect", jwts),
+        ]);
+        c["applications"] = json!([
+            {"id": "app-1", "client_id": "client-1", "auth_strategy_id": "s-iss", "scopes": ["orders-v1"]}
+        ]);
+        c
+    }
+
+    /// A JWT is introspected only by a strategy that accepts its `iss`: without
+    /// `introspect_jwt_tokens` no strategy takes it by issuer, and the first that introspects
+    /// is not it when it belongs to another IdP.
+    #[test]
+    fn a_jwt_of_one_idp_is_never_introspected_at_another() {
+        let mut e = engine_with(two_introspecting_idps(false));
+        let step = bearer(&mut e, 1, &rs_token(&claims()), T0);
+        if let Step::Wait(Some(co)) = &step {
+            assert_ne!(
+                co.authority, "other.example.com",
+                "ISS's JWT posted to OTHER's introspection endpoint: {co:?}"
+            );
+        }
+    }
+
+    /// The same for a JWT whose `iss` no strategy on the route accepts.
+    #[test]
+    fn a_jwt_of_an_unknown_issuer_is_not_introspected() {
+        let mut c = config_value();
+        c["policies"]["orders-v1"]["strategies"] = json!([introspecting(
+            "s-other",
+            OTHER,
+            "https://other.example.com/introspect",
+            true
+        )]);
+        c["applications"] = json!([
+            {"id": "app-1", "client_id": "client-1", "auth_strategy_id": "s-other", "scopes": ["orders-v1"]}
+        ]);
+        let mut e = engine_with(c);
+        let step = bearer(&mut e, 1, &rs_token(&claims()), T0);
+        assert!(
+            !matches!(&step, Step::Wait(Some(co)) if co.authority == "other.example.com"),
+            "a JWT of {ISS} posted to {OTHER}'s introspection endpoint: {step:?}"
+        );
+    }
+
+    /// Two strategies (of two issuers, so two cache_ttls) introspect at one endpoint, on two
+    /// routes: an answer cached for A's hour does not serve B, whose cache_ttl is 30 s, a
+    /// minute later (a revoked token would stay accepted on B's route for up to an hour).
+    #[test]
+    fn an_introspection_answer_is_not_trusted_past_the_readers_cache_ttl() {
+        let endpoint = "https://idp.example.com/introspect";
+        let strategy = |id: &str, issuer: &str, ttl: u64| {
+            let mut s = introspecting(id, issuer, endpoint, false);
+            s["configs"]["openid-connect"]["cache_ttl"] = json!(ttl);
+            s
+        };
+        let c = json!({
+            "policies": {
+                "long": {"strategies": [strategy("s-long", ISS, 3600)]},
+                "short": {"strategies": [strategy("s-short", OTHER, 30)]},
+            },
+            "routes": {"long": "long", "short": "short"},
+            "upstreams": {"idp.example.com": "idp"},
+        });
+        let mut e = engine_with(c);
+        let opaque = [("authorization", "Bearer opaque-1")];
+        let co = callout(&request_on(&mut e, 1, "long", "/", &opaque, T0));
+        let active = json!({"active": true, "client_id": "client-1", "exp": NOW + 7200});
+        let p = e.on_callout_response(co.id, ok(&active.to_string()), T0 + 10);
+        assert!(
+            matches!(p.settled.as_slice(), [(1, _, Outcome::Allow(_))]),
+            "{p:?}"
+        );
+        let step = request_on(&mut e, 2, "short", "/", &opaque, T0 + 60_000);
+        assert!(
+            matches!(step, Step::Wait(Some(_))),
+            "a 60 s old introspection answer used by a strategy with cache_ttl 30 s: {step:?}"
+        );
+    }
+
+    /// After a failed key fetch the expired discovery document is kept (for introspection),
+    /// but a bearer token neither waits on it nor uses its jwks_uri without rediscovery:
+    /// 503 at once, then (after the backoff) discovery again.
+    #[test]
+    fn a_kept_discovery_neither_holds_nor_loops_a_bearer_request() {
+        let mut e = engine();
+        let token = rs_token(&claims());
+        let d = callout(&bearer(&mut e, 1, &token, T0));
+        let p = e.on_callout_response(d.id, ok(&discovery_doc()), T0);
+        let jw = p.callouts[0].clone();
+        let p = e.on_callout_response(jw.id, ok(r#"{"keys":[]}"#), T0 + 1);
+        assert!(
+            matches!(p.settled.as_slice(), [(1, _, Outcome::Deny(d))] if d.denial.status() == 503),
+            "{p:?}"
+        );
+        assert!(p.callouts.is_empty());
+        assert_eq!(denied(&bearer(&mut e, 2, &token, T0 + 500)).status(), 503);
+        let again = callout(&bearer(&mut e, 3, &token, T0 + 1_500));
+        assert_eq!(again.path, "/.well-known/openid-configuration");
+    }
+
+    /// Client credentials need the issuer's keys to verify what they are exchanged for: with
+    /// no key set (the fetch failed, the IdP in backoff), the kept discovery document's token
+    /// endpoint does not get the client's secret for an answer that would be refused anyway.
+    #[test]
+    fn no_exchange_while_the_issuer_has_no_keys() {
+        let mut e = engine_with(super::methods::config());
+        let d = callout(&super::methods::basic(
+            &mut e,
+            1,
+            "Basic client-1:s3cret",
+            T0,
+        ));
+        let p = e.on_callout_response(d.id, ok(&discovery_doc()), T0);
+        let jw = p.callouts[0].clone();
+        let p = e.on_callout_response(jw.id, ok(r#"{"keys":[]}"#), T0 + 1);
+        assert!(
+            p.callouts.iter().all(|c| c.path != "/token"),
+            "an exchange with no key to verify its answer: {:?}",
+            p.callouts
+        );
+    }
+}
