@@ -17,6 +17,10 @@ use crate::shared::{KeyRecord, Lease, Refusal, SharedStore, Slots};
 use std::collections::HashMap;
 use std::rc::Rc;
 
+/// The least time keys fetched with a `Cache-Control: max-age` are kept (an IdP's
+/// `max-age=0` must not make every request a fetch).
+const MIN_KEYS_TTL_S: u64 = 30;
+
 /// Headers the filter owns upstream: whatever the client sent under these names is removed
 /// before the request is forwarded, so they cannot be spoofed.
 pub const APPLICATION_HEADERS: [&str; 5] = [
@@ -1083,13 +1087,12 @@ impl Engine {
         }
         let record = KeyRecord::read(self.store.as_ref(), slots);
         let limits = &self.config.limits;
-        // Trusted no longer than this configuration's cache_ttl, whatever the publisher's
-        // (another filter configuration of the same issuer may keep keys far longer).
-        let own_ttl_ms = self
-            .config
-            .issuers
-            .get(index)
-            .map_or(0, |i| i.cache_ttl_ms());
+        // Trusted no longer than this configuration would keep keys it fetched itself,
+        // whatever the publisher's cache_ttl (another filter configuration of the same issuer
+        // may keep keys far longer).
+        let own_ttl_ms = self.config.issuers.get(index).map_or(0, |i| {
+            i.cache_ttl_s.max(MIN_KEYS_TTL_S).saturating_mul(1000)
+        });
         let parsed = record.and_then(|r| {
             let keys = KeySet::parse(
                 r.jwks.as_bytes(),
@@ -1638,7 +1641,7 @@ impl Engine {
         // The IdP's Cache-Control max-age, if it gives one, within [30 s, cache_ttl].
         let ttl_ms = match response.max_age_s {
             Some(age) => age
-                .clamp(30, issuer.cache_ttl_s.max(30))
+                .clamp(MIN_KEYS_TTL_S, issuer.cache_ttl_s.max(MIN_KEYS_TTL_S))
                 .saturating_mul(1000),
             None => issuer.cache_ttl_ms(),
         };
