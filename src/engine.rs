@@ -1229,18 +1229,12 @@ impl Engine {
                 )
             }
         };
-        let timeout = config
-            .issuers
-            .get(strategy.issuer)
-            .map_or(10_000, |i| i.timeout_ms);
+        let (timeout, ttl) = callout_limits(&config, strategy);
         let key = cache_key.clone();
-        let Some(serial) = self.token_flights.start(
-            &key,
-            now_ms,
-            timeout,
-            self.own_callouts,
-            strategy.cache_ttl_s.saturating_mul(1000),
-        ) else {
+        let Some(serial) = self
+            .token_flights
+            .start(&key, now_ms, timeout, self.own_callouts, ttl)
+        else {
             return self.wait(context_id, Awaited::Token(key), job, None);
         };
         let body = oidc::client_credentials_body(&strategy.scopes);
@@ -1325,17 +1319,11 @@ impl Engine {
                 Denial::IdpUnavailable("introspection has no client credentials"),
             );
         };
-        let timeout = config
-            .issuers
-            .get(strategy.issuer)
-            .map_or(10_000, |i| i.timeout_ms);
-        let Some(serial) = self.introspection_flights.start(
-            &key,
-            now_ms,
-            timeout,
-            self.own_callouts,
-            strategy.cache_ttl_s.saturating_mul(1000),
-        ) else {
+        let (timeout, ttl) = callout_limits(&config, strategy);
+        let Some(serial) =
+            self.introspection_flights
+                .start(&key, now_ms, timeout, self.own_callouts, ttl)
+        else {
             return self.wait(context_id, Awaited::Introspection(key), job, None);
         };
         let body = oidc::introspection_body(token);
@@ -2030,6 +2018,15 @@ fn check_response_any_status(
 /// `introspect_jwt_tokens`) rather than by their signature.
 fn takes_jwt_by_introspection(o: &OidcStrategy) -> bool {
     o.auth_methods.introspection && o.introspect_jwt_tokens
+}
+
+/// How long a callout of `strategy` may take, and the longest its answer may be cached, in ms.
+fn callout_limits(config: &Config, strategy: &OidcStrategy) -> (u64, u64) {
+    let timeout = config
+        .issuers
+        .get(strategy.issuer)
+        .map_or(10_000, |i| i.timeout_ms);
+    (timeout, strategy.cache_ttl_s.saturating_mul(1000))
 }
 
 fn lookup(config: &Config, policy: usize, strategy: usize) -> Option<(&Policy, &OidcStrategy)> {
