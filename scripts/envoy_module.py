@@ -19,7 +19,9 @@ usage: envoy_module.py IN.wasm OUT.wasm
 import os
 import sys
 
-# Callbacks this filter leaves to the SDK, whose defaults are what Envoy does without them.
+# Callbacks this filter leaves to the SDK, whose defaults are what Envoy does without them;
+# and `proxy_on_response_headers`, which the filter implements for Kong only (a request Kong
+# forwarded while it still waited on a callout: Envoy never resumes a paused request itself).
 DROPPED = (
     "proxy_on_vm_start",
     "proxy_on_done",

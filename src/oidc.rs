@@ -43,6 +43,7 @@ impl Url {
         if authority.contains('@') {
             return Err("must not contain user information".into());
         }
+        check_authority(authority)?;
         let path = if path.starts_with('?') {
             format!("/{path}")
         } else {
@@ -62,6 +63,46 @@ impl Url {
             "http"
         }
     }
+}
+
+/// `host[:port]` as a proxy can dial it: a host (a bracketed IPv6 address or a name), and a
+/// port of 1 to 65535 if one is given. Kong parses it inside `dispatch_http_call`, where an
+/// authority it refuses traps the VM rather than failing the call.
+fn check_authority(authority: &str) -> Result<(), String> {
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(rest) => {
+            let (address, after) = rest.split_once(']').ok_or("has an unclosed IPv6 address")?;
+            if address.is_empty()
+                || !address
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+            {
+                return Err("has an invalid IPv6 address".into());
+            }
+            let port = match after {
+                "" => None,
+                _ => Some(after.strip_prefix(':').ok_or("has an invalid port")?),
+            };
+            (address, port)
+        }
+        None => match authority.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        },
+    };
+    if host.is_empty() {
+        return Err("has no host".into());
+    }
+    if let Some(port) = port {
+        let valid = port.len() <= 5
+            && !port.is_empty()
+            && port.bytes().all(|b| b.is_ascii_digit())
+            && port.parse::<u32>().is_ok_and(|p| (1..=65_535).contains(&p));
+        if !valid {
+            return Err("has an invalid port".into());
+        }
+    }
+    Ok(())
 }
 
 /// What the filter takes from an issuer's discovery document.
@@ -280,6 +321,39 @@ mod tests {
             "//h/x",
         ] {
             assert!(Url::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// Kong (ngx_wasm_module) parses a callout's `host[:port]` with `ngx_parse_url` inside
+    /// `dispatch_http_call`, and an authority it refuses traps the VM there (the host sets a
+    /// trap message: `dispatch failed: tcp socket - invalid port`): such a URL, from the
+    /// configuration or an IdP's discovery document, must be refused when read.
+    #[test]
+    fn refuses_authorities_the_proxy_cannot_dial() {
+        for bad in [
+            "http://:80/x",
+            "http://h:0/x",
+            "http://h:66000/x",
+            "http://h:99999999999/x",
+            "http://h:/x",
+            "http://h:8a/x",
+            "http://h:+80/x",
+            "http://[::1/x",
+            "http://[::1]x/x",
+            "http://h:80:80/x",
+            "http://unix:/tmp/s/x",
+        ] {
+            assert!(Url::parse(bad).is_err(), "{bad}");
+        }
+        for good in [
+            "http://h:1/x",
+            "http://h:65535/x",
+            "http://[::1]:8080/x",
+            "http://[::1]/x",
+            "http://idp.example.com/x",
+            "http://127.0.0.1:3000",
+        ] {
+            assert!(Url::parse(good).is_ok(), "{good}");
         }
     }
 

@@ -100,6 +100,25 @@ class KongHost(wasm_work.Host):
 
     # ---- what differs from Envoy ----
 
+    def proxy_get_log_level(self, _ptr):
+        # ngx_wasm_module maps it to ngx_proxy_wasm_hfuncs_nop, which returns NGX_WAVM_NYI:
+        # a trap ("host trap (function not yet implemented)", its t/03-proxy_wasm/hfuncs/000-nyi.t).
+        raise RuntimeError("host trap (function not yet implemented): proxy_get_log_level")
+
+    def proxy_call_foreign_function(self, name_ptr, name_size, *_):
+        # ngx_wasm_module 0.6.0 (Kong 3.10) knows `resolve_lua` only, and traps on any other
+        # name; before 0.6.0 the function was NYI, a trap too.
+        raise RuntimeError(f"host trap: unknown foreign function {self._read(name_ptr, name_size)!r}")
+
+    def proxy_get_shared_data(self, *_):
+        # ngx_wasm_module without a `shm_kv` zone for the key's namespace (nor `*`), as Kong
+        # configures none by default: "failed getting value from shm (could not resolve
+        # namespace)", a trap.
+        raise RuntimeError("host trap: failed getting value from shm (could not resolve namespace)")
+
+    def proxy_set_shared_data(self, *_):
+        raise RuntimeError("host trap: failed setting value to shm (could not resolve namespace)")
+
     def proxy_set_effective_context(self, _context_id):
         self.switches += 1
         return OK

@@ -24,3 +24,21 @@ fn requests_waiting_under_kongs_semantics_are_each_resumed_with_their_own_decisi
     assert!(out.status.success(), "{text}");
     assert!(text.contains("\n0 failed"), "{text}");
 }
+
+/// tests/kong_host_gaps.py: ngx_wasm_module's 100-pair header maps, its `:path` setter, its
+/// trapping host calls, and its older releases' silent callout failures.
+#[test]
+fn what_ngx_wasm_module_does_differently_is_survived() {
+    let out = Command::new(support::venv_python())
+        .arg(support::root().join("tests/kong_host_gaps.py"))
+        .arg(support::full_wasm_path())
+        .output()
+        .expect("python runs tests/kong_host_gaps.py");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("\n0 failed"), "{text}");
+}

@@ -1,7 +1,7 @@
 //! One request: read the headers (as bytes), ask the engine, act on its step.
 
 use super::{apply, dispatch_all, now_ms, on_callout_response, raw, settle, SharedRef};
-use crate::engine::{Progress, Request, Step};
+use crate::engine::{Method, Progress, Request, Step};
 use crate::header_map;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
@@ -17,6 +17,13 @@ impl Filter {
         Filter { id, shared }
     }
 }
+
+/// The most pairs ngx_wasm_module marshals of a header map (`NGX_HTTP_WASM_MAX_REQ_HEADERS`,
+/// applied by `ngx_proxy_wasm_pairs_marshal` with a "marshalled map truncated" warning).
+const HOST_MAX_PAIRS: usize = 100;
+/// The pseudo-headers ngx_wasm_module puts first in a request's map (`:path`, `:method`,
+/// `:scheme`, `:authority`).
+const HOST_PSEUDO_HEADERS: usize = 4;
 
 /// Where each host keeps the route's name: Envoy's `xds.route_name`; Kong's
 /// `kong.route_name` (3.9+), or its service's name for a route that has none. Serialized as
@@ -76,6 +83,22 @@ pub(crate) fn route_name() -> Option<String> {
     }
 }
 
+impl Filter {
+    /// Whether the host is ngx_wasm_module (probed at configure time: it resumes a request
+    /// only from that request's own callouts).
+    fn kong_like(&self) -> bool {
+        self.shared.borrow().own_callouts == Some(true)
+    }
+
+    /// Refuses the request as one with too many headers (431).
+    fn too_many_headers(&self, realm: &str) -> Action {
+        let outcome =
+            crate::engine::deny(crate::response::Denial::TooManyHeaders, realm, None, None);
+        apply(&self.shared, &outcome, Method::None, None);
+        Action::Pause
+    }
+}
+
 impl Context for Filter {
     fn on_http_call_response(
         &mut self,
@@ -124,7 +147,45 @@ impl Drop for Filter {
 }
 
 impl HttpContext for Filter {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+    /// A backstop: a response for a request still waiting on its callout means the host
+    /// forwarded it undecided. ngx_wasm_module before 0.6.0 (Kong 3.4 to 3.9) does so when a
+    /// callout fails (timeout, refused, resolver, TLS): it never calls
+    /// `on_http_call_response` for it, and resumes the request once no callout is left. The
+    /// upstream has seen the request by now; its answer at least does not reach the client.
+    /// (Envoy never resumes a paused request on its own; its build drops this callback.)
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let undecided = self
+            .shared
+            .try_borrow()
+            .is_ok_and(|s| s.engine.as_ref().is_some_and(|e| e.is_waiting(self.id)));
+        if !undecided {
+            return Action::Continue;
+        }
+        log::error!(
+            "request {} reached the upstream before it was decided (a callout failed unreported); refusing its response",
+            self.id
+        );
+        apply(
+            &self.shared,
+            &super::unavailable("the host forwarded the request before its callout answered"),
+            Method::None,
+            None,
+        );
+        Action::Pause
+    }
+
+    fn on_http_request_headers(&mut self, num_headers: usize, _end_of_stream: bool) -> Action {
+        // ngx_wasm_module hands a filter at most 100 pairs of a map, its pseudo-headers
+        // (up to 4) first, and silently drops the rest: a request with more may carry headers
+        // the filter never sees (a spoofed identity header it would neither find nor remove,
+        // a second API key). Worse, its size estimate for a truncated map can fall short of
+        // what it then writes into the module's memory. So a request whose map could be
+        // truncated (a map of exactly 100 pairs cannot be told from one that was) is refused
+        // before its map is read (`num_headers` is nginx's count of the request's header
+        // lines, pseudo-headers not included).
+        if num_headers.saturating_add(HOST_PSEUDO_HEADERS) >= HOST_MAX_PAIRS && self.kong_like() {
+            return self.too_many_headers("");
+        }
         // The host's serialized map, read in place: names and values point into this one
         // buffer (values stay bytes: one non-UTF-8 header value must not trap the VM).
         let map = match raw::header_map(MapType::HttpRequestHeaders) {
@@ -150,6 +211,11 @@ impl HttpContext for Filter {
                 .and_then(|(_, v)| std::str::from_utf8(v).ok())
                 .unwrap_or_default()
         };
+        // Backstop for the check above (a host whose count differs): a list that fills the
+        // pairs the host hands over may have lost some.
+        if headers.len() >= HOST_MAX_PAIRS && self.kong_like() {
+            return self.too_many_headers(pseudo(":authority"));
+        }
         // The route name is a property lookup: only made when policies are chosen by it.
         let needs_route = self
             .shared

@@ -156,8 +156,13 @@ impl Counters for HostCounters {
 pub(crate) type SharedRef = Rc<RefCell<Shared>>;
 
 /// Formats log lines only when the host would print them (a debug line per request is
-/// otherwise formatted and thrown away on the hot path).
-pub(crate) fn follow_host_log_level() {
+/// otherwise formatted and thrown away on the hot path). Not on ngx_wasm_module (`kong`):
+/// its `proxy_get_log_level` is not implemented, and calling it traps ("host trap (function
+/// not yet implemented)"); there the level stays Info.
+pub(crate) fn follow_host_log_level(kong: bool) {
+    if kong {
+        return;
+    }
     let level = hostcalls::get_log_level().unwrap_or(LogLevel::Info);
     proxy_wasm::set_log_level(level);
 }
@@ -318,7 +323,11 @@ fn callout_settles(
                         String::from_utf8_lossy(value)
                     ));
                 }
-                b"cache-control" => response.max_age_s = max_age(value),
+                // Envoy lowercases header names; Kong hands over the IdP's own spelling
+                // (`Cache-Control`).
+                name if name.eq_ignore_ascii_case(b"cache-control") => {
+                    response.max_age_s = max_age(value)
+                }
                 _ => {}
             }
         }
@@ -457,7 +466,18 @@ pub(crate) fn apply(
                 ok &= result.is_ok();
             }
             if let Some(path) = &allow.path {
-                ok &= hostcalls::set_map_value(MapType::HttpRequestHeaders, ":path", Some(path))
+                // ngx_wasm_module sets the query (`r->args`) only from a `:path` that has a
+                // `?`: without one the old query stays, and with it a credential stripped from
+                // it. An empty query (`/orders?`) clears it (and `$is_args`).
+                let kong = shared
+                    .try_borrow()
+                    .map_or(true, |s| s.own_callouts == Some(true));
+                let path = if kong && !path.contains('?') {
+                    std::borrow::Cow::Owned(format!("{path}?"))
+                } else {
+                    std::borrow::Cow::Borrowed(path.as_str())
+                };
+                ok &= hostcalls::set_map_value(MapType::HttpRequestHeaders, ":path", Some(&path))
                     .is_ok();
             }
             if !ok {

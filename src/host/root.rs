@@ -41,7 +41,13 @@ impl Context for Root {
 
 impl RootContext for Root {
     fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
-        super::follow_host_log_level();
+        // Probed once per VM, first: what the filter may ask of the host depends on it.
+        let own = *self
+            .shared
+            .borrow_mut()
+            .own_callouts
+            .get_or_insert_with(super::resumes_only_own_requests);
+        super::follow_host_log_level(own);
         let bytes = match hostcalls::get_buffer(
             BufferType::PluginConfiguration,
             0,
@@ -79,17 +85,30 @@ impl RootContext for Root {
                 s.counters = Rc::new(super::HostCounters::define());
             }
             let counters: Rc<dyn crate::metrics::Counters> = s.counters.clone();
-            let mut engine = Engine::with_host(
-                Rc::new(config),
-                generation,
-                Rc::new(super::HostStore),
-                counters.clone(),
-            );
-            // Probed once per VM: the host does not change under us.
+            // ngx_wasm_module traps on shared data when nginx has no `shm_kv` zone for the
+            // key ("could not resolve namespace"), and Kong defines none unless told to: there
+            // the state stays in the worker's VM (each worker fetches keys for itself).
+            let store: Rc<dyn crate::shared::SharedStore> = if own {
+                Rc::new(crate::shared::MemoryStore::default())
+            } else {
+                Rc::new(super::HostStore)
+            };
+            let mut engine =
+                Engine::with_host(Rc::new(config), generation, store, counters.clone());
+            if own {
+                engine.set_own_callouts();
+            }
+            // Probed once per VM: the host does not change under us. Not on ngx_wasm_module
+            // (Kong), which has no `verify_signature` and traps on a foreign function it does
+            // not know (0.6.0: "unknown foreign function"), in on_configure.
             let signatures = s
                 .signatures
                 .get_or_insert_with(|| {
-                    let host = super::native::HostSignatures::probe(counters);
+                    let host = if own {
+                        None
+                    } else {
+                        super::native::HostSignatures::probe(counters)
+                    };
                     if host.is_none() {
                         log::info!("app-auth-filter: no native signature verification on this host; verifying in Wasm");
                     }
@@ -98,15 +117,6 @@ impl RootContext for Root {
                 .clone();
             if let Some(host) = signatures {
                 engine.set_signature_backend(host);
-            }
-            if *s.own_callouts.get_or_insert_with(|| {
-                let own = super::resumes_only_own_requests();
-                if own {
-                    log::info!("app-auth-filter: this host resumes a request only from its own callouts; a waiting request sends its own");
-                }
-                own
-            }) {
-                engine.set_own_callouts();
             }
             let old = s.engine.replace(engine);
             s.callouts.clear();
@@ -127,12 +137,15 @@ impl RootContext for Root {
         if let Err(status) = hostcalls::set_tick_period(TICK) {
             log::warn!("app-auth-filter: no tick ({status:?}); keys are fetched on first use only");
         }
+        if own {
+            log::info!("app-auth-filter: this host resumes a request only from its own callouts; a waiting request sends its own");
+        }
         log::info!("app-auth-filter: configuration loaded");
         true
     }
 
     fn on_tick(&mut self) {
-        super::follow_host_log_level();
+        super::follow_host_log_level(self.shared.borrow().own_callouts == Some(true));
         if let Ok(s) = self.shared.try_borrow() {
             s.counters.flush();
         }

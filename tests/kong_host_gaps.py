@@ -1,0 +1,224 @@
+"""What ngx_wasm_module (Kong) does that Envoy does not, and the filter must survive:
+scenarios on tests/kong_host.py's host.
+
+usage: python tests/kong_host_gaps.py MODULE.wasm   (exit 0 when every check holds)
+"""
+import os
+import struct
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import kong_host  # noqa: E402
+from kong_host import CONFIG, PAUSE, CONTINUE, check, identity, configured  # noqa: E402
+from wasm_work import OK, REQUEST_HEADERS, serialize  # noqa: E402
+
+# ngx_wasm_module: src/http/ngx_http_wasm.h NGX_HTTP_WASM_MAX_REQ_HEADERS, applied by
+# ngx_proxy_wasm_pairs_marshal to every marshalled map (pseudo-headers first, then the
+# request's own headers in order), with a "marshalled map truncated to 100 elements" warning.
+MAX_PAIRS = 100
+
+
+class TruncatingKongHost(kong_host.KongHost):
+    def proxy_get_header_map_pairs(self, kind, ptr_ptr, size_ptr):
+        pairs = self.headers_of.get(self.current, []) if kind == REQUEST_HEADERS else self.call_headers
+        return self._give(serialize(pairs[:MAX_PAIRS]), ptr_ptr, size_ptr)
+
+
+def start_with(host, ctx, client_id, extra, num_headers=None):
+    """As KongHost.start, with `extra` headers after the request's own."""
+    host.headers_of[ctx] = [(n.encode(), v.encode()) for n, v in kong_host.wasm_work.BASE_HEADERS] + [
+        (b"authorization", f"Bearer {kong_host.token_for(client_id)}".encode())] + extra
+    host.enter(kong_host.ROOT_CONTEXT)
+    host.exports["proxy_on_context_create"](host.store, ctx, kong_host.ROOT_CONTEXT)
+    host.enter(ctx)
+    if num_headers is None:  # nginx's count of the request's header lines (no pseudo-headers)
+        num_headers = sum(1 for n, _ in host.headers_of[ctx] if not n.startswith(b":"))
+    return host.exports["proxy_on_request_headers"](host.store, ctx, num_headers, 1)
+
+
+def warm(host, ctx):
+    """A first request that fetches the issuer's keys, so that later ones are decided at once."""
+    host.start(ctx, "client-1")
+    for _ in range(5):
+        if host.answer(ctx) is None:
+            break
+
+
+def truncated_spoof(wasm_path, failures):
+    host = TruncatingKongHost(wasm_path)
+    host.enter(kong_host.ROOT_CONTEXT)
+    host.exports["proxy_on_context_create"](host.store, kong_host.ROOT_CONTEXT, 0)
+    host.plugin_config = CONFIG
+    assert host.exports["proxy_on_configure"](host.store, kong_host.ROOT_CONTEXT, len(CONFIG))
+    warm(host, 2)
+    check(identity(host, 2) == ["app-1"], f"warm-up request allowed ({host.changes.get(2)})", failures)
+    # 110 ordinary headers, then a spoofed identity and its `_` alias: nginx keeps them all
+    # (no count limit), ngx_wasm_module shows the filter the first 100 pairs only.
+    ctx = 3
+    extra = [(f"x-filler-{i}".encode(), b"1") for i in range(110)] + [
+        (b"X-Application-ID", b"app-3"), (b"x_application_id", b"app-3")]
+    action = start_with(host, ctx, "client-1", extra)
+    check_not_spoofed(host, ctx, action, failures)
+    # The same, with a host whose header count does not tell (the map alone shows it).
+    action = start_with(host, 4, "client-1", extra, num_headers=8)
+    check_not_spoofed(host, 4, action, failures)
+    # 95 headers of its own (99 pairs with the 4 pseudo-headers): all seen, allowed. A map of
+    # exactly 100 pairs cannot be told from a truncated one: refused.
+    fits = [(f"x-filler-{i}".encode(), b"1") for i in range(91)]
+    action = start_with(host, 5, "client-1", fits)
+    check(action == CONTINUE and identity(host, 5) == ["app-1"],
+          f"a request whose whole map fits is allowed (action {action}, local {host.local.get(5)})", failures)
+    action = start_with(host, 6, "client-1", fits + [(b"x-one-more", b"1")])
+    check(action == PAUSE and host.local.get(6) == 431,
+          f"one more header than fits is refused 431 (action {action}, local {host.local.get(6)})", failures)
+
+
+def check_not_spoofed(host, ctx, action, failures):
+    changes = host.changes.get(ctx, [])
+    removed = {n.lower() for (what, n, _) in changes if what == "remove"}
+    forwarded = action == CONTINUE
+    spoof_left = forwarded and not ({"x-application-id", "x_application_id"} <= removed)
+    check(not spoof_left,
+          f"a spoofed X-Application-ID past the host's 100-pair view is not forwarded "
+          f"(action {action}, local {host.local.get(ctx)}, changes {changes})", failures)
+
+
+class FailingDispatchKongHost(kong_host.KongHost):
+    """Every dispatch_http_call refused at once (Err status)."""
+
+    def proxy_http_call(self, *args):
+        return 2  # BadArgument
+
+
+def dispatch_refused(wasm_path, failures):
+    host = FailingDispatchKongHost(wasm_path)
+    host.enter(kong_host.ROOT_CONTEXT)
+    host.exports["proxy_on_context_create"](host.store, kong_host.ROOT_CONTEXT, 0)
+    host.plugin_config = CONFIG
+    assert host.exports["proxy_on_configure"](host.store, kong_host.ROOT_CONTEXT, len(CONFIG))
+    for ctx, basic in ((2, False), (3, True)):
+        action = host.start(ctx, "client-1", basic=basic)
+        check(action == PAUSE and host.local.get(ctx) == 503 and ctx not in host.resumed,
+              f"request {ctx} whose callout cannot be sent is refused 503 at once "
+              f"(action {action}, local {host.local.get(ctx)})", failures)
+
+
+def dispatch_status(wasm_path, failures):
+    """A failed call as Kong reports it: no :status, a :dispatch_status, no body."""
+    host = configured(wasm_path, CONFIG)
+    ctx = 2
+    check(host.start(ctx, "client-1") == PAUSE, "request waits", failures)
+    token, path, _ = host.calls_of[ctx].pop(0)
+    host.call_headers = [(b":dispatch_status", b"timeout")]
+    host.call_body = b""
+    host.enter(ctx)
+    host.exports["proxy_on_http_call_response"](host.store, ctx, token, 1, 0, 0)
+    check(host.local.get(ctx) == 503 and ctx not in host.resumed,
+          f"a timed-out callout is a 503 (local {host.local.get(ctx)}, resumed {host.resumed.get(ctx)})",
+          failures)
+
+
+class PathKongHost(kong_host.KongHost):
+    """ngx_wasm_module's `:path` setter (ngx_proxy_wasm_maps_set_path): `r->uri` becomes the
+    part before a `?` and `r->args` the part after it; a value without `?` leaves `r->args`
+    as it was. The upstream gets `$uri$is_args$args`."""
+
+    def __init__(self, wasm_path):
+        super().__init__(wasm_path)
+        self.uri_args = {}
+
+    def proxy_replace_header_map_value(self, kind, n, ns, v, vs):
+        super().proxy_replace_header_map_value(kind, n, ns, v, vs)
+        if kind == REQUEST_HEADERS and self._read(n, ns) == b":path":
+            value = self._read(v, vs)
+            uri, args = self.uri_args[self.current]
+            if b"?" in value:
+                uri, args = value.split(b"?", 1)
+            else:
+                uri = value
+            self.uri_args[self.current] = (uri, args)
+
+    def upstream_path(self, ctx):
+        uri, args = self.uri_args[ctx]
+        return uri + (b"?" + args if args else b"")
+
+
+KEY_CONFIG = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "filter-config",
+                               "key-auth.json"), "rb").read()
+
+
+def query_key_hidden(wasm_path, failures):
+    host = PathKongHost(wasm_path)
+    host.enter(kong_host.ROOT_CONTEXT)
+    host.exports["proxy_on_context_create"](host.store, kong_host.ROOT_CONTEXT, 0)
+    host.plugin_config = KEY_CONFIG
+    assert host.exports["proxy_on_configure"](host.store, kong_host.ROOT_CONTEXT, len(KEY_CONFIG))
+    for ctx, path in ((2, b"/catalog?apikey=test"), (3, b"/catalog?x=1&apikey=test")):
+        host.headers_of[ctx] = [(b":authority", b"api.test"), (b":path", path), (b":method", b"GET"),
+                                (b":scheme", b"http"), (b"user-agent", b"t")]
+        host.uri_args[ctx] = tuple(path.split(b"?", 1))
+        host.enter(kong_host.ROOT_CONTEXT)
+        host.exports["proxy_on_context_create"](host.store, ctx, kong_host.ROOT_CONTEXT)
+        host.enter(ctx)
+        action = host.exports["proxy_on_request_headers"](host.store, ctx, 1, 1)
+        upstream = host.upstream_path(ctx)
+        check(action == CONTINUE and b"apikey" not in upstream,
+              f"hide_credentials: the query key of {path} is not forwarded (action {action}, "
+              f"upstream {upstream}, changes {host.changes.get(ctx)})", failures)
+
+
+class ForeignTrapKongHost(kong_host.KongHost):
+    """ngx_wasm_module 0.6.0 (Kong 3.10): `proxy_call_foreign_function` knows only
+    `resolve_lua` and traps on any other name ("unknown foreign function")."""
+
+    def proxy_call_foreign_function(self, name_ptr, name_size, *_):
+        name = self._read(name_ptr, name_size)
+        if name != b"resolve_lua":
+            raise RuntimeError(f"host trap: unknown foreign function {name!r}")
+        return OK
+
+
+def configures_on_kong_3_10(wasm_path, failures):
+    host = ForeignTrapKongHost(wasm_path)
+    host.enter(kong_host.ROOT_CONTEXT)
+    host.exports["proxy_on_context_create"](host.store, kong_host.ROOT_CONTEXT, 0)
+    host.plugin_config = CONFIG
+    try:
+        ok = host.exports["proxy_on_configure"](host.store, kong_host.ROOT_CONTEXT, len(CONFIG))
+        error = None
+    except Exception as e:  # a trap
+        ok, error = 0, str(e).splitlines()[0]
+    check(ok == 1, f"the filter configures on a host whose unknown foreign functions trap ({error})",
+          failures)
+
+
+def silent_dispatch_failure(wasm_path, failures):
+    """ngx_wasm_module before 0.6.0 (Kong 3.4 to 3.9; its test 131-proxy_dispatch_http_timeouts
+    TEST 1 expects the location's content, `ok`): a callout that times out is not reported
+    to the filter, and the request, with no callout left, goes on to the upstream. Then the
+    upstream's response headers come to the filter."""
+    host = configured(wasm_path, CONFIG)
+    ctx = 2
+    check(host.start(ctx, "client-1") == PAUSE, "request waits for its callout", failures)
+    host.calls_of[ctx].pop(0)  # timed out: no on_http_call_response
+    host.enter(ctx)
+    action = host.exports["proxy_on_response_headers"](host.store, ctx, 3, 0)
+    check(host.local.get(ctx) == 503,
+          f"the upstream's response to a request forwarded undecided is replaced by a 503 "
+          f"(action {action}, local {host.local.get(ctx)})", failures)
+
+
+def main(wasm_path):
+    failures = []
+    silent_dispatch_failure(wasm_path, failures)
+    configures_on_kong_3_10(wasm_path, failures)
+    query_key_hidden(wasm_path, failures)
+    truncated_spoof(wasm_path, failures)
+    dispatch_refused(wasm_path, failures)
+    dispatch_status(wasm_path, failures)
+    print(f"{len(failures)} failed")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))
