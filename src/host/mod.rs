@@ -466,19 +466,22 @@ pub(crate) fn apply(
                 ok &= result.is_ok();
             }
             if let Some(path) = &allow.path {
-                // ngx_wasm_module sets the query (`r->args`) only from a `:path` that has a
-                // `?`: without one the old query stays, and with it a credential stripped from
-                // it. An empty query (`/orders?`) clears it (and `$is_args`).
+                // A credential to strip from the query string. Kong proxies `$upstream_uri`,
+                // which it builds from the request's query before the filter chain runs, so
+                // no `:path` the filter sets takes the credential out there (and
+                // ngx_wasm_module before 0.6.0 traps on a `:path` with a query): refused on
+                // Kong (a borrow that fails counts as Kong: refusing is the safe side).
                 let kong = shared
                     .try_borrow()
                     .map_or(true, |s| s.own_callouts == Some(true));
-                let path = if kong && !path.contains('?') {
-                    std::borrow::Cow::Owned(format!("{path}?"))
+                if kong {
+                    log::error!("a credential in the query string cannot be hidden on this host (Kong forwards the query it received); denying");
+                    ok = false;
                 } else {
-                    std::borrow::Cow::Borrowed(path.as_str())
-                };
-                ok &= hostcalls::set_map_value(MapType::HttpRequestHeaders, ":path", Some(&path))
-                    .is_ok();
+                    ok &=
+                        hostcalls::set_map_value(MapType::HttpRequestHeaders, ":path", Some(path))
+                            .is_ok();
+                }
             }
             if !ok {
                 // Forwarding without the identity headers (or with a spoofed one left in
