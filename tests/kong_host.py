@@ -200,9 +200,10 @@ class KongHost(wasm_work.Host):
         return path
 
 
-def configured(wasm_path, config):
-    """A new host whose module took `config` (None if it refused it)."""
-    host = KongHost(wasm_path)
+def configured(wasm_path, config, make=None):
+    """A new host (`make(wasm_path)`, a KongHost by default) whose module took `config` (None
+    if it refused it)."""
+    host = (make or KongHost)(wasm_path)
     host.enter(ROOT_CONTEXT)
     host.exports["proxy_on_context_create"](host.store, ROOT_CONTEXT, 0)
     host.plugin_config = config

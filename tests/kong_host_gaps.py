@@ -45,11 +45,8 @@ def warm(host, ctx):
 
 
 def truncated_spoof(wasm_path, failures):
-    host = TruncatingKongHost(wasm_path)
-    host.enter(kong_host.ROOT_CONTEXT)
-    host.exports["proxy_on_context_create"](host.store, kong_host.ROOT_CONTEXT, 0)
-    host.plugin_config = CONFIG
-    assert host.exports["proxy_on_configure"](host.store, kong_host.ROOT_CONTEXT, len(CONFIG))
+    host = kong_host.configured(wasm_path, CONFIG, TruncatingKongHost)
+    assert host, "the module takes the configuration"
     warm(host, 2)
     check(identity(host, 2) == ["app-1"], f"warm-up request allowed ({host.changes.get(2)})", failures)
     # 110 ordinary headers, then a spoofed identity and its `_` alias: nginx keeps them all
@@ -91,11 +88,8 @@ class FailingDispatchKongHost(kong_host.KongHost):
 
 
 def dispatch_refused(wasm_path, failures):
-    host = FailingDispatchKongHost(wasm_path)
-    host.enter(kong_host.ROOT_CONTEXT)
-    host.exports["proxy_on_context_create"](host.store, kong_host.ROOT_CONTEXT, 0)
-    host.plugin_config = CONFIG
-    assert host.exports["proxy_on_configure"](host.store, kong_host.ROOT_CONTEXT, len(CONFIG))
+    host = kong_host.configured(wasm_path, CONFIG, FailingDispatchKongHost)
+    assert host, "the module takes the configuration"
     for ctx, basic in ((2, False), (3, True)):
         action = host.start(ctx, "client-1", basic=basic)
         check(action == PAUSE and host.local.get(ctx) == 503 and ctx not in host.resumed,
@@ -147,11 +141,8 @@ def query_key_hidden(wasm_path, failures):
     """hide_credentials with the key in the query string: Kong cannot be made to forward the
     request without it, so the request is refused (and never traps the VM)."""
     for old in (False, True):
-        host = PathKongHost(wasm_path, old)
-        host.enter(kong_host.ROOT_CONTEXT)
-        host.exports["proxy_on_context_create"](host.store, kong_host.ROOT_CONTEXT, 0)
-        host.plugin_config = KEY_CONFIG
-        assert host.exports["proxy_on_configure"](host.store, kong_host.ROOT_CONTEXT, len(KEY_CONFIG))
+        host = kong_host.configured(wasm_path, KEY_CONFIG, lambda path: PathKongHost(path, old))
+        assert host, "the module takes the configuration"
         for ctx, path in ((2, b"/catalog?apikey=test"), (3, b"/catalog?x=1&apikey=test")):
             host.headers_of[ctx] = [(b":authority", b"api.test"), (b":path", path), (b":method", b"GET"),
                                     (b":scheme", b"http"), (b"user-agent", b"t")]
