@@ -698,6 +698,17 @@ impl Engine {
         hash: &str,
         req: &Request<'_>,
     ) -> &'a KeyAuthStrategy {
+        // One key_auth strategy on the route (the usual case): nothing to pick, and no second
+        // registry lookup on every request.
+        let several = policy
+            .strategies
+            .iter()
+            .filter(|s| matches!(s, Strategy::KeyAuth(_)))
+            .nth(1)
+            .is_some();
+        if !several {
+            return first;
+        }
         let Some(app) = self
             .config
             .applications
