@@ -94,10 +94,9 @@ fn check_authority(authority: &str) -> Result<(), String> {
         return Err("has no host".into());
     }
     if let Some(port) = port {
-        let valid = port.len() <= 5
-            && !port.is_empty()
-            && port.bytes().all(|b| b.is_ascii_digit())
-            && port.parse::<u32>().is_ok_and(|p| (1..=65_535).contains(&p));
+        // Digits only (`parse` would take a `+`), 1 to 65535.
+        let valid =
+            port.bytes().all(|b| b.is_ascii_digit()) && port.parse::<u16>().is_ok_and(|p| p > 0);
         if !valid {
             return Err("has an invalid port".into());
         }
