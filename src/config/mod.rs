@@ -395,6 +395,11 @@ fn compile(p: &mut Problems, doc: &Value, listed: Option<Listed>) -> Option<Conf
     });
     if applications.is_none() {
         for policy in &policies {
+            let policy_path = b
+                .policy_paths
+                .get(&policy.name)
+                .cloned()
+                .unwrap_or_default();
             for strategy in &policy.strategies {
                 if let Strategy::KeyAuth(ka) = strategy {
                     let path = b
@@ -419,16 +424,7 @@ fn compile(p: &mut Problems, doc: &Value, listed: Option<Listed>) -> Option<Conf
             if let Some((_, first)) = cc.next() {
                 if let Some((index, _)) = cc.find(|(_, o)| o.issuer != first.issuer) {
                     // This policy's strategy (its id may have appeared first in another).
-                    let path = element(
-                        &member(
-                            &b.policy_paths
-                                .get(&policy.name)
-                                .cloned()
-                                .unwrap_or_default(),
-                            "strategies",
-                        ),
-                        index,
-                    );
+                    let path = element(&member(&policy_path, "strategies"), index);
                     p.error(&path, "a second identity provider with client_credentials needs \"applications\": without them a client cannot be told apart, and its secret would go to the first one's token endpoint");
                 }
             }
@@ -436,10 +432,7 @@ fn compile(p: &mut Problems, doc: &Value, listed: Option<Listed>) -> Option<Conf
             // nil list serializes) it would check nothing, and any valid token would pass.
             if policy.scope.is_some() && listed_at.is_none() {
                 p.error(
-                    &member(
-                        &b.policy_paths.get(&policy.name).cloned().unwrap_or_default(),
-                        "scope",
-                    ),
+                    &member(&policy_path, "scope"),
                     "needs \"applications\": a scope approves applications, and with none listed it would not be enforced",
                 );
             }
