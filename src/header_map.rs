@@ -36,6 +36,16 @@ pub fn parse(buf: &[u8]) -> Option<Vec<Header<'_>>> {
     Some(pairs)
 }
 
+/// The value of the pseudo-header `name` (`:path`, `:authority`) as text, `""` when the map
+/// has none. `None` when its value is not UTF-8: such a `:path` must be refused, never read
+/// as empty (its query string, and any credential in it, would go unseen and unstripped).
+pub fn pseudo<'a>(headers: &[Header<'a>], name: &str) -> Option<&'a str> {
+    match headers.iter().find(|(n, _)| *n == name.as_bytes()) {
+        Some((_, value)) => std::str::from_utf8(value).ok(),
+        None => Some(""),
+    }
+}
+
 /// A little-endian `u32` at the start of `buf`, as a length, and what follows it.
 fn read_u32(buf: &[u8]) -> Option<(usize, &[u8])> {
     let bytes: [u8; 4] = buf.get(..4)?.try_into().ok()?;
@@ -205,6 +215,25 @@ mod tests {
         let mut buf = serialize(&[("ab", b"cd")]);
         buf[4..8].copy_from_slice(&1u32.to_le_bytes());
         assert_eq!(parse(&buf), None);
+    }
+
+    /// A `:path` that is not UTF-8 (Envoy's HTTP/2 codec passes a raw 0xE9 through; its
+    /// HTTP/1 codec answers 400 itself) is no path, never an empty one: read as `""`, its
+    /// query string would be invisible to the credential rules (a second API key or
+    /// `access_token` let through unseen, a key `hide_credentials` must strip forwarded).
+    #[test]
+    fn a_path_that_is_not_utf8_is_none_never_empty() {
+        let pairs: &[(&str, &[u8])] = &[
+            (":path", b"/orders?apikey=other&x=\xe9"),
+            (":authority", b"api.example.com"),
+            ("apikey", b"key-one"),
+        ];
+        let buf = serialize(pairs);
+        let h = parse(&buf).unwrap();
+        assert_eq!(pseudo(&h, ":authority"), Some("api.example.com"));
+        assert_eq!(pseudo(&h, ":path"), None);
+        // Absent is empty (a request without `:path` carries no query string).
+        assert_eq!(pseudo(&h, ":method"), Some(""));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use super::{apply, dispatch_all, now_ms, on_callout_response, raw, settle, SharedRef};
 use crate::engine::{Method, Progress, Request, Step};
 use crate::header_map;
+use crate::response::Denial;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, MapType};
@@ -204,18 +205,21 @@ impl HttpContext for Filter {
             let _ = hostcalls::send_http_response(500, vec![], None);
             return Action::Pause;
         };
-        let pseudo = |name: &str| {
-            headers
-                .iter()
-                .find(|(n, _)| *n == name.as_bytes())
-                .and_then(|(_, v)| std::str::from_utf8(v).ok())
-                .unwrap_or_default()
-        };
+        let authority = header_map::pseudo(&headers, ":authority").unwrap_or_default();
         // Backstop for the check above (a host whose count differs): a list that fills the
         // pairs the host hands over may have lost some.
         if headers.len() >= HOST_MAX_PAIRS && self.kong_like() {
-            return self.too_many_headers(pseudo(":authority"));
+            return self.too_many_headers(authority);
         }
+        // A `:path` that is not UTF-8 (Envoy's HTTP/2 codec and nginx pass raw bytes such as
+        // 0xE9 through) is refused: read as empty, its query string (a second API key or
+        // `access_token`, a key hide_credentials must strip) would go unseen.
+        let Some(path) = header_map::pseudo(&headers, ":path") else {
+            let why = "the request path is not UTF-8";
+            let outcome = crate::engine::deny(Denial::InvalidRequest(why), authority, None, None);
+            apply(&self.shared, &outcome, Method::None, None);
+            return Action::Pause;
+        };
         // The route name is a property lookup: only made when policies are chosen by it.
         let needs_route = self
             .shared
@@ -226,8 +230,8 @@ impl HttpContext for Filter {
         let route = if needs_route { route_name() } else { None };
         let request = Request {
             route: route.as_deref(),
-            authority: pseudo(":authority"),
-            path: pseudo(":path"),
+            authority,
+            path,
             headers: &headers,
         };
         let step = {
