@@ -559,10 +559,16 @@ impl Engine {
                         _ => None,
                     },
                     None => {
-                        let iss = parsed
-                            .as_ref()
-                            .ok()
-                            .map(|t| t.claims.get("iss").and_then(serde_json::Value::as_str));
+                        // A JWT the filter refuses to parse still names its issuer: it is not
+                        // an opaque token that the first introspection endpoint may be shown.
+                        let unparsed = match &parsed {
+                            Ok(_) => None,
+                            Err(_) => jwt::token::claimed_issuer(&token, limits.max_json_depth),
+                        };
+                        let iss = match &parsed {
+                            Ok(t) => Some(t.claims.get("iss").and_then(serde_json::Value::as_str)),
+                            Err(_) => unparsed.as_ref().map(Option::as_deref),
+                        };
                         policy.strategies.iter().position(|s| match s {
                             Strategy::OpenIdConnect(o) if o.auth_methods.introspection => match iss
                             {

@@ -2638,6 +2638,30 @@ mod which_idp_sees_a_token {
         }
     }
 
+    /// The same for a JWT the filter does not take (an algorithm, `typ`, `crit` or `kid` it
+    /// refuses): it still names its issuer in its payload, and is not an opaque token that
+    /// any introspection endpoint may be shown. ISS's token must not reach OTHER's endpoint.
+    #[test]
+    fn a_jwt_the_filter_refuses_to_parse_is_not_introspected_at_another_idp() {
+        let mut e = engine_with(two_introspecting_idps(false));
+        let long_kid = format!(r#"{{"alg":"RS256","kid":"{}"}}"#, "k".repeat(300));
+        let headers = [
+            r#"{"alg":"ES512","kid":"es-9","typ":"JWT"}"#,
+            r#"{"alg":"RS256","kid":"rs-1","typ":"application/jwt"}"#,
+            r#"{"alg":"RS256","kid":"rs-1","crit":["exp"]}"#,
+            long_kid.as_str(),
+        ];
+        for (ctx, header) in (1..).zip(headers) {
+            let token = hs_with_header(header);
+            assert!(ParsedToken::parse(&token, 32).is_err(), "{header}");
+            let step = bearer(&mut e, ctx, &token, T0);
+            assert!(
+                !matches!(&step, Step::Wait(Some(co)) if co.authority == "other.example.com"),
+                "ISS's JWT ({header}) posted to OTHER's introspection endpoint: {step:?}"
+            );
+        }
+    }
+
     /// The same for a JWT whose `iss` no strategy on the route accepts.
     #[test]
     fn a_jwt_of_an_unknown_issuer_is_not_introspected() {

@@ -120,6 +120,21 @@ impl ParsedToken {
     }
 }
 
+/// The `iss` a token's payload names, read without any of [`ParsedToken::parse`]'s checks:
+/// for a token `parse` refused (an algorithm, `typ`, `crit` or `kid` the filter does not
+/// take), to tell a JWT of some issuer, which no other issuer's endpoint may be shown, from
+/// an opaque token. `None` when its second dot-separated segment is not a base64url JSON
+/// object (an opaque token); `Some(None)` when that object names no `iss` string.
+pub fn claimed_issuer(token: &str, max_json_depth: usize) -> Option<Option<String>> {
+    let payload = token.split('.').nth(1)?;
+    // Padding or not: what matters here is where the token must not go.
+    let payload = URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
+    let Ok(Value::Object(claims)) = json::parse_strict(&payload, max_json_depth) else {
+        return None;
+    };
+    Some(claims.get("iss").and_then(Value::as_str).map(str::to_owned))
+}
+
 /// Checks a decoded JOSE header (`b64_len`: the length of its base64url segment).
 fn read_header(json: &[u8], b64_len: usize) -> Result<JoseHeader, TokenError> {
     let Ok(Value::Object(header)) = json::parse_strict(json, 4) else {
