@@ -161,6 +161,24 @@ def query_key_hidden(wasm_path, failures):
                   failures)
 
 
+def path_not_utf8(wasm_path, failures):
+    """A `:path` with a raw byte that is not UTF-8 (nginx, and Envoy's HTTP/2 codec, pass one
+    through) is a 400: read as no path at all, its query string (here a second key, which
+    hide_credentials would also have to strip) would go unseen."""
+    host = kong_host.configured(wasm_path, KEY_CONFIG)
+    assert host, "the module takes the configuration"
+    for ctx, path, status in ((2, b"/catalog?apikey=other", 401), (3, b"/catalog?apikey=other&x=\xe9", 400)):
+        host.headers_of[ctx] = [(b":authority", b"api.test"), (b":path", path), (b":method", b"GET"),
+                                (b":scheme", b"http"), (b"apikey", b"test")]
+        host.enter(kong_host.ROOT_CONTEXT)
+        host.exports["proxy_on_context_create"](host.store, ctx, kong_host.ROOT_CONTEXT)
+        host.enter(ctx)
+        action = host.exports["proxy_on_request_headers"](host.store, ctx, 1, 1)
+        check(action == PAUSE and host.local.get(ctx) == status,
+              f"a key in the header and another in the query {path!r} is refused {status} "
+              f"(action {action}, local {host.local.get(ctx)})", failures)
+
+
 class ForeignTrapKongHost(kong_host.KongHost):
     """ngx_wasm_module 0.6.0 (Kong 3.10): `proxy_call_foreign_function` knows only
     `resolve_lua` and traps on any other name ("unknown foreign function")."""
@@ -207,6 +225,7 @@ def main(wasm_path):
     silent_dispatch_failure(wasm_path, failures)
     configures_on_kong_3_10(wasm_path, failures)
     query_key_hidden(wasm_path, failures)
+    path_not_utf8(wasm_path, failures)
     truncated_spoof(wasm_path, failures)
     dispatch_refused(wasm_path, failures)
     dispatch_status(wasm_path, failures)
