@@ -1425,9 +1425,6 @@ impl Engine {
                 Some(job.credential_hash()),
             )
         };
-        if !claims::has_scopes(verified, &strategy.scopes_claim, &strategy.scopes_required) {
-            return fail(Denial::InsufficientScope);
-        }
         // Client credentials name their application themselves (Kong reads the Basic
         // client_id): whatever client the IdP's token names, the request goes upstream as
         // the client that presented the secret.
@@ -1442,6 +1439,12 @@ impl Engine {
             Ok(app) => app,
             Err(d) => return fail(d),
         };
+        // After the application, as konnect-application-auth runs the openid-connect check
+        // only for a credential that names an approved application (a 401 or "You cannot
+        // consume this service" before any 403 insufficient_scope).
+        if !claims::has_scopes(verified, &strategy.scopes_claim, &strategy.scopes_required) {
+            return fail(Denial::InsufficientScope);
+        }
         let adds_more = !strategy.upstream_headers.is_empty()
             || forward_token.is_some()
             || policy.hide_credentials

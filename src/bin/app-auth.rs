@@ -345,9 +345,9 @@ mod cli {
                 "audience",
                 "signing key",
                 "signature",
-                "required scopes",
                 "credential claim",
                 "application approved for the API",
+                "required scopes",
             ],
             Method::Introspection => &[
                 "header count",
@@ -358,11 +358,11 @@ mod cli {
                 "expiry and validity times",
                 "issuer",
                 "audience",
-                "required scopes",
                 "credential claim",
                 "application for the credential",
                 "application's strategy",
                 "application approved for the API",
+                "required scopes",
             ],
             Method::Bearer | Method::None => &[
                 "header count",
@@ -375,11 +375,11 @@ mod cli {
                 "audience",
                 "signing key",
                 "signature",
-                "required scopes",
                 "credential claim",
                 "application for the credential",
                 "application's strategy",
                 "application approved for the API",
+                "required scopes",
             ],
         };
         let failed = match outcome {

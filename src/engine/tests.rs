@@ -507,6 +507,83 @@ fn every_denial_of_the_bearer_flow() {
     );
 }
 
+/// Kong's openid-connect forwards whatever a claim holds (`headers.get`: a string as it is,
+/// anything else rendered) and never refuses a token for the shape of a claim it only
+/// forwards: here an empty claim leaves the header unset, and never turns a valid token into
+/// a 401. A value that could split the header is still refused.
+#[test]
+fn a_forwarded_claim_that_is_empty_is_not_a_reason_to_refuse_the_token() {
+    let mut config = config_value();
+    let oidc = &mut config["policies"]["orders-v1"]["strategies"][0]["configs"]["openid-connect"];
+    oidc["upstream_headers_claims"] = json!(["sub", "groups"]);
+    oidc["upstream_headers_names"] = json!(["X-Subject", "X-Groups"]);
+    let mut e = engine_with(config);
+    let first = bearer(&mut e, 1, &rs_token(&claims()), T0);
+    assert_eq!(serve_keys(&mut e, &callout(&first), &jwks(), T0).len(), 1);
+
+    for groups in [json!([]), json!("")] {
+        let token = rs_token(&claims_with(json!({ "groups": groups })));
+        let a = allowed(&bearer(&mut e, 2, &token, T0));
+        assert_eq!(header(&a, "x-application-id"), Some("app-1"), "{groups}");
+        assert_eq!(header(&a, "x-groups"), None, "{groups}: nothing to forward");
+        assert!(
+            a.removes("x-groups"),
+            "{groups}: the client's copy still goes"
+        );
+    }
+    let token = rs_token(&claims_with(json!({ "groups": ["a", "b"] })));
+    assert_eq!(
+        header(&allowed(&bearer(&mut e, 3, &token, T0)), "x-groups"),
+        Some("a,b")
+    );
+    for split in [
+        json!("a\r\nx-application-id: app-2"),
+        json!(["a", "b\nc"]),
+        json!("\u{0}"),
+    ] {
+        let token = rs_token(&claims_with(json!({ "groups": split })));
+        assert_eq!(
+            denied(&bearer(&mut e, 4, &token, T0)),
+            Denial::InvalidToken(TokenError::BadForwardedClaim),
+            "{split}"
+        );
+    }
+}
+
+/// konnect-application-auth finds the application before the openid-connect check runs
+/// (REFERENCE §2): a token naming no application is a 401 `Unauthorized` whatever its scopes,
+/// and one of an application not approved for the API is "You cannot consume this service".
+#[test]
+fn the_application_is_found_before_the_scopes_are_checked() {
+    let mut e = warm();
+    let t = |c: Value| rs_token(&claims_with(c));
+    let cases = [
+        (
+            json!({"client_id": "nobody", "scope": "other"}),
+            Denial::UnknownApplication,
+        ),
+        (
+            json!({"client_id": "client-2", "scope": "other"}),
+            Denial::NotApproved,
+        ),
+        (
+            json!({"client_id": "client-3", "scope": "other"}),
+            Denial::WrongStrategy,
+        ),
+        (
+            json!({"client_id": "client-1", "scope": "other"}),
+            Denial::InsufficientScope,
+        ),
+    ];
+    for (claims, want) in cases {
+        assert_eq!(
+            denied(&bearer(&mut e, 1, &t(claims.clone()), T0)),
+            want,
+            "{claims}"
+        );
+    }
+}
+
 #[test]
 fn expired_tokens_are_refused_before_any_fetch() {
     let mut e = engine();

@@ -199,7 +199,7 @@ impl VerifiedClaims {
     }
 
     /// A claim rendered as an upstream header value: strings as they are, numbers and
-    /// booleans as JSON, arrays of those joined with commas. `Ok(None)` when absent.
+    /// booleans as JSON, arrays of those joined with commas. `Ok(None)` when absent or empty.
     pub fn header_value(&self, path: &[String]) -> Result<Option<String>, TokenError> {
         let scalar = |v: &Value| -> Result<String, TokenError> {
             match v {
@@ -218,6 +218,12 @@ impl VerifiedClaims {
                 .join(","),
             Some(v) => scalar(v)?,
         };
+        // Nothing to forward (`""`, `[]`): the header stays unset (the client's copy is still
+        // removed). Kong never refuses a token over a claim it only forwards, and an optional
+        // claim's empty value is no reason to refuse a valid token.
+        if text.is_empty() {
+            return Ok(None);
+        }
         if !is_header_safe(&text) {
             return Err(TokenError::BadForwardedClaim);
         }
