@@ -220,9 +220,60 @@ def silent_dispatch_failure(wasm_path, failures):
           f"(action {action}, local {host.local.get(ctx)})", failures)
 
 
+def silent_dispatch_failure_after_reconfigure(wasm_path, failures):
+    """As silent_dispatch_failure, for a request that waited while the configuration was
+    replaced (its engine, and the engine's record of it waiting, gone): its callout times out
+    unreported, the request goes on to the upstream, and the upstream's response headers
+    come to the filter."""
+    host = configured(wasm_path, CONFIG)
+    ctx = 2
+    check(host.start(ctx, "client-1") == PAUSE, "request waits for its callout", failures)
+    host.enter(kong_host.ROOT_CONTEXT)
+    check(host.exports["proxy_on_configure"](host.store, kong_host.ROOT_CONTEXT, len(CONFIG)) == 1,
+          "a new configuration is taken while it waits", failures)
+    host.calls_of[ctx].pop(0)  # timed out: no on_http_call_response
+    host.enter(ctx)
+    action = host.exports["proxy_on_response_headers"](host.store, ctx, 3, 0)
+    check(host.local.get(ctx) == 503 and action == PAUSE,
+          f"the upstream's response to a request forwarded undecided across a reconfiguration is "
+          f"replaced by a 503 (action {action}, local {host.local.get(ctx)})", failures)
+
+
+class TickOnceKongHost(kong_host.KongHost):
+    """ngx_wasm_module's `proxy_set_tick_period_milliseconds` traps when the root already has
+    a tick period ("tick_period already set": its on_tick 'double_tick' test must die; later
+    releases answer an error status, which proxy-wasm 0.2's `set_tick_period` turns into a
+    panic, a trap too)."""
+
+    def __init__(self, wasm_path):
+        super().__init__(wasm_path)
+        self.tick_period = None
+
+    def proxy_set_tick_period_milliseconds(self, period):
+        if self.tick_period:
+            raise RuntimeError("host trap: tick_period already set")
+        self.tick_period = period
+
+
+def reconfigured_root_keeps_its_tick(wasm_path, failures):
+    """A configuration replaced on the same root context (what tests/kong_host.py's request
+    5 goes through) sets no second tick period."""
+    host = configured(wasm_path, CONFIG, TickOnceKongHost)
+    check(host is not None and host.tick_period, "the first configuration sets the tick", failures)
+    host.enter(kong_host.ROOT_CONTEXT)
+    try:
+        ok = host.exports["proxy_on_configure"](host.store, kong_host.ROOT_CONTEXT, len(CONFIG))
+        error = None
+    except Exception as e:  # a trap
+        ok, error = 0, str(e).splitlines()[0]
+    check(ok == 1, f"a second configuration on the same root is taken ({error})", failures)
+
+
 def main(wasm_path):
     failures = []
+    reconfigured_root_keeps_its_tick(wasm_path, failures)
     silent_dispatch_failure(wasm_path, failures)
+    silent_dispatch_failure_after_reconfigure(wasm_path, failures)
     configures_on_kong_3_10(wasm_path, failures)
     query_key_hidden(wasm_path, failures)
     path_not_utf8(wasm_path, failures)

@@ -121,6 +121,9 @@ impl Drop for Filter {
     fn drop(&mut self) {
         if let Ok(mut s) = self.shared.try_borrow_mut() {
             let s = &mut *s;
+            if !s.orphans.is_empty() {
+                s.orphans.remove(&self.id);
+            }
             let Some(engine) = s.engine.as_mut() else {
                 return;
             };
@@ -155,10 +158,10 @@ impl HttpContext for Filter {
     /// upstream has seen the request by now; its answer at least does not reach the client.
     /// (Envoy never resumes a paused request on its own; its build drops this callback.)
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let undecided = self
-            .shared
-            .try_borrow()
-            .is_ok_and(|s| s.engine.as_ref().is_some_and(|e| e.is_waiting(self.id)));
+        // Waiting in this configuration's engine, or in one since replaced.
+        let undecided = self.shared.try_borrow().is_ok_and(|s| {
+            s.engine.as_ref().is_some_and(|e| e.is_waiting(self.id)) || s.orphans.contains(&self.id)
+        });
         if !undecided {
             return Action::Continue;
         }

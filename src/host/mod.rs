@@ -16,7 +16,7 @@ use crate::shared::SharedStore;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, LogLevel, MapType, MetricType, Status};
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -41,6 +41,12 @@ pub(crate) struct Shared {
     /// Whether the host resumes only the request whose own callout answered (Kong): `None`
     /// until probed.
     pub own_callouts: Option<bool>,
+    /// Requests that waited under a configuration since replaced, where only their own
+    /// callout's answer can settle them (Kong): undecided until it comes or they end.
+    pub orphans: HashSet<u32>,
+    /// Whether the tick period is set: once per root context (ngx_wasm_module traps on a
+    /// second `set_tick_period`, "tick_period already set").
+    pub ticking: bool,
 }
 
 /// Whether the host can act on another request than the one whose callback runs. Envoy's
@@ -284,6 +290,11 @@ pub(crate) fn on_callout_response(
                 Method::None,
                 unavailable("its callout's answer was lost"),
             ));
+        }
+        if let Ok(mut s) = shared.try_borrow_mut() {
+            if !s.orphans.is_empty() && settled.iter().any(|(id, _, _)| *id == owner) {
+                s.orphans.remove(&owner);
+            }
         }
     }
     settle(shared, settled);

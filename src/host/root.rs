@@ -123,8 +123,11 @@ impl RootContext for Root {
             old.map(|e| e.waiting_contexts()).unwrap_or_default()
         };
         // Requests that waited on the old configuration's fetches: fail closed (where the
-        // host resumes a request only from its own callouts, when their answers come).
-        if self.shared.borrow().own_callouts != Some(true) {
+        // host resumes a request only from its own callouts, when their answers come; until
+        // then they are still undecided, which the response backstop must know).
+        if self.shared.borrow().own_callouts == Some(true) {
+            self.shared.borrow_mut().orphans.extend(orphans);
+        } else {
             let settled = orphans
                 .into_iter()
                 .map(|id| {
@@ -134,8 +137,13 @@ impl RootContext for Root {
                 .collect();
             settle(&self.shared, settled);
         }
-        if let Err(status) = hostcalls::set_tick_period(TICK) {
-            log::warn!("app-auth-filter: no tick ({status:?}); keys are fetched on first use only");
+        if !self.shared.borrow().ticking {
+            match hostcalls::set_tick_period(TICK) {
+                Ok(()) => self.shared.borrow_mut().ticking = true,
+                Err(status) => log::warn!(
+                    "app-auth-filter: no tick ({status:?}); keys are fetched on first use only"
+                ),
+            }
         }
         if own {
             log::info!("app-auth-filter: this host resumes a request only from its own callouts; a waiting request sends its own");
