@@ -9,6 +9,19 @@ use std::rc::Rc;
 pub const MAX_STALE_MS: u64 = 3_600_000;
 /// Backoff after a failed fetch: doubles from the first value up to the second.
 const BACKOFF_MS: (u64, u64) = (1_000, 10_000);
+/// The longest backoff: a retry time further ahead than this was set before the clock
+/// (wall-clock time, as hosts give it) was stepped back, and is over.
+pub const MAX_BACKOFF_MS: u64 = BACKOFF_MS.1;
+/// How far ahead of the clock a time may be and still be taken as it is: another VM may
+/// stamp what it did a moment after this one read the clock. Further ahead, the clock was
+/// stepped back since.
+pub const CLOCK_SLACK_MS: u64 = 5_000;
+
+/// Whether `t`, set earlier, is ahead of the clock now by more than the slack: the clock
+/// was stepped back since it was set.
+pub fn set_before_a_step_back(t: u64, now_ms: u64) -> bool {
+    now_ms.saturating_add(CLOCK_SLACK_MS) < t
+}
 
 /// Which document a fetch is getting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -43,6 +56,10 @@ pub struct IssuerKeys {
     /// (the granted lifetime, not cache_ttl: an IdP's short max-age must not make every
     /// tick look due).
     refresh_at_ms: u64,
+    /// When these keys were fetched (by this VM or the one that published them). A time
+    /// ahead of the clock means the clock was stepped back since: their lifetime, counted
+    /// from then, would stretch by the step, so they are due for a refresh.
+    fetched_ms: u64,
 }
 
 impl IssuerKeys {
@@ -73,6 +90,7 @@ impl IssuerKeys {
         self.discovery = Some((discovery, expires_ms));
         self.replace_keys(keys, expires_ms);
         self.refresh_at_ms = refresh_at(fetched_ms, expires_ms);
+        self.fetched_ms = fetched_ms;
         self.failures = 0;
         self.last_error = None;
         self.shared_version = version;
@@ -98,7 +116,9 @@ impl IssuerKeys {
 
     /// Whether keys are missing, expired, or within the last tenth of their lifetime.
     pub fn wants_refresh(&self, now_ms: u64) -> bool {
-        self.keys.is_none() || now_ms >= self.refresh_at_ms
+        self.keys.is_none()
+            || now_ms >= self.refresh_at_ms
+            || set_before_a_step_back(self.fetched_ms, now_ms)
     }
 
     pub fn in_flight(&self, now_ms: u64) -> bool {
@@ -106,13 +126,16 @@ impl IssuerKeys {
     }
 
     pub fn in_backoff(&self, now_ms: u64) -> bool {
-        self.failures > 0 && now_ms < self.retry_at_ms
+        self.failures > 0
+            && now_ms < self.retry_at_ms
+            && !set_before_a_step_back(self.retry_at_ms, now_ms.saturating_add(MAX_BACKOFF_MS))
     }
 
     /// Whether an unknown `kid` may trigger a fetch now (once per cooldown).
     pub fn may_force(&self, now_ms: u64, cooldown_ms: u64) -> bool {
-        self.last_forced_ms
-            .is_none_or(|t| now_ms >= t.saturating_add(cooldown_ms))
+        self.last_forced_ms.is_none_or(|t| {
+            now_ms >= t.saturating_add(cooldown_ms) || set_before_a_step_back(t, now_ms)
+        })
     }
 
     /// Starts a fetch if none is under way and the backoff allows; returns what to fetch.
@@ -153,6 +176,7 @@ impl IssuerKeys {
     pub fn keys_fetched(&mut self, keys: KeySet, now_ms: u64, ttl_ms: u64) {
         self.replace_keys(keys, now_ms.saturating_add(ttl_ms));
         self.refresh_at_ms = refresh_at(now_ms, now_ms.saturating_add(ttl_ms));
+        self.fetched_ms = now_ms;
         if let Some((_, expires_ms)) = &mut self.discovery {
             *expires_ms = now_ms.saturating_add(ttl_ms);
         }

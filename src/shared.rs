@@ -5,6 +5,7 @@
 //! Per issuer there are exactly three keys, whatever the traffic (Envoy cannot delete
 //! shared data): `…/lease`, `…/version` and `…/keys`.
 
+use crate::cache::set_before_a_step_back;
 use crate::json;
 use crate::oidc::{Discovery, Url};
 use serde_json::{json, Value};
@@ -139,11 +140,19 @@ impl Lease {
             if lease.held_until_ms > now_ms {
                 return Err(Refusal::Held);
             }
-            if lease.retry_at_ms > now_ms {
+            // A retry time further ahead than the longest backoff, or a forced fetch ahead
+            // of the clock, were set before the clock was stepped back: they are over.
+            if lease.retry_at_ms > now_ms
+                && !set_before_a_step_back(
+                    lease.retry_at_ms,
+                    now_ms.saturating_add(crate::cache::MAX_BACKOFF_MS),
+                )
+            {
                 return Err(Refusal::Backoff);
             }
             if forced
                 && lease.last_forced_ms > 0
+                && !set_before_a_step_back(lease.last_forced_ms, now_ms)
                 && now_ms < lease.last_forced_ms.saturating_add(cooldown_ms)
             {
                 return Err(Refusal::Cooldown);

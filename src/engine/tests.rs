@@ -2838,3 +2838,74 @@ mod which_idp_sees_a_token {
         );
     }
 }
+
+mod clock_steps {
+    //! The host's clock is wall-clock time (Envoy's `proxy_get_current_time_nanoseconds`):
+    //! NTP may step it back. What was timed by the clock before the step must not stretch
+    //! by the step's size.
+    use super::*;
+
+    const HOUR: u64 = 3_600_000;
+
+    /// A failed fetch backs off at most 10 s: a clock stepped back an hour right after it
+    /// must not keep every VM from fetching (and answering 503) for that hour.
+    #[test]
+    fn a_clock_stepped_back_does_not_stretch_the_backoff() {
+        let mut e = engine();
+        let before_step = T0 + HOUR;
+        let c = e.on_tick(before_step).callouts.remove(0);
+        e.on_callout_response(
+            c.id,
+            CalloutResponse {
+                status: Some(503),
+                ..CalloutResponse::default()
+            },
+            before_step,
+        );
+        // The clock is stepped back an hour; 10 s later (the longest backoff) a request
+        // comes.
+        let step = bearer(&mut e, 1, &rs_token(&claims()), T0 + 10_000);
+        assert!(
+            matches!(step, Step::Wait(Some(_))),
+            "refused without a fetch, an hour after the IdP failed once: {step:?}"
+        );
+    }
+
+    /// Keys are trusted for cache_ttl (300 s here), then refreshed: a key the IdP dropped
+    /// stops verifying by then. A clock stepped back an hour after a fetch must not keep
+    /// them an hour longer.
+    #[test]
+    fn a_clock_stepped_back_does_not_stretch_the_keys_lifetime() {
+        let mut e = engine();
+        let before_step = T0 + HOUR;
+        let c = e.on_tick(before_step).callouts.remove(0);
+        serve_keys(&mut e, &c, &jwks(), before_step);
+        // Stepped back an hour; cache_ttl (300 s) later the keys are due.
+        let p = e.on_tick(T0 + 300_000);
+        assert_eq!(
+            p.callouts.len(),
+            1,
+            "keys fetched 300 s ago (cache_ttl 300 s) not refreshed"
+        );
+    }
+
+    /// An unknown `kid` fetches once per rediscovery_lifetime (30 s): a clock stepped back an
+    /// hour must not refuse a rotated key for an hour.
+    #[test]
+    fn a_clock_stepped_back_does_not_stretch_the_unknown_kid_cooldown() {
+        let mut e = engine();
+        let before_step = T0 + HOUR;
+        let c = e.on_tick(before_step).callouts.remove(0);
+        serve_keys(&mut e, &c, &jwks(), before_step);
+        let unknown = unknown_kid_token(&claims_with(json!({"exp": NOW + 7_200})));
+        let c = callout(&bearer(&mut e, 1, &unknown, before_step + 1));
+        e.on_callout_response(c.id, ok(&jwks()), before_step + 1);
+        // Stepped back an hour; 31 s later another new kid.
+        let unknown = hs_with_header(r#"{"alg":"HS256","kid":"nope"}"#);
+        let step = bearer(&mut e, 2, &unknown, T0 + 31_000);
+        assert!(
+            matches!(step, Step::Wait(Some(_))),
+            "a new kid refused without a fetch, 31 s after the last forced fetch: {step:?}"
+        );
+    }
+}
