@@ -411,10 +411,17 @@ pub fn extract_api_key(
     max_token_bytes: usize,
 ) -> Result<Option<(String, String)>, Malformed> {
     let mut found: Option<(String, String)> = None;
-    for name in key_names {
+    for (i, name) in key_names.iter().enumerate() {
+        // Names that differ only in case name one header: it is read under the first of
+        // them (query parameters, by contrast, are case-sensitive).
+        let header_read = key_names
+            .get(..i)
+            .unwrap_or_default()
+            .iter()
+            .any(|earlier| earlier.eq_ignore_ascii_case(name));
         let from_headers = headers
             .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+            .filter(|(n, _)| !header_read && n.eq_ignore_ascii_case(name.as_bytes()))
             .map(|(_, v)| {
                 if v.len() > max_token_bytes {
                     return Err(Malformed::TooLarge);

@@ -454,27 +454,32 @@ impl Engine {
         };
         let limits = &config.limits;
 
-        // Kong's order: key-auth first, then OpenID Connect by method.
-        for strategy in &policy.strategies {
-            if let Strategy::KeyAuth(ka) = strategy {
-                let ka: &KeyAuthStrategy = ka;
-                match credential::extract_api_key(
-                    req.headers,
-                    req.path,
-                    &ka.key_names,
-                    limits.max_token_bytes,
-                ) {
-                    Ok(None) => {}
-                    Ok(Some((name, key))) => {
+        // Kong's order: key-auth first, then OpenID Connect by method. One key under the
+        // names of all the policy's key_auth strategies (two are a duplicate, whichever
+        // strategies read them); the first strategy that reads its name takes it.
+        if !policy.key_names.is_empty() {
+            match credential::extract_api_key(
+                req.headers,
+                req.path,
+                &policy.key_names,
+                limits.max_token_bytes,
+            ) {
+                Ok(None) => {}
+                Ok(Some((name, key))) => {
+                    let first = policy.strategies.iter().find_map(|s| match s {
+                        Strategy::KeyAuth(ka) if ka.key_names.contains(&name) => Some(ka),
+                        _ => None,
+                    });
+                    if let Some(first) = first {
                         let hash = sha256_hex(key.as_bytes());
-                        let ka = self.key_auth_strategy(policy, ka, (&name, &key), &hash, req);
+                        let ka = self.key_auth_strategy(policy, first, (&name, &key), &hash, req);
                         return done(
                             Method::KeyAuth,
                             self.key_auth(policy, ka, &name, &hash, req),
                         );
                     }
-                    Err(m) => return done(Method::KeyAuth, malformed(m, realm, Some(&ka.id))),
                 }
+                Err(m) => return done(Method::KeyAuth, malformed(m, realm, None)),
             }
         }
         if !policy

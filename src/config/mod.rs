@@ -74,6 +74,9 @@ pub struct Policy {
     pub scope: Option<String>,
     pub strategies: Vec<Strategy>,
     pub hide_credentials: bool,
+    /// Every key name of the policy's key_auth strategies, in their order, each once: a
+    /// request carries one API key under all of them together, or it is a duplicate.
+    pub key_names: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -522,11 +525,22 @@ impl Builder {
             }
         }
         f.deny_unknown(p);
+        let mut key_names: Vec<String> = Vec::new();
+        for s in &strategies {
+            if let Strategy::KeyAuth(ka) = s {
+                for n in &ka.key_names {
+                    if !key_names.contains(n) {
+                        key_names.push(n.clone());
+                    }
+                }
+            }
+        }
         Some(Policy {
             name: name.to_owned(),
             scope,
             strategies,
             hide_credentials,
+            key_names,
         })
     }
 

@@ -713,6 +713,82 @@ fn two_key_auth_strategies_reading_one_key_name_each_serve_their_own_application
     }
 }
 
+/// Two key_auth strategies reading different key names: a request with a key under each is
+/// a duplicate, as two keys under one strategy's names are. Taken by the first strategy's key,
+/// the second key went upstream unchecked (and, with hide_credentials, unstripped).
+#[test]
+fn keys_under_two_strategies_names_are_a_duplicate() {
+    let mut c = config_value();
+    c["policies"]["orders-v1"]["hide_credentials"] = json!(true);
+    c["policies"]["orders-v1"]["strategies"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"id": "s-key-b", "strategy_type": "key_auth", "configs": {"key-auth": {"key_names": ["x-key-b"]}}}));
+    c["applications"].as_array_mut().unwrap().push(
+        json!({"id": "app-key-b", "client_id": sha256_hex(b"key-b"), "auth_strategy_id": "s-key-b", "scopes": ["orders-v1"]}),
+    );
+    let mut e = engine_with(c);
+    for (path, headers) in [
+        (
+            "/orders",
+            &[("apikey", "secret-key-1"), ("x-key-b", "key-b")][..],
+        ),
+        ("/orders?x-key-b=key-b", &[("apikey", "secret-key-1")][..]),
+        ("/orders?x-key-b=other", &[("apikey", "secret-key-1")][..]),
+        (
+            "/orders",
+            &[("apikey", "secret-key-1"), ("x-key-b", "secret-key-1")][..],
+        ),
+    ] {
+        assert_eq!(
+            denied(&request_on(&mut e, 1, ROUTE, path, headers, T0)),
+            Denial::DuplicateApiKey,
+            "{path} {headers:?}"
+        );
+    }
+    // One key under either strategy's name: its own application.
+    for (name, key, app) in [
+        ("apikey", "secret-key-1", "app-key"),
+        ("x-key-b", "key-b", "app-key-b"),
+    ] {
+        let a = allowed(&request_on(&mut e, 1, ROUTE, "/orders", &[(name, key)], T0));
+        assert_eq!(header(&a, "x-application-id"), Some(app));
+        assert!(a.removes(name), "{a:?}");
+    }
+}
+
+/// Key names that differ only in case name one header (header names are case-insensitive):
+/// a single header is one key, not a duplicate; in the query string they are two parameters.
+#[test]
+fn key_names_that_differ_in_case_read_one_header_once() {
+    let mut c = config_value();
+    c["policies"]["orders-v1"]["strategies"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"id": "s-key-b", "strategy_type": "key_auth", "configs": {"key-auth": {"key_names": ["ApiKey"]}}}));
+    let mut e = engine_with(c);
+    let a = allowed(&request_on(
+        &mut e,
+        1,
+        ROUTE,
+        "/orders",
+        &[("apikey", "secret-key-1")],
+        T0,
+    ));
+    assert_eq!(header(&a, "x-application-id"), Some("app-key"));
+    assert_eq!(
+        denied(&request_on(
+            &mut e,
+            2,
+            ROUTE,
+            "/orders?apikey=secret-key-1&ApiKey=secret-key-1",
+            &[],
+            T0
+        )),
+        Denial::DuplicateApiKey
+    );
+}
+
 #[test]
 fn key_auth_maps_the_key_hash_to_an_application() {
     let mut e = engine();
