@@ -742,6 +742,7 @@ impl Builder {
                 "must have one entry for each entry of upstream_headers_claims",
             );
         }
+        let mut header_names_seen: Vec<(usize, String)> = Vec::new();
         let upstream_headers = claim_headers
             .into_iter()
             .zip(header_names)
@@ -756,6 +757,20 @@ impl Builder {
                     p.error(&at(), why);
                     return None;
                 }
+                // One header, one claim: names that differ only in case, or in `_` for `-`
+                // (one header to many upstreams), would send two values.
+                let same = |n: &str| {
+                    n.replace('_', "-")
+                        .eq_ignore_ascii_case(&name.replace('_', "-"))
+                };
+                if let Some((j, _)) = header_names_seen.iter().find(|(_, n)| same(n)) {
+                    p.error(
+                        &at(),
+                        format!("names the same header as upstream_headers_names[{j}]"),
+                    );
+                    return None;
+                }
+                header_names_seen.push((i, name.clone()));
                 Some((vec![claim], name.to_ascii_lowercase()))
             })
             .collect();

@@ -1207,6 +1207,22 @@ fn upstream_header_names_must_be_header_names() {
     );
 }
 
+/// One header, one claim: two entries naming one header (by case, or `_` for `-`, as many
+/// upstreams read it) would send two values under it.
+#[test]
+fn two_claims_cannot_be_forwarded_under_one_header() {
+    assert_eq!(
+        errors(&single_oidc(oidc_config_with(json!({
+            "upstream_headers_claims": ["sub", "email", "groups", "roles"],
+            "upstream_headers_names": ["x-subject", "x-email", "X-Subject", "x_email"],
+        })))),
+        vec![
+            format!("{OIDC}.upstream_headers_names[2]: names the same header as upstream_headers_names[0]"),
+            format!("{OIDC}.upstream_headers_names[3]: names the same header as upstream_headers_names[1]"),
+        ]
+    );
+}
+
 #[test]
 fn a_claim_cannot_be_forwarded_as_identity_credentials_or_framing() {
     let names = [
