@@ -238,9 +238,17 @@ pub fn parse_token_response(
     match status {
         200 => {}
         400 | 401 | 403 => {
+            // The IdP's `error` goes to the log: only an RFC 6749 error code (printable
+            // ASCII without `"` and a backslash, bounded), never whatever text an IdP sends.
             let error = doc
                 .ok()
                 .and_then(|d| d.get("error").and_then(Value::as_str).map(str::to_owned))
+                .filter(|e| {
+                    !e.is_empty()
+                        && e.len() <= 64
+                        && e.bytes()
+                            .all(|b| matches!(b, 0x20..=0x21 | 0x23..=0x5b | 0x5d..=0x7e))
+                })
                 .unwrap_or_else(|| format!("HTTP {status}"));
             return Ok(TokenAnswer::Refused(error));
         }
@@ -415,6 +423,21 @@ mod tests {
             parse_token_response(400, b"<html>", 8, 100).unwrap(),
             TokenAnswer::Refused("HTTP 400".into())
         );
+        // What goes to the log is an error code, not any text the IdP chose.
+        let long = format!(r#"{{"error":"{}"}}"#, "a".repeat(65));
+        for body in [
+            &br#"{"error":"bad\nclient 200 allowed"}"#[..],
+            br#"{"error":"say \"hi\""}"#,
+            br#"{"error":""}"#,
+            long.as_bytes(),
+        ] {
+            assert_eq!(
+                parse_token_response(401, body, 8, 100).unwrap(),
+                TokenAnswer::Refused("HTTP 401".into()),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
         for (status, body) in [
             (500, &ok[..]),
             (200, &b"<html>"[..]),
