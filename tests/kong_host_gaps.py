@@ -10,7 +10,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import kong_host  # noqa: E402
 from kong_host import CONFIG, PAUSE, CONTINUE, check, identity, configured  # noqa: E402
-from wasm_work import OK, REQUEST_HEADERS, serialize  # noqa: E402
+from wasm_work import BAD_ARGUMENT, OK, REQUEST_HEADERS, serialize  # noqa: E402
 
 # ngx_wasm_module: src/http/ngx_http_wasm.h NGX_HTTP_WASM_MAX_REQ_HEADERS, applied by
 # ngx_proxy_wasm_pairs_marshal to every marshalled map (pseudo-headers first, then the
@@ -179,6 +179,36 @@ def path_not_utf8(wasm_path, failures):
               f"(action {action}, local {host.local.get(ctx)})", failures)
 
 
+class HeadersGoneKongHost(kong_host.KongHost):
+    """A host that cannot hand over the request's headers once the request has waited (a
+    failed `proxy_get_header_map_pairs`)."""
+
+    def __init__(self, wasm_path):
+        super().__init__(wasm_path)
+        self.reads_fail = False
+
+    def proxy_get_header_map_pairs(self, kind, ptr_ptr, size_ptr):
+        if self.reads_fail and kind == REQUEST_HEADERS:
+            return BAD_ARGUMENT
+        return super().proxy_get_header_map_pairs(kind, ptr_ptr, size_ptr)
+
+
+def headers_unreadable_after_wait(wasm_path, failures):
+    """A request allowed after waiting is rewritten from its header list, read again (a
+    client's `x_application_id` must be found to be removed): without it, a 500, never a
+    request forwarded with what it may carry."""
+    host = configured(wasm_path, CONFIG, HeadersGoneKongHost)
+    ctx = 2
+    check(host.start(ctx, "client-1") == PAUSE, "request waits for its keys", failures)
+    host.reads_fail = True
+    for _ in range(5):
+        if host.answer(ctx) is None:
+            break
+    check(host.local.get(ctx) == 500 and not host.resumed.get(ctx),
+          f"allowed after waiting, with its headers unreadable: 500 (local {host.local.get(ctx)}, "
+          f"resumed {host.resumed.get(ctx)})", failures)
+
+
 class ForeignTrapKongHost(kong_host.KongHost):
     """ngx_wasm_module 0.6.0 (Kong 3.10): `proxy_call_foreign_function` knows only
     `resolve_lua` and traps on any other name ("unknown foreign function")."""
@@ -277,6 +307,7 @@ def main(wasm_path):
     configures_on_kong_3_10(wasm_path, failures)
     query_key_hidden(wasm_path, failures)
     path_not_utf8(wasm_path, failures)
+    headers_unreadable_after_wait(wasm_path, failures)
     truncated_spoof(wasm_path, failures)
     dispatch_refused(wasm_path, failures)
     dispatch_status(wasm_path, failures)

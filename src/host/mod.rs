@@ -438,6 +438,9 @@ pub(crate) fn apply(
                 None => {
                     read_map = raw::header_map(MapType::HttpRequestHeaders).ok();
                     read_list = read_map.as_deref().and_then(crate::header_map::parse);
+                    // Without the list, a client's `_` spelling of an identity header could
+                    // not be found and removed: fail closed below.
+                    ok = read_list.is_some();
                     read_list.as_deref()
                 }
             };
