@@ -12,9 +12,13 @@ use std::process::Command;
 /// Runs a Python host scenario script on the Kong build; it prints "0 failed" when every
 /// check holds.
 fn run_scenarios(script: &str) {
+    run_scenarios_on(script, &support::full_wasm_path());
+}
+
+fn run_scenarios_on(script: &str, module: &std::path::Path) {
     let out = Command::new(support::venv_python())
         .arg(support::root().join(script))
-        .arg(support::full_wasm_path())
+        .arg(module)
         .output()
         .unwrap_or_else(|e| panic!("python runs {script}: {e}"));
     let text = format!(
@@ -37,4 +41,12 @@ fn requests_waiting_under_kongs_semantics_are_each_resumed_with_their_own_decisi
 #[test]
 fn what_ngx_wasm_module_does_differently_is_survived() {
     run_scenarios("tests/kong_host_gaps.py");
+}
+
+/// tests/envoy_host.py: the Envoy build under Envoy's callout semantics (a request's callouts
+/// cancelled, unanswered, when it ends; tokens that come round again): requests whose clients
+/// hang up while they wait leave nothing behind in the VM.
+#[test]
+fn requests_that_end_while_waiting_leave_nothing_behind_on_envoy() {
+    run_scenarios_on("tests/envoy_host.py", &support::wasm_path());
 }

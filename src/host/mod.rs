@@ -32,6 +32,8 @@ pub fn start() {
 pub(crate) struct Shared {
     pub engine: Option<Engine>,
     pub generation: u64,
+    /// The root context's id: where callouts are sent from on Envoy (see [`dispatch_all`]).
+    pub root_id: u32,
     /// Callouts under way: host token -> (what they fetch, when they were sent, the request
     /// whose context sent them: `None` for the root's).
     pub callouts: HashMap<u32, (FetchId, u64, Option<u32>)>,
@@ -180,9 +182,21 @@ pub(crate) fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// Sends the engine's callouts from the current context (`owner`: a request's, `None`: the
+/// Sends the engine's callouts for the current context (`owner`: a request's, `None`: the
 /// root's) and remembers their tokens. A callout that cannot even be sent is answered at
 /// once as a failed one.
+///
+/// On Envoy every callout goes out from the root context (the effective context at the
+/// time of the call is the one Envoy gives it to). Envoy cancels a request context's
+/// callouts, unanswered, when the request ends; the SDK keeps the token of each callout it
+/// sent (proxy-wasm 0.2.5's dispatcher `callouts` map) until its answer comes, so every
+/// request that ended while it waited would leave an entry there for good (memory that
+/// grows with clients that hang up, and a "duplicate token_id" panic once Envoy's tokens
+/// come round again). Sent from the root, a callout is answered even when its request is
+/// gone: the SDK then drops the answer, and its entry. Its answer still comes in the
+/// callback of the request whose callback sent it (the SDK routes by its own map), which
+/// reads it from the root context ([`callout_settles`]). Kong resumes a request only from
+/// its own callouts' answers: there, a callout goes out from the request.
 pub(crate) fn dispatch_all(
     shared: &SharedRef,
     mut progress: Progress,
@@ -193,6 +207,15 @@ pub(crate) fn dispatch_all(
         log::info!("{line}");
     }
     let mut queue: Vec<_> = progress.callouts.drain(..).collect();
+    let from_root = match shared.try_borrow() {
+        Ok(s) if s.own_callouts == Some(false) && !queue.is_empty() => Some(s.root_id),
+        _ => None,
+    };
+    if let Some(root) = from_root {
+        if let Err(status) = hostcalls::set_effective_context(root) {
+            log::warn!("could not send callouts from the root context: {status:?}");
+        }
+    }
     // Bounded: each failed dispatch can only settle waiters or start one fetch per issuer.
     let mut budget: u32 = 64;
     while let Some(callout) = queue.pop() {
@@ -247,6 +270,9 @@ pub(crate) fn dispatch_all(
                 }
             }
         }
+    }
+    if let (Some(_), Some(owner)) = (from_root, owner) {
+        let _ = hostcalls::set_effective_context(owner);
     }
     settled
 }
@@ -318,6 +344,15 @@ fn callout_settles(
         .as_ref()
         .map_or(0, |e| e.config().limits.max_response_bytes);
     let mut response = CalloutResponse::default();
+    // On Envoy the answer is the root context's, which sent the callout ([`dispatch_all`]),
+    // whichever callback the SDK hands it to.
+    let root = match shared.try_borrow() {
+        Ok(s) if s.own_callouts == Some(false) && owner.is_some() => Some(s.root_id),
+        _ => None,
+    };
+    if let Some(root) = root {
+        let _ = hostcalls::set_effective_context(root);
+    }
     // Read in place, as the request's headers; a map the host cannot give or that is
     // malformed is a response without headers (no `:status`: a failed callout).
     let map = raw::header_map(MapType::HttpCallResponseHeaders).unwrap_or_default();

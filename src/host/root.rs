@@ -20,9 +20,12 @@ pub struct Root {
 }
 
 impl Root {
-    pub fn new(_context_id: u32) -> Root {
+    pub fn new(context_id: u32) -> Root {
         Root {
-            shared: Rc::new(RefCell::new(Shared::default())),
+            shared: Rc::new(RefCell::new(Shared {
+                root_id: context_id,
+                ..Shared::default()
+            })),
         }
     }
 }
