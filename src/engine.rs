@@ -1116,6 +1116,11 @@ impl Engine {
             i.cache_ttl_s.max(MIN_KEYS_TTL_S).saturating_mul(1000)
         });
         let parsed = record.and_then(|r| {
+            // Held to every limit this configuration holds an IdP's answer to: a set larger
+            // than it reads from the IdP is not taken from another VM either.
+            if r.jwks.len() > limits.max_response_bytes {
+                return None;
+            }
             let keys = KeySet::parse(
                 r.jwks.as_bytes(),
                 limits.max_jwks_keys,

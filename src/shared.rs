@@ -69,11 +69,17 @@ impl Slots {
 /// A CAS token no stored value carries: `set` with it only creates a missing key.
 const CREATE_ONLY: u32 = u32::MAX;
 
+/// The longest a fetch holds the lease: two callouts (discovery, then keys) of the longest
+/// timeout, and a second (what the engine asks for, from the issuer's own timeout).
+const MAX_HOLD_MS: u64 = crate::config::MAX_TIMEOUT_MS * 2 + 1_000;
+
 /// Who may fetch an issuer's keys, and when.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Lease {
     /// A fetch is under way until then (a lost fetcher's lease simply runs out).
     pub held_until_ms: u64,
+    /// When the fetch under way took the lease.
+    pub held_from_ms: u64,
     /// After a failed fetch, nobody fetches again before then (shared backoff).
     pub retry_at_ms: u64,
     /// The last fetch caused by an unknown `kid` (shared cooldown).
@@ -94,8 +100,8 @@ pub enum Refusal {
 impl Lease {
     fn encode(&self) -> Vec<u8> {
         format!(
-            "{};{};{}",
-            self.held_until_ms, self.retry_at_ms, self.last_forced_ms
+            "{};{};{};{}",
+            self.held_until_ms, self.retry_at_ms, self.last_forced_ms, self.held_from_ms
         )
         .into_bytes()
     }
@@ -107,6 +113,7 @@ impl Lease {
             held_until_ms: parts.next().unwrap_or(0),
             retry_at_ms: parts.next().unwrap_or(0),
             last_forced_ms: parts.next().unwrap_or(0),
+            held_from_ms: parts.next().unwrap_or(0),
         }
     }
 
@@ -137,7 +144,13 @@ impl Lease {
                 continue;
             };
             let lease = Lease::decode(&value);
-            if lease.held_until_ms > now_ms {
+            // Taken ahead of the clock, or held further ahead than any fetch holds it: taken
+            // before the clock was stepped back (by a holder since gone, or it would have
+            // released it), or not by a fetch at all.
+            if lease.held_until_ms > now_ms
+                && !set_before_a_step_back(lease.held_from_ms, now_ms)
+                && !set_before_a_step_back(lease.held_until_ms, now_ms.saturating_add(MAX_HOLD_MS))
+            {
                 return Err(Refusal::Held);
             }
             // A retry time further ahead than the longest backoff, or a forced fetch ahead
@@ -159,6 +172,7 @@ impl Lease {
             }
             let next = Lease {
                 held_until_ms: now_ms.saturating_add(hold_ms),
+                held_from_ms: now_ms,
                 retry_at_ms: 0,
                 last_forced_ms: if forced { now_ms } else { lease.last_forced_ms },
             };
@@ -176,6 +190,7 @@ impl Lease {
         let last_forced_ms = Lease::read(store, key).last_forced_ms;
         let lease = Lease {
             held_until_ms: 0,
+            held_from_ms: 0,
             retry_at_ms,
             last_forced_ms,
         };
@@ -324,6 +339,16 @@ mod tests {
             Lease::acquire(&s, "l", 10, 1_000, false, 30_000),
             Err(Refusal::Held)
         );
+    }
+
+    /// Any Wasm module of the process under the same vm_id can write these keys: a lease
+    /// "held" further ahead than any fetch holds one (the longest timeout, twice, and a
+    /// second) was not written by a fetch under way, and keeps nobody from fetching.
+    #[test]
+    fn a_lease_held_further_ahead_than_any_fetch_holds_one_is_over() {
+        let s = MemoryStore::default();
+        s.set("l", format!("{};0;0", u64::MAX).as_bytes(), None);
+        assert_eq!(Lease::acquire(&s, "l", 1_000, 5_000, false, 30_000), Ok(()));
     }
 
     #[test]

@@ -50,6 +50,9 @@ impl Default for Limits {
     }
 }
 
+/// The longest `timeout` of a strategy, in ms.
+pub const MAX_TIMEOUT_MS: u64 = 600_000;
+
 /// The compiled configuration.
 #[derive(Debug)]
 pub struct Config {
@@ -644,7 +647,7 @@ impl Builder {
         let require_at_jwt = f.bool(p, "require_at_jwt").unwrap_or(false);
         let hide_credentials = f.bool(p, "hide_credentials").unwrap_or(false);
         let timeout_ms = f
-            .uint(p, "timeout", 1, 600_000)
+            .uint(p, "timeout", 1, MAX_TIMEOUT_MS)
             .unwrap_or(self.timeout_default);
         let cache_ttl_s = f.uint(p, "cache_ttl", 1, 86_400 * 7).unwrap_or(3600);
         let rediscovery_s = f.uint(p, "rediscovery_lifetime", 0, 86_400).unwrap_or(30);

@@ -2633,6 +2633,47 @@ mod remembered_from_the_idp {
         );
     }
 
+    /// A VM takes another VM's key set only where it would have taken the IdP's answer
+    /// itself: a configuration whose `limits.max_response_bytes` refuses a key set as
+    /// oversize does not adopt it from a configuration with a larger limit.
+    #[test]
+    fn a_key_set_too_large_for_the_adopters_limit_is_not_adopted() {
+        use crate::shared::MemoryStore;
+        let vm = |max_response_bytes: u64, store: &Rc<MemoryStore>| {
+            let mut c = config_value();
+            c["limits"] = json!({"max_response_bytes": max_response_bytes});
+            let (config, _) = Config::parse(c.to_string().as_bytes()).unwrap();
+            let store: Rc<dyn crate::shared::SharedStore> = store.clone();
+            Engine::with_host(Rc::new(config), 1, store, Rc::new(metrics::NoCounters))
+        };
+        // A reads up to 256 KiB; B refuses anything over 2 KiB.
+        let store = Rc::new(MemoryStore::default());
+        let (mut a, mut b) = (vm(256 * 1024, &store), vm(2048, &store));
+        let mut big = jwks_value();
+        big["padding"] = json!("x".repeat(4096));
+        let big = big.to_string();
+        let c = a.on_tick(T0).callouts.remove(0);
+        serve_keys(&mut a, &c, &big, T0 + 10);
+        allowed(&bearer(&mut a, 1, &rs_token(&claims()), T0 + 20));
+        // What B does with that answer from the IdP itself: refused, never cached.
+        let mut alone = vm(2048, &Rc::new(MemoryStore::default()));
+        let step = bearer(&mut alone, 2, &rs_token(&claims()), T0 + 30);
+        let p = alone.on_callout_response(callout(&step).id, ok(&discovery_doc()), T0 + 40);
+        let p = alone.on_callout_response(p.callouts[0].id, ok(&big), T0 + 50);
+        assert!(
+            matches!(p.settled.as_slice(), [(2, _, Outcome::Deny(d))] if d.reply.status == 503),
+            "{:?}",
+            p.settled
+        );
+        // B must not take it from A either.
+        b.on_tick(T0 + 200);
+        let step = bearer(&mut b, 3, &rs_token(&claims()), T0 + 300);
+        assert!(
+            !matches!(step, Step::Done(_, Outcome::Allow(_))),
+            "a key set over this VM's max_response_bytes adopted from another VM: {step:?}"
+        );
+    }
+
     /// The token endpoint hands two clients the same access token (a misbehaving IdP, or
     /// one that returns a fixed token): each request still goes upstream as the client
     /// that presented its credentials, never as the client the token was first seen for.
@@ -2962,6 +3003,36 @@ mod clock_steps {
             p.callouts.len(),
             1,
             "keys fetched 300 s ago (cache_ttl 300 s) not refreshed"
+        );
+    }
+
+    /// A fetch holds the shared lease for at most twice its timeout and a second (5 s
+    /// here): a clock stepped back an hour while a lease was held by a VM that never
+    /// releases it (its root context replaced by a new configuration, its callout cancelled
+    /// unanswered) must not keep every other VM from fetching for that hour.
+    #[test]
+    fn a_clock_stepped_back_does_not_stretch_a_lost_holders_lease() {
+        let store = Rc::new(crate::shared::MemoryStore::default());
+        let vm = || {
+            let (config, _) = Config::parse(config_value().to_string().as_bytes()).unwrap();
+            let store: Rc<dyn crate::shared::SharedStore> = store.clone();
+            Engine::with_host(Rc::new(config), 1, store, Rc::new(metrics::NoCounters))
+        };
+        let mut lost = vm();
+        let before_step = T0 + HOUR;
+        assert_eq!(
+            lost.on_tick(before_step).callouts.len(),
+            1,
+            "takes the lease"
+        );
+        drop(lost);
+        // Stepped back an hour; a minute later another VM ticks.
+        let mut b = vm();
+        let p = b.on_tick(T0 + 60_000);
+        assert_eq!(
+            p.callouts.len(),
+            1,
+            "no VM fetches a minute after a lease of 5 s was taken"
         );
     }
 
