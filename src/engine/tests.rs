@@ -910,6 +910,59 @@ fn stale_keys_serve_while_refresh_fails_then_stop() {
     assert!(matches!(step, Step::Wait(Some(_))));
 }
 
+/// A verification is remembered until the token's `exp`, but never past the staleness bound
+/// of the keys that made it: once those are gone (the IdP unreachable for longer than
+/// `keys_max_stale`), a remembered token is checked like a new one.
+#[test]
+fn a_remembered_token_is_not_allowed_past_the_keys_staleness_bound() {
+    let (mut e, counters) = warm_counted();
+    let hits = || counters.get(metrics::CACHE_VERIFIED_HIT);
+    let token = rs_token(&claims_with(json!({"exp": NOW + 100_000})));
+    allowed(&bearer(&mut e, 2, &token, T0 + 1));
+    let later = T0 + 300_000 + 10_000; // keys expired 10 s ago
+    let c = e.on_tick(later).callouts.remove(0);
+    e.on_callout_response(
+        c.id,
+        CalloutResponse {
+            status: Some(503),
+            ..CalloutResponse::default()
+        },
+        later,
+    );
+    allowed(&bearer(&mut e, 3, &token, later + 1));
+    assert_eq!(hits(), 1, "stale keys still back what they verified");
+    let too_late = T0 + 300_000 + crate::cache::MAX_STALE_MS + 1;
+    let step = bearer(&mut e, 4, &token, too_late);
+    assert!(matches!(step, Step::Wait(Some(_))), "{step:?}");
+    assert_eq!(hits(), 1, "not answered from the cache");
+}
+
+/// `hide_credentials` set on the strategy (not the policy) hides the token too: in the
+/// header, in the query string, and when the allow comes from the cache.
+#[test]
+fn a_strategys_own_hide_credentials_hides_the_token_wherever_it_is() {
+    let mut c = config_value();
+    c["policies"]["orders-v1"]["strategies"][0]["configs"]["openid-connect"]["hide_credentials"] =
+        json!(true);
+    let mut e = engine_with(c);
+    let token = rs_token(&claims());
+    let first = bearer(&mut e, 1, &token, T0);
+    let settled = serve_keys(&mut e, &callout(&first), &jwks(), T0);
+    let [(1, _, Outcome::Allow(a))] = settled.as_slice() else {
+        panic!("{settled:?}");
+    };
+    assert!(a.removes("authorization"), "{a:?}");
+    // The same token, now remembered, in the query string.
+    let in_query = format!("/orders/1?access_token={token}&b=2");
+    let a = allowed(&request_on(&mut e, 2, ROUTE, &in_query, &[], T0 + 1));
+    assert_eq!(a.path.as_deref(), Some("/orders/1?b=2"));
+    // A token first seen in the query string.
+    let other = rs_token(&claims_with(json!({"jti": "second"})));
+    let in_query = format!("/orders/1?access_token={other}&b=2");
+    let a = allowed(&request_on(&mut e, 3, ROUTE, &in_query, &[], T0 + 2));
+    assert_eq!(a.path.as_deref(), Some("/orders/1?b=2"));
+}
+
 mod methods {
     //! client_credentials, introspection, several strategies on one route.
     use super::*;

@@ -316,6 +316,9 @@ fn time_claims_must_be_whole_seconds() {
         json!(1.8e9 + 0.5),
         json!(-1),
         json!(1e20),
+        // Whole numbers past the year 5138 (MAX_TIME): an exp of u64::MAX never expires.
+        json!(100_000_000_001u64),
+        json!(u64::MAX),
         json!([1]),
         json!({}),
     ] {
@@ -680,6 +683,8 @@ mod jwks {
     #[test]
     fn unusable_keys_are_skipped_not_fatal() {
         let k = keys();
+        let full_n = b64(&k.rs_other.public_key().to_components().n);
+        let ec = ec_jwk(&k.es, "es-1");
         let (set, parsed) = KeySet::parse(json!({"keys": [
             rsa_jwk(&k.rs, "rs-1", Some("RS256")),
             {"kty": "RSA", "kid": "enc", "use": "enc", "n": "AQAB", "e": "AQAB"},
@@ -689,15 +694,26 @@ mod jwks {
             {"kty": "RSA", "kid": "oaep", "alg": "RSA-OAEP", "n": "AQAB", "e": "AQAB"},
             {"kty": "RSA", "kid": "ops", "key_ops": ["encrypt"], "n": "AQAB", "e": "AQAB"},
             {"kty": "XYZ", "kid": "x"},
+            // Full-size keys that only their `use`, `alg` or `key_ops` rules out (the three
+            // above are also too small, so they would be skipped anyway).
+            {"kty": "RSA", "kid": "enc-2048", "use": "enc", "n": full_n, "e": "AQAB"},
+            {"kty": "RSA", "kid": "oaep-2048", "alg": "RSA-OAEP", "n": full_n, "e": "AQAB"},
+            {"kty": "RSA", "kid": "ops-2048", "key_ops": ["encrypt"], "n": full_n, "e": "AQAB"},
+            // A key that names an algorithm of another key type is for none of its own.
+            {"kty": "RSA", "kid": "rsa-es256", "alg": "ES256", "n": full_n, "e": "AQAB"},
+            {"kty": "EC", "crv": "P-256", "kid": "ec-rs256", "alg": "RS256", "x": ec["x"], "y": ec["y"]},
         ]}).to_string().as_bytes(), 16, 16).unwrap();
         assert_eq!(
             parsed,
             crate::jwt::jwks::Parsed {
                 usable: 1,
-                skipped: 7
+                skipped: 12
             }
         );
         assert!(set.has_kid("rs-1") && !set.has_kid("small"));
+        for kid in ["enc-2048", "oaep-2048", "ops-2048", "rsa-es256", "ec-rs256"] {
+            assert!(!set.has_kid(kid), "{kid}");
+        }
     }
 
     #[test]
