@@ -146,6 +146,18 @@ fn warm_counted() -> (Engine, Rc<crate::metrics::Recording>) {
     (e, counters)
 }
 
+/// An engine for `config` that shares `store` with others (one Envoy VM among several).
+fn vm_sharing(config: &Value, store: &Rc<crate::shared::MemoryStore>) -> Engine {
+    let (config, _) = Config::parse(config.to_string().as_bytes()).unwrap();
+    let store: Rc<dyn crate::shared::SharedStore> = store.clone();
+    Engine::with_host(
+        Rc::new(config),
+        1,
+        store,
+        Rc::new(crate::metrics::NoCounters),
+    )
+}
+
 fn allowed(step: &Step) -> Allow {
     match step {
         Step::Done(_, Outcome::Allow(a)) => Allow::clone(a),
@@ -2666,12 +2678,7 @@ mod remembered_from_the_idp {
     fn adopted_keys_are_refreshed_by_the_adopters_cache_ttl() {
         use crate::shared::MemoryStore;
         let store = Rc::new(MemoryStore::default());
-        let vm = |ttl: u64| {
-            let c = with_cache_ttl(config_value(), ttl);
-            let (config, _) = Config::parse(c.to_string().as_bytes()).unwrap();
-            let store: Rc<dyn crate::shared::SharedStore> = store.clone();
-            Engine::with_host(Rc::new(config), 1, store, Rc::new(metrics::NoCounters))
-        };
+        let vm = |ttl: u64| vm_sharing(&with_cache_ttl(config_value(), ttl), &store);
         // A trusts keys for a day; B for a minute.
         let (mut a, mut b) = (vm(86_400), vm(60));
         let c = a.on_tick(T0).callouts.remove(0);
@@ -2695,9 +2702,7 @@ mod remembered_from_the_idp {
         let vm = |max_response_bytes: u64, store: &Rc<MemoryStore>| {
             let mut c = config_value();
             c["limits"] = json!({"max_response_bytes": max_response_bytes});
-            let (config, _) = Config::parse(c.to_string().as_bytes()).unwrap();
-            let store: Rc<dyn crate::shared::SharedStore> = store.clone();
-            Engine::with_host(Rc::new(config), 1, store, Rc::new(metrics::NoCounters))
+            vm_sharing(&c, store)
         };
         // A reads up to 256 KiB; B refuses anything over 2 KiB.
         let store = Rc::new(MemoryStore::default());
@@ -3017,6 +3022,15 @@ mod clock_steps {
 
     const HOUR: u64 = 3_600_000;
 
+    /// An engine whose keys were fetched at T0 + HOUR, before the clock is stepped back an
+    /// hour.
+    fn keys_fetched_before_a_step() -> Engine {
+        let mut e = engine();
+        let c = e.on_tick(T0 + HOUR).callouts.remove(0);
+        serve_keys(&mut e, &c, &jwks(), T0 + HOUR);
+        e
+    }
+
     /// A failed fetch backs off at most 10 s: a clock stepped back an hour right after it
     /// must not keep every VM from fetching (and answering 503) for that hour.
     #[test]
@@ -3046,10 +3060,7 @@ mod clock_steps {
     /// them an hour longer.
     #[test]
     fn a_clock_stepped_back_does_not_stretch_the_keys_lifetime() {
-        let mut e = engine();
-        let before_step = T0 + HOUR;
-        let c = e.on_tick(before_step).callouts.remove(0);
-        serve_keys(&mut e, &c, &jwks(), before_step);
+        let mut e = keys_fetched_before_a_step();
         // Stepped back an hour; cache_ttl (300 s) later the keys are due.
         let p = e.on_tick(T0 + 300_000);
         assert_eq!(
@@ -3066,11 +3077,7 @@ mod clock_steps {
     #[test]
     fn a_clock_stepped_back_does_not_stretch_a_lost_holders_lease() {
         let store = Rc::new(crate::shared::MemoryStore::default());
-        let vm = || {
-            let (config, _) = Config::parse(config_value().to_string().as_bytes()).unwrap();
-            let store: Rc<dyn crate::shared::SharedStore> = store.clone();
-            Engine::with_host(Rc::new(config), 1, store, Rc::new(metrics::NoCounters))
-        };
+        let vm = || vm_sharing(&config_value(), &store);
         let mut lost = vm();
         let before_step = T0 + HOUR;
         assert_eq!(
@@ -3093,10 +3100,8 @@ mod clock_steps {
     /// hour must not refuse a rotated key for an hour.
     #[test]
     fn a_clock_stepped_back_does_not_stretch_the_unknown_kid_cooldown() {
-        let mut e = engine();
+        let mut e = keys_fetched_before_a_step();
         let before_step = T0 + HOUR;
-        let c = e.on_tick(before_step).callouts.remove(0);
-        serve_keys(&mut e, &c, &jwks(), before_step);
         let unknown = unknown_kid_token(&claims_with(json!({"exp": NOW + 7_200})));
         let c = callout(&bearer(&mut e, 1, &unknown, before_step + 1));
         e.on_callout_response(c.id, ok(&jwks()), before_step + 1);
