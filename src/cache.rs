@@ -138,10 +138,29 @@ impl IssuerKeys {
         })
     }
 
+    /// Keys fetched ahead of the clock: it was stepped back since, by an unknown step, so
+    /// how long ago they were fetched is unknown. They count as expired from now (served
+    /// stale within the bound while a refresh is tried), never until their own expiry, which
+    /// is ahead by the step.
+    pub fn expire_after_a_step_back(&mut self, now_ms: u64) {
+        if !set_before_a_step_back(self.fetched_ms, now_ms) {
+            return;
+        }
+        if let Some((_, expires_ms)) = &mut self.keys {
+            *expires_ms = (*expires_ms).min(now_ms);
+        }
+        if let Some((_, expires_ms)) = &mut self.discovery {
+            *expires_ms = (*expires_ms).min(now_ms);
+        }
+        self.refresh_at_ms = now_ms;
+        self.fetched_ms = now_ms;
+    }
+
     /// Starts a fetch if none is under way and the backoff allows; returns what to fetch.
     /// `forced`: triggered by an unknown `kid` (starts the cooldown, skips the backoff wait
     /// only if there was no failure).
     pub fn start(&mut self, now_ms: u64, timeout_ms: u64, forced: bool) -> Option<Stage> {
+        self.expire_after_a_step_back(now_ms);
         if self.in_flight(now_ms) || self.in_backoff(now_ms) {
             return None;
         }
@@ -305,6 +324,30 @@ mod tests {
         }
         assert!(!k.in_backoff(190_000 + 10_000), "backoff is capped");
         assert_eq!(k.last_error.as_deref(), Some("down"));
+    }
+
+    /// A clock stepped back a day after a fetch, with the IdP down since: the step is seen
+    /// at once (the refresh it triggers fails), and two hours later keys fetched with a
+    /// cache_ttl of 300 s must not verify any more (a forward clock trusts them 300 s, then
+    /// MAX_STALE_MS stale). Their own expiry, a day ahead, must not count.
+    #[test]
+    fn a_clock_stepped_back_does_not_stretch_the_keys_lifetime_while_the_idp_is_down() {
+        const DAY: u64 = 86_400_000;
+        let fetched = 10 * DAY;
+        let mut k = IssuerKeys::default();
+        k.start(fetched, 1_000, false);
+        k.discovered(discovery(), fetched, 300_000, 1_000);
+        k.keys_fetched(KeySet::default(), fetched, 300_000);
+        // Stepped back a day: due for a refresh at once, which fails.
+        let stepped = fetched - DAY;
+        assert!(k.wants_refresh(stepped));
+        assert!(k.start(stepped, 1_000, false).is_some());
+        k.failed(stepped, "down".into());
+        let later = stepped + 2 * 3_600_000;
+        assert!(
+            k.keys(later, MAX_STALE_MS).is_none(),
+            "keys fetched 2 h ago (cache_ttl 300 s, stale for at most 1 h) still verify"
+        );
     }
 
     #[test]

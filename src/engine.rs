@@ -1943,9 +1943,11 @@ impl Engine {
                 // refused if it failed (the shared backoff says so).
                 self.settle(&Awaited::Keys(index), None, now_ms, &mut progress);
             }
-            let Some(state) = self.issuers.get(index) else {
+            let Some(state) = self.issuers.get_mut(index) else {
                 continue;
             };
+            // Also where another VM fetches (or backs off): this VM's copy must not outlive it.
+            state.expire_after_a_step_back(now_ms);
             if !state.wants_refresh(now_ms) || state.in_flight(now_ms) || state.in_backoff(now_ms) {
                 continue;
             }
