@@ -3,6 +3,7 @@ scenarios on tests/kong_host.py's host.
 
 usage: python tests/kong_host_gaps.py MODULE.wasm   (exit 0 when every check holds)
 """
+import json
 import os
 import struct
 import sys
@@ -209,6 +210,26 @@ def headers_unreadable_after_wait(wasm_path, failures):
           f"resumed {host.resumed.get(ctx)})", failures)
 
 
+def claim_header_spelt_with_underscore(wasm_path, failures):
+    """A claim forwarded under a name spelt with `_` (`x_subject`): a client's own
+    `X-Subject` is the same header to many upstreams, and nginx drops the `_` spelling
+    altogether (`underscores_in_headers off`), so the client's value would be the one read:
+    it is removed."""
+    config = json.loads(CONFIG)
+    oidc = config["policy"]["strategies"][0]["configs"]["openid-connect"]
+    oidc["upstream_headers_claims"] = ["client_id"]
+    oidc["upstream_headers_names"] = ["x_subject"]
+    host = configured(wasm_path, json.dumps(config).encode())
+    assert host, "the module takes the configuration"
+    warm(host, 2)
+    action = start_with(host, 3, "client-1", [(b"X-Subject", b"spoofed")])
+    changes = host.changes.get(3, [])
+    removed = {n.lower() for (what, n, _) in changes if what == "remove"}
+    check(action == CONTINUE and "x-subject" in removed and ("add", "x_subject", "client-1") in changes,
+          f"a client's X-Subject goes when the claim is forwarded as x_subject (action {action}, "
+          f"changes {changes})", failures)
+
+
 class ForeignTrapKongHost(kong_host.KongHost):
     """ngx_wasm_module 0.6.0 (Kong 3.10): `proxy_call_foreign_function` knows only
     `resolve_lua` and traps on any other name ("unknown foreign function")."""
@@ -308,6 +329,7 @@ def main(wasm_path):
     query_key_hidden(wasm_path, failures)
     path_not_utf8(wasm_path, failures)
     headers_unreadable_after_wait(wasm_path, failures)
+    claim_header_spelt_with_underscore(wasm_path, failures)
     truncated_spoof(wasm_path, failures)
     dispatch_refused(wasm_path, failures)
     dispatch_status(wasm_path, failures)

@@ -432,8 +432,9 @@ pub(crate) fn settle(shared: &SharedRef, settled: Vec<(u32, Method, Outcome)>) {
     }
 }
 
-/// Whether a request header name is `name` spelt with `_` for some `-` (letters in any case),
-/// and not `name` itself.
+/// Whether a request header name is `name` with some `-` and `_` swapped (letters in any
+/// case), and not `name` itself: `x_application_id` for `x-application-id`, and `x-subject`
+/// for a claim forwarded as `x_subject`.
 fn is_alias(header: &[u8], name: &str) -> bool {
     let dash = |b: u8| {
         if b == b'_' {
@@ -443,7 +444,6 @@ fn is_alias(header: &[u8], name: &str) -> bool {
         }
     };
     header.len() == name.len()
-        && header.contains(&b'_')
         && header
             .iter()
             .zip(name.bytes())
@@ -491,8 +491,9 @@ pub(crate) fn apply(
                 if present.is_none_or(|h| carries(h, name)) {
                     ok &= hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None).is_ok();
                 }
-                // The same name spelt with `_` for `-` is the same header to many upstreams
-                // (CGI, WSGI, Rack): a client's `x_application_id` goes too.
+                // The same name with `-` and `_` swapped is the same header to many upstreams
+                // (CGI, WSGI, Rack; nginx drops the `_` spelling): a client's
+                // `x_application_id` goes too.
                 for (alias, _) in present.unwrap_or_default() {
                     if is_alias(alias, name) {
                         let alias = String::from_utf8_lossy(alias);
