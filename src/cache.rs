@@ -58,7 +58,7 @@ pub struct IssuerKeys {
     refresh_at_ms: u64,
     /// When these keys were fetched (by this VM or the one that published them). A time
     /// ahead of the clock means the clock was stepped back since: their lifetime, counted
-    /// from then, would stretch by the step, so they are due for a refresh.
+    /// from then, would stretch by the step ([`IssuerKeys::expire_after_a_step_back`]).
     fetched_ms: u64,
 }
 
@@ -116,9 +116,7 @@ impl IssuerKeys {
 
     /// Whether keys are missing, expired, or within the last tenth of their lifetime.
     pub fn wants_refresh(&self, now_ms: u64) -> bool {
-        self.keys.is_none()
-            || now_ms >= self.refresh_at_ms
-            || set_before_a_step_back(self.fetched_ms, now_ms)
+        self.keys.is_none() || now_ms >= self.refresh_at_ms
     }
 
     pub fn in_flight(&self, now_ms: u64) -> bool {
@@ -338,8 +336,9 @@ mod tests {
         k.start(fetched, 1_000, false);
         k.discovered(discovery(), fetched, 300_000, 1_000);
         k.keys_fetched(KeySet::default(), fetched, 300_000);
-        // Stepped back a day: due for a refresh at once, which fails.
+        // Stepped back a day (seen at the next tick): due for a refresh at once, which fails.
         let stepped = fetched - DAY;
+        k.expire_after_a_step_back(stepped);
         assert!(k.wants_refresh(stepped));
         assert!(k.start(stepped, 1_000, false).is_some());
         k.failed(stepped, "down".into());
