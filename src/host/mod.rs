@@ -182,6 +182,15 @@ pub(crate) fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// The root context, where a host that resumes any request (Envoy) sends callouts from and
+/// makes their answers readable ([`dispatch_all`]); `None` on Kong, or before the probe.
+fn envoy_root(shared: &SharedRef) -> Option<u32> {
+    match shared.try_borrow() {
+        Ok(s) if s.own_callouts == Some(false) => Some(s.root_id),
+        _ => None,
+    }
+}
+
 /// Sends the engine's callouts for the current context (`owner`: a request's, `None`: the
 /// root's) and remembers their tokens. A callout that cannot even be sent is answered at
 /// once as a failed one.
@@ -207,9 +216,10 @@ pub(crate) fn dispatch_all(
         log::info!("{line}");
     }
     let mut queue: Vec<_> = progress.callouts.drain(..).collect();
-    let from_root = match shared.try_borrow() {
-        Ok(s) if s.own_callouts == Some(false) && !queue.is_empty() => Some(s.root_id),
-        _ => None,
+    let from_root = if queue.is_empty() {
+        None
+    } else {
+        envoy_root(shared)
     };
     if let Some(root) = from_root {
         if let Err(status) = hostcalls::set_effective_context(root) {
@@ -346,11 +356,7 @@ fn callout_settles(
     let mut response = CalloutResponse::default();
     // On Envoy the answer is the root context's, which sent the callout ([`dispatch_all`]),
     // whichever callback the SDK hands it to.
-    let root = match shared.try_borrow() {
-        Ok(s) if s.own_callouts == Some(false) && owner.is_some() => Some(s.root_id),
-        _ => None,
-    };
-    if let Some(root) = root {
+    if let Some(root) = owner.and(envoy_root(shared)) {
         let _ = hostcalls::set_effective_context(root);
     }
     // Read in place, as the request's headers; a map the host cannot give or that is
