@@ -566,13 +566,14 @@ impl Engine {
                     None => {
                         // A JWT the filter refuses to parse still names its issuer: it is not
                         // an opaque token that the first introspection endpoint may be shown.
-                        let unparsed = match &parsed {
-                            Ok(_) => None,
-                            Err(_) => jwt::token::claimed_issuer(&token, limits.max_json_depth),
-                        };
+                        let unparsed;
                         let iss = match &parsed {
                             Ok(t) => Some(t.claims.get("iss").and_then(serde_json::Value::as_str)),
-                            Err(_) => unparsed.as_ref().map(Option::as_deref),
+                            Err(_) => {
+                                unparsed =
+                                    jwt::token::claimed_issuer(&token, limits.max_json_depth);
+                                unparsed.as_ref().map(Option::as_deref)
+                            }
                         };
                         policy.strategies.iter().position(|s| match s {
                             Strategy::OpenIdConnect(o) if o.auth_methods.introspection => match iss
