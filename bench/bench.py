@@ -306,6 +306,52 @@ def vm_rss_kb(pid):
     return None
 
 
+# Where an Envoy's CPU goes, by perf's samples of the process (--perf): the filter's Wasm code as
+# V8 compiled it (perf sees it as JIT code: no symbols, but told apart from everything else),
+# Envoy's own code (with the V8 runtime, BoringSSL and the proxy-wasm host calls), the kernel,
+# and the rest (libc, vdso). The software clock event needs no hardware counters.
+PERF_PARTS = ("wasm", "envoy", "kernel", "other")
+
+
+def perf_start(pid, path):
+    return subprocess.Popen(["perf", "record", "-q", "-e", "cpu-clock", "-F", "499", "-p", str(pid), "-o", path],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def perf_part(dso):
+    if dso.startswith("[JIT]") or re.fullmatch(r"/tmp/perf-\d+\.map", dso):
+        return "wasm"
+    if dso.startswith("[kernel"):
+        return "kernel"
+    if os.path.basename(dso) == "envoy":
+        return "envoy"
+    return "other"
+
+
+def perf_stop(proc, path):
+    """Stops a perf_start: the samples of each part of PERF_PARTS, or {"error": why}."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        _, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        return {"error": "perf record did not stop"}
+    if proc.returncode not in (0, -signal.SIGINT) or not os.path.exists(path):
+        return {"error": f"perf record: exit {proc.returncode}: {err.decode(errors='replace').strip()[:200]}"}
+    r = subprocess.run(["perf", "report", "-i", path, "--sort", "dso", "--stdio", "-n", "-q"],
+                       capture_output=True, text=True, timeout=120)
+    os.remove(path)
+    if r.returncode != 0:
+        return {"error": f"perf report: exit {r.returncode}: {r.stderr.strip()[:200]}"}
+    parts = dict.fromkeys(PERF_PARTS, 0)
+    for line in r.stdout.splitlines():
+        m = re.match(r"\s*[\d.]+%\s+(\d+)\s+(.+?)\s*$", line)
+        if m:
+            parts[perf_part(m.group(2))] += int(m.group(1))
+    return parts if sum(parts.values()) else {"error": "perf recorded no samples"}
+
+
 def pin_all_threads(pid, cpu):
     r = subprocess.run(["taskset", "-a", "-p", "-c", str(cpu), str(pid)], capture_output=True, text=True,
                        timeout=10)
@@ -802,8 +848,8 @@ def run_wrk(port, load, seconds, connections, wrk_cpu):
     return parsed
 
 
-def measure(envoy, load, seconds, connections, wrk_cpu):
-    """One round of one case."""
+def measure(envoy, load, seconds, connections, wrk_cpu, perf_path=None):
+    """One round of one case (with perf_path, perf samples the Envoy process meanwhile)."""
     if not envoy.alive():
         raise BenchError(f"Envoy for {envoy.case} is gone; log tail:\n{tail(envoy.log_path)}")
     before_counters = envoy.rq_counters()
@@ -811,9 +857,11 @@ def measure(envoy, load, seconds, connections, wrk_cpu):
     loadavg = os.getloadavg()[0]
     t0 = cpu_ticks(envoy.pid)
     ns0 = cpu_ns_schedstat(envoy.pid)
+    perf = perf_start(envoy.pid, perf_path) if perf_path else None
     w = run_wrk(envoy.port, load, seconds, connections, wrk_cpu)
     t1 = cpu_ticks(envoy.pid)
     ns1 = cpu_ns_schedstat(envoy.pid)
+    perf_samples = perf_stop(perf, perf_path) if perf else None
     rss_after = vm_rss_kb(envoy.pid)
     after_counters = envoy.rq_counters()
     served = w["requests"]
@@ -832,6 +880,7 @@ def measure(envoy, load, seconds, connections, wrk_cpu):
         "cpu_us_per_req_schedstat": ((ns1 - ns0) / 1e3 / served) if (served and ns0 is not None
                                                                       and ns1 is not None) else None,
         "rss_kb_before": rss_before, "rss_kb_after": rss_after, "loadavg_1m": loadavg,
+        "perf_samples": perf_samples,
         "vm_memory_before": (before_counters or {}).get("vm_memory_bytes"),
         "vm_memory_after": (after_counters or {}).get("vm_memory_bytes"),
         # Within the round, a token came twice; or in the run so far, a token sent before came again.
@@ -885,8 +934,18 @@ def summarize(results):
             "requests": sum(r["served"] or 0 for r in rounds),
             "tokens_wrapped": any(r["tokens_wrapped"] for r in rounds),
             "tokens_reused": any(r["tokens_reused"] for r in rounds),
+            "perf_us_per_req": {part: med(perf_share(r, part) for r in rounds) for part in PERF_PARTS}
+            if any(perf_share(r, "wasm") is not None for r in rounds) else None,
         }
     return summary
+
+
+def perf_share(round_, part):
+    """A round's CPU µs per request spent in one part (its share of perf's samples)."""
+    samples, cpu = round_.get("perf_samples"), round_.get("cpu_us_per_req")
+    if not samples or "error" in samples or cpu is None:
+        return None
+    return cpu * samples[part] / sum(samples.values())
 
 
 def render(meta, results, summary):
@@ -976,6 +1035,20 @@ def render(meta, results, summary):
             cg, cb = summary[g]["cpu_us_per_req"], summary[b]["cpu_us_per_req"]
             lines.append(f"| {what} (`{g}` ÷ `{b}`) | {ratio(cg, cb)} | {ratio(summary[g]['rps'], summary[b]['rps'])}"
                          f" | {fmt(cg - cb if cg is not None and cb is not None else None, 1)} |")
+        lines.append("")
+    profiled = {case: s["perf_us_per_req"] for case, s in summary.items() if s.get("perf_us_per_req")}
+    if profiled:
+        lines.append("Where Envoy's CPU per request went (`--perf`: perf's cpu-clock samples of the Envoy process "
+                     "during the rounds, each part's share of them times the round's CPU per request, medians). "
+                     "Wasm code: the filter's module as V8 compiled it (perf sees JIT code); Envoy: its own "
+                     "code, with the V8 runtime, the proxy-wasm host calls and BoringSSL (`verify_signature`, "
+                     "jwt_authn); kernel: the sockets; other: libc. perf's own sampling is in every case alike.")
+        lines.append("")
+        lines.append("| case | CPU µs/req | Wasm code µs | Envoy µs | kernel µs | other µs |")
+        lines.append("|---|---:|---:|---:|---:|---:|")
+        for case, parts in profiled.items():
+            lines.append(f"| {case} | {fmt(summary[case]['cpu_us_per_req'])} | "
+                         + " | ".join(fmt(parts[p], 2 if p == "wasm" else 1) for p in PERF_PARTS) + " |")
         lines.append("")
     lines.append("Envoy memory (VmRSS, MiB): after start (the largest of the case's processes), and over the "
                  "measured rounds (a process's first round's start → its last round's end; the process that grew "
@@ -1089,6 +1162,9 @@ def main():
                     "smoke debug, so denials are explained in the log)")
     ap.add_argument("--out", default=None, help="results folder for latest.md and latest.json (default "
                     "bench/results; smoke: bench/.cache/smoke, so a smoke run never replaces the full results)")
+    ap.add_argument("--perf", action="store_true", help="sample each round's Envoy with perf (cpu-clock) and "
+                    "report where its CPU went: the filter's Wasm code, Envoy's own, the kernel (bench/run.sh "
+                    "installs perf); perf's sampling costs every case a little, so compare within one run")
     ap.add_argument("--keep", action="store_true", help="keep the run's folder (configs, logs, the V8 job) "
                     "when the run succeeds too; it is named at the end")
     args = ap.parse_args()
@@ -1125,7 +1201,7 @@ def main():
     for what, path in (("Envoy", envoy_bin), ("the filter", WASM), ("the noop filter", NOOP_WASM)):
         if not os.path.exists(path):
             raise BenchError(f"{what} not found at {path} (bench/run.sh builds and installs it)")
-    for tool in ("wrk", "taskset", "node"):
+    for tool in ("wrk", "taskset", "node") + (("perf",) if args.perf else ()):
         if not shutil.which(tool):
             raise BenchError(f"{tool} is not installed (bench/run.sh installs it)")
     if (os.cpu_count() or 1) < 2:
@@ -1338,7 +1414,8 @@ def main():
         for rnd in range(rounds):
             for case, _, _ in cases:
                 envoy = envoys[case][rnd % processes]
-                r = measure(envoy, loads[case], wrk_seconds, args.connections, args.wrk_cpu)
+                perf_path = os.path.join(workdir, "perf.data") if args.perf else None
+                r = measure(envoy, loads[case], wrk_seconds, args.connections, args.wrk_cpu, perf_path)
                 r["round"] = rnd + 1
                 r["process"] = rnd % processes + 1
                 results[case]["rounds"].append(r)
@@ -1435,6 +1512,9 @@ def main():
                 failures.append(f"{case}: no request served")
             if data["vm_failures"]:
                 failures.append(f"{case}: Wasm VM failure in Envoy's log: {data['vm_failures'][0]}")
+            perf_errors = [r["perf_samples"]["error"] for r in data["rounds"] if "error" in (r.get("perf_samples") or {})]
+            if perf_errors:
+                failures.append(f"{case}: {len(perf_errors)} round(s) not profiled: {perf_errors[0]}")
             if "error" in (data.get("wasm_work") or {}):
                 failures.append(f"{case}: Wasm work not measured: {data['wasm_work']['error']}")
             for key in ("v8_time", "v8_time_kong"):
