@@ -352,17 +352,27 @@ pub fn strip_query_params(path: &str, names: &[&str]) -> String {
     };
     let kept: Vec<&str> = query
         .split('&')
-        .filter(|p| !p.is_empty())
-        .filter(|p| {
-            let key = p.split_once('=').map_or(*p, |(k, _)| k);
-            !names.iter().any(|name| is_named(key, name))
-        })
+        .filter(|p| !p.is_empty() && !is_one_of(p, names))
         .collect();
     if kept.is_empty() {
         base.to_owned()
     } else {
         format!("{base}?{}", kept.join("&"))
     }
+}
+
+/// Whether [`strip_query_params`] would take a parameter out of `path`: without one, there
+/// is nothing to strip and the path stays as the client sent it (its query string is not
+/// even tidied: a `:path` rewrite is refused on Kong).
+pub fn has_query_params(path: &str, names: &[&str]) -> bool {
+    path.split_once('?')
+        .is_some_and(|(_, query)| query.split('&').any(|p| is_one_of(p, names)))
+}
+
+/// Whether the query parameter `param` (`name=value`, as sent) is named one of `names`.
+fn is_one_of(param: &str, names: &[&str]) -> bool {
+    let key = param.split_once('=').map_or(param, |(k, _)| k);
+    names.iter().any(|name| is_named(key, name))
 }
 
 fn percent_decode(s: &str, plus_is_space: bool) -> Option<String> {

@@ -1539,9 +1539,8 @@ impl Engine {
         }
         let mut allow = Allow::clone(&self.identity(app));
         allow.remove_headers.push(name.to_owned());
-        let stripped = credential::strip_query_params(req.path, &[name]);
-        if stripped != req.path {
-            allow.path = Some(stripped);
+        if credential::has_query_params(req.path, &[name]) {
+            allow.path = Some(credential::strip_query_params(req.path, &[name]));
         }
         Outcome::Allow(Rc::new(allow))
     }

@@ -821,6 +821,29 @@ fn strip_query_params_leaves_paths_without_query_alone() {
 }
 
 #[test]
+fn has_query_params_is_whether_strip_query_params_takes_one_out() {
+    for path in [
+        "/p",
+        "/p?",
+        "/p?&",
+        "/p?a=1&&b=2&",
+        "/p?apikeys=1&xapikey=2",
+    ] {
+        assert!(!has_query_params(path, &["apikey"]), "{path}");
+    }
+    for path in [
+        "/p?apikey=k",
+        "/p?apikey",
+        "/p?a=1&apikey=",
+        "/p?api%6Bey=k",
+        "/p?a=1#x&apikey=k",
+    ] {
+        assert!(has_query_params(path, &["apikey"]), "{path}");
+        assert_ne!(strip_query_params(path, &["apikey"]), path, "{path}");
+    }
+}
+
+#[test]
 fn the_one_pass_bearer_path_agrees_with_the_rules() {
     // Values built from the pieces that matter (scheme spellings, spaces, padding, commas,
     // control and non-ASCII bytes, token68 and other punctuation), a deterministic stream.

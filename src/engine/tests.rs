@@ -801,6 +801,39 @@ fn key_names_that_differ_in_case_read_one_header_once() {
     );
 }
 
+/// With hide_credentials, a key read from a header leaves the path alone, whatever its query
+/// string looks like: a `:path` rewrite is refused on Kong (it forwards the query it
+/// received), so a request whose query merely had an empty segment (`/orders?`, a trailing
+/// `&`, `&&`) was refused there with a 500, though it carried nothing to strip.
+#[test]
+fn a_hidden_key_from_a_header_leaves_any_query_string_alone() {
+    let mut c = config_value();
+    c["policies"]["orders-v1"]["hide_credentials"] = json!(true);
+    let mut e = engine_with(c);
+    let key = [("apikey", "secret-key-1")];
+    for path in [
+        "/orders?",
+        "/orders?page=1&",
+        "/orders?a=1&&b=2",
+        "/orders?&",
+    ] {
+        let a = allowed(&request_on(&mut e, 1, ROUTE, path, &key, T0));
+        assert_eq!(header(&a, "x-application-id"), Some("app-key"), "{path}");
+        assert!(a.removes("apikey"), "{path}: {a:?}");
+        assert_eq!(a.path, None, "{path}");
+    }
+    // A key in the query string is stripped from it (and the path rewritten).
+    let a = allowed(&request_on(
+        &mut e,
+        2,
+        ROUTE,
+        "/orders?page=1&apikey=secret-key-1&",
+        &[],
+        T0,
+    ));
+    assert_eq!(a.path.as_deref(), Some("/orders?page=1"));
+}
+
 #[test]
 fn key_auth_maps_the_key_hash_to_an_application() {
     let mut e = engine();
