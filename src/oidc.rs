@@ -93,6 +93,16 @@ fn check_authority(authority: &str) -> Result<(), String> {
     if host.is_empty() {
         return Err("has no host".into());
     }
+    // A name or an IPv4 address: letters, digits, `-`, `.`, `_` and `~` (RFC 3986's
+    // unreserved characters). Unicode whitespace, `,` or `%` would load and never be dialable.
+    let bracketed = authority.starts_with('[');
+    if !bracketed
+        && !host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+    {
+        return Err("has an invalid host".into());
+    }
     if let Some(port) = port {
         // Digits only (`parse` would take a `+`), 1 to 65535.
         let valid =

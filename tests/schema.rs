@@ -741,6 +741,14 @@ fn invalid_cases() -> Vec<(&'static str, Value)> {
             ),
         ),
         (
+            "issuer's host is a name or an address",
+            set(
+                multi(),
+                &at(OIDC, "issuer"),
+                json!("https://idp.example.com\u{a0}"),
+            ),
+        ),
+        (
             "issuer has a host",
             set(multi(), &at(OIDC, "issuer"), json!("https:///realm")),
         ),

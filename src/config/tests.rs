@@ -1007,6 +1007,33 @@ fn issuer_must_be_an_http_url() {
 }
 
 #[test]
+fn issuer_host_must_be_a_name_or_address() {
+    // A host with Unicode whitespace or characters no resolver takes would load and send
+    // every discovery to an authority the proxy cannot dial (Kong traps on one it refuses).
+    for issuer in [
+        "https://idp.example.com\u{a0}",
+        "https://\u{3000}",
+        "https://idp,example.com",
+        "https://idp%20example.com",
+        "https://idp\u{e9}.example.com:443",
+    ] {
+        assert_eq!(
+            errors(&single_oidc(oidc_config_with(json!({ "issuer": issuer })))),
+            vec![format!("{OIDC}.issuer: has an invalid host")],
+            "{issuer:?}"
+        );
+    }
+    for issuer in [
+        "https://idp.example.com",
+        "http://127.0.0.1:3000",
+        "http://[::1]:3000",
+        "https://idp_1.internal-zone.example:8443/realms/a",
+    ] {
+        assert!(parse(&single_oidc(oidc_config_with(json!({ "issuer": issuer })))).is_ok());
+    }
+}
+
+#[test]
 fn strategies_with_one_issuer_share_its_entry() {
     let doc = json!({
         "policies": {
