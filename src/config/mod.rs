@@ -932,8 +932,12 @@ fn reserved_header(name: &str) -> Option<&'static str> {
     if crate::engine::APPLICATION_HEADERS.contains(&name.as_str()) {
         return Some("is one of the application identity headers the filter sets");
     }
-    const FRAMING: [&str; 10] = [
+    // Proxy-Authorization is a credential too, and with Proxy-Authenticate hop-by-hop
+    // (RFC 9110 §11.7).
+    const FRAMING: [&str; 12] = [
         "authorization",
+        "proxy-authorization",
+        "proxy-authenticate",
         "host",
         "content-length",
         "transfer-encoding",

@@ -1259,6 +1259,8 @@ fn a_claim_cannot_be_forwarded_as_identity_credentials_or_framing() {
         "host",
         "Content-Length",
         "transfer_encoding",
+        "Proxy-Authorization",
+        "proxy_authenticate",
     ];
     let claims: Vec<&str> = names.iter().map(|_| "sub").collect();
     let errors = errors(&single_oidc(oidc_config_with(json!({
@@ -1267,7 +1269,7 @@ fn a_claim_cannot_be_forwarded_as_identity_credentials_or_framing() {
     }))));
     let identity = "is one of the application identity headers the filter sets";
     let other = "is a header a token claim must not set (credentials, routing or framing)";
-    let expected: Vec<String> = [identity, identity, other, other, other, other]
+    let expected: Vec<String> = [identity, identity, other, other, other, other, other, other]
         .iter()
         .enumerate()
         .map(|(i, why)| format!("{OIDC}.upstream_headers_names[{i}]: {why}"))
