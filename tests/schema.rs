@@ -259,11 +259,11 @@ fn valid_cases() -> Vec<(&'static str, Value)> {
             ),
         ),
         (
-            "issuer with a path and a query",
+            "issuer with a path",
             set(
                 multi(),
                 &at(OIDC, "issuer"),
-                json!("https://idp.example.com/realms/a?x=1"),
+                json!("https://idp.example.com/realms/a"),
             ),
         ),
         (
@@ -722,6 +722,14 @@ fn invalid_cases() -> Vec<(&'static str, Value)> {
                 multi(),
                 &at(OIDC, "issuer"),
                 json!("https://idp.example.com/#x"),
+            ),
+        ),
+        (
+            "issuer has no query",
+            set(
+                multi(),
+                &at(OIDC, "issuer"),
+                json!("https://idp.example.com/realms/a?x=1"),
             ),
         ),
         (

@@ -787,6 +787,15 @@ impl Builder {
                 return None;
             }
         };
+        // An issuer has no query (OpenID Connect Discovery §2): the discovery path would be
+        // appended inside it.
+        if issuer_text.contains('?') {
+            p.error(
+                &member(path, "issuer"),
+                "must not contain a query (an issuer is a URL without one)",
+            );
+            return None;
+        }
         let names = issuer_names(&issuer_text);
         let candidate = Issuer {
             issuer: issuer.clone(),

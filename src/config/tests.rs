@@ -1007,6 +1007,25 @@ fn issuer_must_be_an_http_url() {
 }
 
 #[test]
+fn issuer_must_not_have_a_query() {
+    // An issuer has no query (OpenID Connect Discovery §2): the discovery path appended to one
+    // would land inside the query, and discovery would fetch the IdP's root instead.
+    for issuer in [
+        "https://idp.example.com?tenant=a",
+        "https://idp.example.com/realms/r1?x",
+        "https://idp.example.com/.well-known/openid-configuration?tenant=a",
+    ] {
+        assert_eq!(
+            errors(&single_oidc(oidc_config_with(json!({ "issuer": issuer })))),
+            vec![format!(
+                "{OIDC}.issuer: must not contain a query (an issuer is a URL without one)"
+            )],
+            "{issuer:?}"
+        );
+    }
+}
+
+#[test]
 fn issuer_host_must_be_a_name_or_address() {
     // A host with Unicode whitespace or characters no resolver takes would load and send
     // every discovery to an authority the proxy cannot dial (Kong traps on one it refuses).
