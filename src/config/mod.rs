@@ -429,8 +429,14 @@ fn compile(p: &mut Problems, doc: &Value, listed: Option<Listed>) -> Option<Conf
                 });
             if let Some((_, first)) = cc.next() {
                 if let Some((index, _)) = cc.find(|(_, o)| o.issuer != first.issuer) {
-                    // This policy's strategy (its id may have appeared first in another).
-                    let path = element(&member(&policy_path, "strategies"), index);
+                    // This policy's strategy (its id may have appeared first in another), where
+                    // it is in the document.
+                    let path = b
+                        .strategy_paths
+                        .get(&policy.name)
+                        .and_then(|paths| paths.get(index))
+                        .cloned()
+                        .unwrap_or_else(|| policy_path.clone());
                     p.error(&path, "a second identity provider with client_credentials needs \"applications\": without them a client cannot be told apart, and its secret would go to the first one's token endpoint");
                 }
             }
@@ -500,6 +506,9 @@ struct Builder {
     /// Strategy id -> (its path, its JSON), to refuse one id with two meanings.
     strategy_ids: HashMap<String, (String, Value)>,
     policy_paths: HashMap<String, String>,
+    /// Policy name -> the path of each of its strategies that compiled, in the order of
+    /// [`Policy::strategies`] (a refused strategy leaves no entry there).
+    strategy_paths: HashMap<String, Vec<String>>,
     warnings: Vec<Problem>,
     timeout_default: u64,
 }
@@ -511,6 +520,7 @@ impl Builder {
         let scope = f.str(p, "scope");
         let hide_credentials = f.bool(p, "hide_credentials").unwrap_or(false);
         let mut strategies = Vec::new();
+        let mut paths = Vec::new();
         if let Some((spath, sv)) = f.require(p, "strategies") {
             match sv {
                 Value::Array(items) if !items.is_empty() => {
@@ -520,6 +530,7 @@ impl Builder {
                                 p.error(&element(&spath, i), "lists the same strategy id twice");
                             }
                             strategies.push(s);
+                            paths.push(element(&spath, i));
                         }
                     }
                 }
@@ -528,6 +539,7 @@ impl Builder {
             }
         }
         f.deny_unknown(p);
+        self.strategy_paths.insert(name.to_owned(), paths);
         let mut key_names: Vec<String> = Vec::new();
         for s in &strategies {
             if let Strategy::KeyAuth(ka) = s {

@@ -1922,3 +1922,24 @@ fn the_second_idp_refusal_names_the_policy_it_is_about() {
     });
     assert_eq!(error_paths(&doc), vec!["$.policies.p2.strategies[1]"]);
 }
+
+#[test]
+fn the_second_idp_refusal_names_the_strategy_even_after_one_that_failed() {
+    // The refusal names the strategy at fault where it is in the document: a strategy before
+    // it that was itself refused must not shift the index onto its neighbour.
+    let cc = |issuer: &str| {
+        oidc_config_with(json!({"issuer": issuer, "auth_methods": ["client_credentials"]}))
+    };
+    let doc = single(json!([
+        {"id": "x", "strategy_type": "basic_auth", "configs": {}},
+        oidc_strategy("a", cc("https://idp-a.example.com")),
+        oidc_strategy("b", cc("https://idp-b.example.com")),
+    ]));
+    assert_eq!(
+        error_paths(&doc),
+        vec![
+            "$.policy.strategies[0].strategy_type",
+            "$.policy.strategies[2]"
+        ]
+    );
+}
