@@ -1461,17 +1461,24 @@ impl Engine {
             || policy.hide_credentials
             || strategy.hide_credentials;
         let mut allow = match app {
-            Some(app) if !adds_more => return Outcome::Allow(self.identity(app)),
-            Some(app) => Allow::clone(&self.identity(app)),
-            None => allow_for(None, values.first().copied().unwrap_or_default()),
+            Some(app) if !adds_more => return Outcome::Allow(self.identity(app, policy)),
+            Some(app) => Allow::clone(&self.identity(app, policy)),
+            None => {
+                let mut allow = allow_for(None, values.first().copied().unwrap_or_default());
+                allow
+                    .remove_headers
+                    .extend(policy.forwarded_headers.iter().cloned());
+                allow
+            }
         };
+        // The client's copies of these headers are removed already: they are among the
+        // policy's forwarded headers.
         for (claim, header) in &strategy.upstream_headers {
             match verified.header_value(claim) {
                 Ok(Some(v)) => allow.set_headers.push((header.clone(), v)),
                 Ok(None) => {}
                 Err(e) => return fail(Denial::InvalidToken(e)),
             }
-            allow.remove_headers.push(header.clone());
         }
         if let Some(token) = forward_token {
             allow
@@ -1535,9 +1542,9 @@ impl Engine {
             Err(d) => return fail(d),
         };
         if !policy.hide_credentials {
-            return Outcome::Allow(self.identity(app));
+            return Outcome::Allow(self.identity(app, policy));
         }
-        let mut allow = Allow::clone(&self.identity(app));
+        let mut allow = Allow::clone(&self.identity(app, policy));
         allow.remove_headers.push(name.to_owned());
         if credential::has_query_params(req.path, &[name]) {
             allow.path = Some(credential::strip_query_params(req.path, &[name]));
@@ -1545,12 +1552,25 @@ impl Engine {
         Outcome::Allow(Rc::new(allow))
     }
 
-    /// The application's forwarded identity (see `allow_for`), shared by its requests.
-    fn identity(&self, app: &Application) -> Rc<Allow> {
+    /// The application's forwarded identity (see `allow_for`), shared by its requests, with
+    /// the client's copies of the headers `policy` forwards claims under removed: whichever
+    /// strategy let the request in, the upstream reads those as verified claims.
+    fn identity(&self, app: &Application, policy: &Policy) -> Rc<Allow> {
+        // Built for this policy's forwarded headers (its strategy may serve another policy).
+        let fits = |allow: &Allow| {
+            allow.remove_headers.get(APPLICATION_HEADERS.len()..)
+                == Some(policy.forwarded_headers.as_slice())
+        };
         if let Some(allow) = self.identities.get(&app.client_id) {
-            return allow;
+            if fits(&allow) {
+                return allow;
+            }
         }
-        let allow = Rc::new(allow_for(Some(app), &app.client_id));
+        let mut allow = allow_for(Some(app), &app.client_id);
+        allow
+            .remove_headers
+            .extend(policy.forwarded_headers.iter().cloned());
+        let allow = Rc::new(allow);
         self.identities.remember(&app.client_id, Rc::clone(&allow));
         allow
     }

@@ -80,6 +80,10 @@ pub struct Policy {
     /// Every key name of the policy's key_auth strategies, in their order, each once: a
     /// request carries one API key under all of them together, or it is a duplicate.
     pub key_names: Vec<String>,
+    /// Every header any of the policy's strategies forwards a claim under (lower case, each
+    /// once): whichever strategy lets a request in, the client's own copies go, as the
+    /// upstream reads them as verified claims.
+    pub forwarded_headers: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -541,11 +545,21 @@ impl Builder {
         f.deny_unknown(p);
         self.strategy_paths.insert(name.to_owned(), paths);
         let mut key_names: Vec<String> = Vec::new();
+        let mut forwarded_headers: Vec<String> = Vec::new();
         for s in &strategies {
-            if let Strategy::KeyAuth(ka) = s {
-                for n in &ka.key_names {
-                    if !key_names.contains(n) {
-                        key_names.push(n.clone());
+            match s {
+                Strategy::KeyAuth(ka) => {
+                    for n in &ka.key_names {
+                        if !key_names.contains(n) {
+                            key_names.push(n.clone());
+                        }
+                    }
+                }
+                Strategy::OpenIdConnect(o) => {
+                    for (_, h) in &o.upstream_headers {
+                        if !forwarded_headers.contains(h) {
+                            forwarded_headers.push(h.clone());
+                        }
                     }
                 }
             }
@@ -556,6 +570,7 @@ impl Builder {
             strategies,
             hide_credentials,
             key_names,
+            forwarded_headers,
         })
     }
 

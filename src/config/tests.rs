@@ -1220,6 +1220,30 @@ fn upstream_headers_pair_claims_with_lower_cased_names() {
 }
 
 #[test]
+fn a_policy_knows_every_header_its_strategies_forward() {
+    // Whichever strategy lets a request in, the client's copies of these go.
+    let forwarding = |id: &str, names: Value| {
+        let claims: Vec<&str> = names.as_array().unwrap().iter().map(|_| "sub").collect();
+        oidc_strategy(
+            id,
+            oidc_config_with(json!({
+                "upstream_headers_claims": claims,
+                "upstream_headers_names": names,
+            })),
+        )
+    };
+    let config = load(&single(json!([
+        forwarding("a", json!(["X-Subject", "x-tenant"])),
+        forwarding("b", json!(["x-subject", "X-Email"])),
+        oidc_strategy("c", oidc_config()),
+    ])));
+    assert_eq!(
+        config.policies[0].forwarded_headers,
+        strings(&["x-subject", "x-tenant", "x-email"])
+    );
+}
+
+#[test]
 fn upstream_headers_of_different_lengths_are_refused() {
     assert_eq!(
         errors(&single_oidc(oidc_config_with(json!({

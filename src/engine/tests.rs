@@ -880,6 +880,23 @@ fn key_auth_maps_the_key_hash_to_an_application() {
 }
 
 #[test]
+fn a_key_auth_request_cannot_bring_a_header_another_strategy_forwards_a_claim_under() {
+    // orders-v1's s-oidc forwards `sub` as X-Subject: the upstream reads it as a verified
+    // subject, so a request let in by s-key must not carry the client's own.
+    let mut e = engine();
+    let a = allowed(&request_on(
+        &mut e,
+        1,
+        ROUTE,
+        "/orders",
+        &[("apikey", "secret-key-1"), ("X-Subject", "admin")],
+        T0,
+    ));
+    assert_eq!(header(&a, "x-application-id"), Some("app-key"));
+    assert!(a.removes("x-subject"), "{a:?}");
+}
+
+#[test]
 fn tick_warms_keys_and_releases_stuck_requests() {
     let mut e = engine();
     let p = e.on_tick(T0);
