@@ -1463,13 +1463,11 @@ impl Engine {
         let mut allow = match app {
             Some(app) if !adds_more => return Outcome::Allow(self.identity(app, policy)),
             Some(app) => Allow::clone(&self.identity(app, policy)),
-            None => {
-                let mut allow = allow_for(None, values.first().copied().unwrap_or_default());
-                allow
-                    .remove_headers
-                    .extend(policy.forwarded_headers.iter().cloned());
-                allow
-            }
+            None => allow_for(
+                None,
+                values.first().copied().unwrap_or_default(),
+                &policy.forwarded_headers,
+            ),
         };
         // The client's copies of these headers are removed already: they are among the
         // policy's forwarded headers.
@@ -1552,11 +1550,11 @@ impl Engine {
         Outcome::Allow(Rc::new(allow))
     }
 
-    /// The application's forwarded identity (see `allow_for`), shared by its requests, with
-    /// the client's copies of the headers `policy` forwards claims under removed: whichever
-    /// strategy let the request in, the upstream reads those as verified claims.
+    /// The application's forwarded identity under `policy` (see `allow_for`), shared by its
+    /// requests.
     fn identity(&self, app: &Application, policy: &Policy) -> Rc<Allow> {
-        // Built for this policy's forwarded headers (its strategy may serve another policy).
+        // Kept for one policy's forwarded headers at a time (an application approved for
+        // several policies is rebuilt when the next one forwards other headers).
         let fits = |allow: &Allow| {
             allow.remove_headers.get(APPLICATION_HEADERS.len()..)
                 == Some(policy.forwarded_headers.as_slice())
@@ -1566,11 +1564,11 @@ impl Engine {
                 return allow;
             }
         }
-        let mut allow = allow_for(Some(app), &app.client_id);
-        allow
-            .remove_headers
-            .extend(policy.forwarded_headers.iter().cloned());
-        let allow = Rc::new(allow);
+        let allow = Rc::new(allow_for(
+            Some(app),
+            &app.client_id,
+            &policy.forwarded_headers,
+        ));
         self.identities.remember(&app.client_id, Rc::clone(&allow));
         allow
     }
@@ -2101,12 +2099,15 @@ fn rules(strategy: &OidcStrategy) -> ClaimRules<'_> {
 }
 
 /// The forwarded identity: the application's headers (when a registry is configured) and
-/// the credential identifier, after removing any client-sent copies.
-fn allow_for(app: Option<&Application>, identifier: &str) -> Allow {
+/// the credential identifier, after removing any client-sent copies, and those of the
+/// headers the policy forwards claims under (`forwarded`, after the identity headers):
+/// whichever strategy let the request in, the upstream reads those as verified claims.
+fn allow_for(app: Option<&Application>, identifier: &str, forwarded: &[String]) -> Allow {
     let mut allow = Allow {
         remove_headers: APPLICATION_HEADERS
             .iter()
             .map(|h| (*h).to_owned())
+            .chain(forwarded.iter().cloned())
             .collect(),
         ..Allow::default()
     };
