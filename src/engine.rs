@@ -690,10 +690,17 @@ impl Engine {
         candidates
             .iter()
             .find(|(_, o)| {
-                let app_strategy = claims::claim_at(&token.claims, &o.credential_claim)
-                    .and_then(serde_json::Value::as_str)
-                    .and_then(|v| apps.find(v))
-                    .map(|a| a.auth_strategy_id.as_str());
+                // The application `authorize` will find: the first value naming one, of a
+                // string or an array of strings (`VerifiedClaims::credential_values`).
+                let app_strategy = match claims::claim_at(&token.claims, &o.credential_claim) {
+                    Some(serde_json::Value::String(v)) => apps.find(v),
+                    Some(serde_json::Value::Array(items)) => items
+                        .iter()
+                        .filter_map(serde_json::Value::as_str)
+                        .find_map(|v| apps.find(v)),
+                    _ => None,
+                }
+                .map(|a| a.auth_strategy_id.as_str());
                 app_strategy == Some(o.id.as_str())
             })
             .map_or(Some(fallback), |(i, _)| Some(*i))

@@ -596,6 +596,34 @@ fn the_application_is_found_before_the_scopes_are_checked() {
     }
 }
 
+/// Two strategies of one issuer on a route: the application named by the credential claim
+/// picks the strategy, whether the claim is a string or an array of strings (both are
+/// credential claims the check takes, as `aud` usually is an array).
+#[test]
+fn an_array_credential_claim_picks_its_applications_strategy() {
+    let mut c = config_value();
+    c["policies"]["orders-v1"]["strategies"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"id": "s-oidc-b", "strategy_type": "openid_connect",
+            "configs": {"openid-connect": {"issuer": ISS, "credential_claim": ["client_id"],
+                "scopes": [], "auth_methods": ["bearer"], "timeout": 2000, "cache_ttl": 300}}}));
+    c["applications"][1]["auth_strategy_id"] = json!("s-oidc-b");
+    c["applications"][1]["scopes"] = json!(["orders-v1"]);
+    let mut e = engine_with(c);
+    let step = bearer(&mut e, 1, &rs_token(&claims()), T0);
+    assert_eq!(serve_keys(&mut e, &callout(&step), &jwks(), T0).len(), 1);
+    for client_id in [
+        json!("client-2"),
+        json!(["client-2"]),
+        json!(["nobody", "client-2"]),
+    ] {
+        let token = rs_token(&claims_with(json!({ "client_id": client_id.clone() })));
+        let a = allowed(&bearer(&mut e, 2, &token, T0 + 1));
+        assert_eq!(header(&a, "x-application-id"), Some("app-2"), "{client_id}");
+    }
+}
+
 #[test]
 fn expired_tokens_are_refused_before_any_fetch() {
     let mut e = engine();
