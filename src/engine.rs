@@ -690,17 +690,12 @@ impl Engine {
         candidates
             .iter()
             .find(|(_, o)| {
-                // The application `authorize` will find: the first value naming one, of a
-                // string or an array of strings (`VerifiedClaims::credential_values`).
-                let app_strategy = match claims::claim_at(&token.claims, &o.credential_claim) {
-                    Some(serde_json::Value::String(v)) => apps.find(v),
-                    Some(serde_json::Value::Array(items)) => items
-                        .iter()
-                        .filter_map(serde_json::Value::as_str)
-                        .find_map(|v| apps.find(v)),
-                    _ => None,
-                }
-                .map(|a| a.auth_strategy_id.as_str());
+                // The application `authorize` will find: the first of the claim's values
+                // that names one.
+                let app_strategy = claims::credential_values(&token.claims, &o.credential_claim)
+                    .ok()
+                    .and_then(|values| values.into_iter().find_map(|v| apps.find(v)))
+                    .map(|a| a.auth_strategy_id.as_str());
                 app_strategy == Some(o.id.as_str())
             })
             .map_or(Some(fallback), |(i, _)| Some(*i))

@@ -127,6 +127,27 @@ pub fn claim_at<'a>(claims: &'a Map<String, Value>, path: &[String]) -> Option<&
     Some(value)
 }
 
+/// The credential claim's values: a non-empty string, or an array of them. Values with
+/// control characters are refused: they would become header values upstream. Read the same
+/// way from a token not yet verified, to choose the strategy that will verify it.
+pub fn credential_values<'a>(
+    claims: &'a Map<String, Value>,
+    path: &[String],
+) -> Result<Vec<&'a str>, TokenError> {
+    let found = match claim_at(claims, path) {
+        Some(Value::String(s)) => vec![s.as_str()],
+        Some(Value::Array(items)) if !items.is_empty() => items
+            .iter()
+            .map(|v| v.as_str().ok_or(TokenError::BadCredentialClaim))
+            .collect::<Result<Vec<_>, _>>()?,
+        _ => return Err(TokenError::BadCredentialClaim),
+    };
+    if found.iter().any(|v| !is_header_safe(v)) {
+        return Err(TokenError::BadCredentialClaim);
+    }
+    Ok(found)
+}
+
 /// The string values of a claim that may be a string or an array of strings. With
 /// `split_spaces`, a string is a space-separated list (the OAuth `scope` form).
 fn values(claim: Option<&Value>, split_spaces: bool) -> Vec<&str> {
@@ -181,21 +202,9 @@ impl VerifiedClaims {
         self.exp
     }
 
-    /// The credential claim's values: a non-empty string, or an array of them. Values with
-    /// control characters are refused: they would become header values upstream.
+    /// The credential claim's values ([`credential_values`]).
     pub fn credential_values(&self, path: &[String]) -> Result<Vec<&str>, TokenError> {
-        let found = match claim_at(&self.claims, path) {
-            Some(Value::String(s)) => vec![s.as_str()],
-            Some(Value::Array(items)) if !items.is_empty() => items
-                .iter()
-                .map(|v| v.as_str().ok_or(TokenError::BadCredentialClaim))
-                .collect::<Result<Vec<_>, _>>()?,
-            _ => return Err(TokenError::BadCredentialClaim),
-        };
-        if found.iter().any(|v| !is_header_safe(v)) {
-            return Err(TokenError::BadCredentialClaim);
-        }
-        Ok(found)
+        credential_values(&self.claims, path)
     }
 
     /// A claim rendered as an upstream header value: strings as they are, numbers and
