@@ -949,14 +949,16 @@ impl Engine {
         self.verified.insert(token, entry, until_ms, now_ms);
     }
 
-    /// Checks a JWT for a strategy. `Err(forced)`: keys are needed first (`forced` when an
-    /// unknown `kid` asks for a fresh key set).
+    /// Checks a JWT for a strategy. `Err(None)`: keys are needed first. `Err(Some(why))`:
+    /// the token asks for a fresh key set (an unknown `kid`; or no `kid` and a signature the
+    /// current key does not verify, as from an IdP that rotated a key set naming no kids),
+    /// refused with `why` when that look cannot be made.
     fn check_jwt(
         &self,
         strategy: &OidcStrategy,
         token: &ParsedToken,
         now_ms: u64,
-    ) -> Result<Checked, bool> {
+    ) -> Result<Checked, Option<TokenError>> {
         let rules = rules(strategy);
         let now_s = now_ms / 1000;
         let passed = match claims::check(token, &rules, now_s) {
@@ -977,17 +979,19 @@ impl Engine {
             )));
         };
         let Some(keys) = state.keys(now_ms, issuer.max_stale_ms()) else {
-            return Err(false);
+            return Err(None);
         };
         if state.stale(now_ms) {
             self.counters.add(metrics::KEYS_STALE_SERVE);
         }
+        // The IdP may have rotated: look again (once per cooldown, or join a fetch under
+        // way) before refusing.
+        let may_look =
+            || state.in_flight(now_ms) || state.may_force(now_ms, issuer.rediscovery_ms());
         if let Some(kid) = token.kid.as_deref() {
             if !keys.has_kid(kid) {
-                // A kid we do not know: the IdP may have rotated; look again (once per
-                // cooldown, or join a fetch under way) before refusing.
-                if state.in_flight(now_ms) || state.may_force(now_ms, issuer.rediscovery_ms()) {
-                    return Err(true);
+                if may_look() {
+                    return Err(Some(TokenError::UnknownKid));
                 }
                 return Ok(Checked::Denied(Denial::InvalidToken(
                     TokenError::UnknownKid,
@@ -997,6 +1001,9 @@ impl Engine {
         self.counters.add(metrics::SIGNATURES_CHECKED);
         match jwt::verify_passed(passed, &keys, &rules, now_s, self.backend.as_ref()) {
             Ok(v) => Ok(Checked::Verified(v)),
+            Err(TokenError::BadSignature) if token.kid.is_none() && may_look() => {
+                Err(Some(TokenError::BadSignature))
+            }
             Err(e) => Ok(Checked::Denied(Denial::InvalidToken(e))),
         }
     }
@@ -1005,14 +1012,15 @@ impl Engine {
     /// another VM may have published; then joins the fetch under way (here or in another
     /// VM: the shared lease says), or starts one; refuses at once while the IdP is in
     /// backoff, or when an unknown `kid` already caused a fetch within the cooldown.
-    /// `unknown_kid`: [`Engine::check_jwt`] found a `kid` the current set lacks (a bearer
-    /// token's or an exchanged token's alike): the fetch is a forced one, under the cooldown.
+    /// `forced_by`: [`Engine::check_jwt`] found a token (a bearer token or an exchanged one
+    /// alike) that asks for a fresh key set: the fetch is a forced one, under the cooldown,
+    /// and a look that cannot be made refuses the token for this reason.
     fn wait_for_keys(
         &mut self,
         context_id: u32,
         job: Job,
         issuer_index: usize,
-        unknown_kid: bool,
+        forced_by: Option<TokenError>,
         now_ms: u64,
     ) -> Step {
         if self.sync_shared(issuer_index) {
@@ -1031,7 +1039,8 @@ impl Engine {
         let Some(state) = self.issuers.get_mut(issuer_index) else {
             return self.fail(&job, Denial::IdpUnavailable("issuer is not configured"));
         };
-        let forced = unknown_kid && state.keys(now_ms, max_stale_ms).is_some();
+        let forced_by = forced_by.filter(|_| state.keys(now_ms, max_stale_ms).is_some());
+        let forced = forced_by.is_some();
         if state.in_flight(now_ms) {
             // Joins the fetch under way; or, answered only from its own callout, asks for
             // the same stage again (whichever answer comes first is used).
@@ -1041,15 +1050,12 @@ impl Engine {
             };
             return self.wait(context_id, Awaited::Keys(issuer_index), job, again);
         }
-        let refused = |engine: &Self, job: &Job, forced: bool| {
-            if forced {
-                engine.fail(job, Denial::InvalidToken(TokenError::UnknownKid))
-            } else {
-                engine.fail(job, Denial::IdpUnavailable("identity provider unavailable"))
-            }
+        let refused = |engine: &Self, job: &Job, forced_by: Option<TokenError>| match forced_by {
+            Some(why) => engine.fail(job, Denial::InvalidToken(why)),
+            None => engine.fail(job, Denial::IdpUnavailable("identity provider unavailable")),
         };
         if state.in_backoff(now_ms) {
-            return refused(self, &job, forced);
+            return refused(self, &job, forced_by);
         }
         // Two callouts in a row at most (discovery, then keys).
         let hold_ms = timeout_ms.saturating_mul(2).saturating_add(1_000);
@@ -1074,9 +1080,10 @@ impl Engine {
                 return self.wait(context_id, Awaited::Keys(issuer_index), job, None);
             }
             Err(Refusal::Held) => {}
-            Err(Refusal::Backoff) => return refused(self, &job, forced),
+            Err(Refusal::Backoff) => return refused(self, &job, forced_by),
             Err(Refusal::Cooldown) => {
-                return self.fail(&job, Denial::InvalidToken(TokenError::UnknownKid))
+                let why = forced_by.unwrap_or(TokenError::UnknownKid);
+                return self.fail(&job, Denial::InvalidToken(why));
             }
         }
         let Some(stage) = self
@@ -1085,7 +1092,7 @@ impl Engine {
             .and_then(|s| s.start(now_ms, timeout_ms, forced))
         else {
             Lease::release(self.store.as_ref(), &lease_key, 0);
-            return refused(self, &job, forced);
+            return refused(self, &job, forced_by);
         };
         match self.keys_callout(issuer_index, stage) {
             Some(c) => self.wait(context_id, Awaited::Keys(issuer_index), job, Some(c)),
@@ -1232,7 +1239,7 @@ impl Engine {
             .zip(self.issuers.get(strategy.issuer))
             .is_some_and(|(i, s)| s.keys(now_ms, i.max_stale_ms()).is_some());
         if !has_keys {
-            return self.wait_for_keys(context_id, job, strategy.issuer, false, now_ms);
+            return self.wait_for_keys(context_id, job, strategy.issuer, None, now_ms);
         }
         let Pending::ClientCredentials {
             client_id,
@@ -1250,7 +1257,7 @@ impl Engine {
         ) {
             Endpoint::Known(url) => url,
             Endpoint::NeedDiscovery => {
-                return self.wait_for_keys(context_id, job, strategy.issuer, false, now_ms)
+                return self.wait_for_keys(context_id, job, strategy.issuer, None, now_ms)
             }
             Endpoint::Missing => {
                 return self.fail(
@@ -1293,7 +1300,7 @@ impl Engine {
         ) {
             Endpoint::Known(url) => url,
             Endpoint::NeedDiscovery => {
-                return self.wait_for_keys(context_id, job, strategy.issuer, false, now_ms)
+                return self.wait_for_keys(context_id, job, strategy.issuer, None, now_ms)
             }
             Endpoint::Missing => {
                 return self.fail(

@@ -161,7 +161,8 @@ pub struct Issuer {
     pub timeout_ms: u64,
     /// How long discovery and keys are trusted before they are fetched again.
     pub cache_ttl_s: u64,
-    /// Least time between two fetches triggered by an unknown `kid`.
+    /// Least time between two fetches triggered by a token (an unknown `kid`, or none and a
+    /// signature the current key does not verify).
     pub rediscovery_s: u64,
     /// How long past expiry the last good keys keep serving while refreshes fail.
     pub max_stale_s: u64,

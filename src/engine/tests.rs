@@ -330,6 +330,40 @@ fn rotation_refetches_once_per_cooldown() {
 }
 
 #[test]
+fn a_token_without_kid_that_the_key_does_not_verify_looks_for_a_rotated_key_once_per_cooldown() {
+    // An IdP that names no kid and rotates its one key: its new tokens carry nothing that
+    // says the set is stale, so a signature the current key does not verify looks again
+    // (as an unknown kid does), under the same cooldown.
+    let mut e = warm();
+    let new_token = rotated_token_without_kid(&claims());
+    let c = callout(&bearer(&mut e, 2, &new_token, T0 + 1_000));
+    assert_eq!(c.path, "/jwks");
+    let p = e.on_callout_response(c.id, ok(&rotated_jwks_without_kid()), T0 + 1_100);
+    assert!(
+        matches!(p.settled.as_slice(), [(2, _, Outcome::Allow(_))]),
+        "{p:?}"
+    );
+    allowed(&bearer(&mut e, 3, &new_token, T0 + 1_200));
+    // A signature no key verifies, within the cooldown: refused without a fetch, for what
+    // it is.
+    let forged = rotated_token_without_kid(&claims_with(json!({"sub": "admin"})));
+    let (signed, _) = forged.rsplit_once('.').unwrap();
+    let (_, signature) = new_token.rsplit_once('.').unwrap();
+    let forged = format!("{signed}.{signature}");
+    assert_eq!(
+        denied(&bearer(&mut e, 4, &forged, T0 + 2_000)),
+        Denial::InvalidToken(TokenError::BadSignature)
+    );
+    // After the cooldown (30 s): one more look, and the same answer refuses it.
+    let c = callout(&bearer(&mut e, 5, &forged, T0 + 31_001));
+    let p = e.on_callout_response(c.id, ok(&rotated_jwks_without_kid()), T0 + 31_100);
+    let [(5, _, Outcome::Deny(d))] = p.settled.as_slice() else {
+        panic!("{p:?}")
+    };
+    assert_eq!(d.denial, Denial::InvalidToken(TokenError::BadSignature));
+}
+
+#[test]
 fn new_key_set_replaces_the_old_one_whole() {
     let mut e = warm();
     let k = keys();

@@ -183,6 +183,24 @@ pub fn rotated_jwks() -> String {
     json!({"keys": [rsa_jwk(&k.rs_other, "rs-2", Some("RS256")), rsa_jwk(&k.rs, "rs-1", Some("RS256"))]}).to_string()
 }
 
+/// The IdP's next key published and used with no `kid` at all (some IdPs name none): a
+/// token signed with it, and the key set that has only it.
+pub fn rotated_token_without_kid(claims: &Value) -> String {
+    let der = keys().rs_other.to_der().unwrap();
+    RS256KeyPair::from_der(&der)
+        .unwrap()
+        .sign(as_claims(claims))
+        .unwrap()
+}
+
+pub fn rotated_jwks_without_kid() -> String {
+    let mut jwk = rsa_jwk(&keys().rs_other, "", Some("RS256"));
+    if let Some(jwk) = jwk.as_object_mut() {
+        jwk.remove("kid");
+    }
+    json!({"keys": [jwk]}).to_string()
+}
+
 /// UnknownKidToken: signed with the issuer's RSA key under a kid its set does not have.
 pub fn unknown_kid_token(claims: &Value) -> String {
     keys()
