@@ -403,6 +403,11 @@ impl std::hash::Hasher for TailHasher {
     }
 }
 
+/// A [`TtlCache`] value with when it expires, its serial, and when it was inserted (an entry
+/// inserted ahead of the clock was kept from before a step back: its lifetime, counted from
+/// then, would stretch by the step).
+type Entry<V> = (V, u64, u64, u64);
+
 /// A bounded map whose entries expire. When full, an insert evicts the oldest entry (first
 /// in, first out: O(1), so a stream of distinct keys costs the same per insert as a hit),
 /// and memory stays flat whatever the keys.
@@ -411,7 +416,7 @@ pub struct TtlCache<V> {
     /// Keys are shared with `order`: one copy of each (tokens are a kilobyte or so). Bytes:
     /// a lookup compares bytes, and a token read from a request need not be checked to be
     /// text first (only text is ever inserted, so only text can match).
-    entries: std::collections::HashMap<Rc<[u8]>, (V, u64, u64), TailHash>,
+    entries: std::collections::HashMap<Rc<[u8]>, Entry<V>, TailHash>,
     /// Insertion order: (key, serial). A key overwritten later has a newer serial; its old
     /// position is skipped when it comes up.
     order: std::collections::VecDeque<(Rc<[u8]>, u64)>,
@@ -452,7 +457,8 @@ impl<V> TtlCache<V> {
         self.order.reserve(bound.saturating_sub(self.order.len()));
     }
 
-    /// The value under `key` if it has not expired at `now_ms`.
+    /// The value under `key` if it has not expired at `now_ms`, nor was inserted before the
+    /// clock was stepped back.
     pub fn get(&self, key: &(impl AsRef<[u8]> + ?Sized), now_ms: u64) -> Option<&V> {
         self.get_until(key, now_ms).map(|(v, _)| v)
     }
@@ -460,7 +466,11 @@ impl<V> TtlCache<V> {
     /// As [`TtlCache::get`], with when the value expires.
     pub fn get_until(&self, key: &(impl AsRef<[u8]> + ?Sized), now_ms: u64) -> Option<(&V, u64)> {
         match self.entries.get(key.as_ref()) {
-            Some((v, until, _)) if now_ms < *until => Some((v, *until)),
+            Some((v, until, _, inserted))
+                if now_ms < *until && !set_before_a_step_back(*inserted, now_ms) =>
+            {
+                Some((v, *until))
+            }
             _ => None,
         }
     }
@@ -472,7 +482,7 @@ impl<V> TtlCache<V> {
         key: &(impl AsRef<[u8]> + ?Sized),
         value: V,
         until_ms: u64,
-        _now_ms: u64,
+        now_ms: u64,
     ) {
         self.serial = self.serial.wrapping_add(1);
         let serial = self.serial;
@@ -488,19 +498,19 @@ impl<V> TtlCache<V> {
                 if self
                     .entries
                     .get(&old)
-                    .is_some_and(|(_, _, s)| *s == old_serial)
+                    .is_some_and(|(_, _, s, _)| *s == old_serial)
                 {
                     self.entries.remove(&old);
                 }
             }
         }
         self.order.push_back((Rc::clone(&key), serial));
-        self.entries.insert(key, (value, until_ms, serial));
+        self.entries.insert(key, (value, until_ms, serial, now_ms));
         // Overwrites leave stale positions behind; keep the queue within twice the map.
         if self.order.len() > self.capacity.saturating_mul(2) {
             let entries = &self.entries;
             self.order
-                .retain(|(k, s)| entries.get(k).is_some_and(|(_, _, cur)| cur == s));
+                .retain(|(k, s)| entries.get(k).is_some_and(|(_, _, cur, _)| cur == s));
         }
     }
 

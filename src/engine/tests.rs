@@ -3208,6 +3208,57 @@ mod clock_steps {
         );
     }
 
+    /// An engine on the client-credentials config whose keys were fetched at `at`.
+    fn cc_keys_fetched_at(at: u64) -> Engine {
+        let mut e = engine_with(super::methods::config());
+        let token = format!(
+            "Bearer {}",
+            rs_token(&claims_with(json!({"exp": NOW + 7_200})))
+        );
+        let step = request_on(&mut e, 1, "cc", "/cc", &[("authorization", &token)], at);
+        assert_eq!(serve_keys(&mut e, &callout(&step), &jwks(), at).len(), 1);
+        e
+    }
+
+    /// An introspection answer is trusted for cache_ttl (300 s here): a token revoked at the
+    /// IdP is refused by then. A clock stepped back an hour after the answer must not keep
+    /// it an hour longer.
+    #[test]
+    fn a_clock_stepped_back_does_not_stretch_a_cached_introspection() {
+        let before_step = T0 + HOUR;
+        let mut e = cc_keys_fetched_at(before_step);
+        let opaque = [("authorization", "Bearer opaque-1")];
+        let c = callout(&request_on(&mut e, 2, "cc", "/cc", &opaque, before_step));
+        let active = json!({"active": true, "client_id": "client-1", "scope": "orders:read",
+                            "aud": AUD, "iss": ISS, "exp": NOW + 7_200});
+        let p = e.on_callout_response(c.id, ok(&active.to_string()), before_step);
+        assert!(matches!(p.settled.as_slice(), [(2, _, Outcome::Allow(_))]));
+        // Stepped back an hour; 400 s later (past cache_ttl) the same token.
+        let step = request_on(&mut e, 3, "cc", "/cc", &opaque, T0 + 400_000);
+        assert!(
+            matches!(step, Step::Wait(Some(_))),
+            "answered from an introspection 400 s old (cache_ttl 300 s): {step:?}"
+        );
+    }
+
+    /// The same for a token exchanged for client credentials (cache_ttl 300 s).
+    #[test]
+    fn a_clock_stepped_back_does_not_stretch_a_cached_exchange() {
+        use super::methods::{basic, token_answer};
+        let before_step = T0 + HOUR;
+        let mut e = cc_keys_fetched_at(before_step);
+        let c = callout(&basic(&mut e, 2, "Basic client-1:s3cret", before_step));
+        let token = rs_token(&claims_with(json!({"exp": NOW + 7_200})));
+        let p = e.on_callout_response(c.id, token_answer(&token), before_step);
+        assert!(matches!(p.settled.as_slice(), [(2, _, Outcome::Allow(_))]));
+        // Stepped back an hour; 400 s later (past cache_ttl) the same credentials.
+        let step = basic(&mut e, 3, "Basic client-1:s3cret", T0 + 400_000);
+        assert!(
+            matches!(step, Step::Wait(Some(_))),
+            "a token exchanged 400 s ago (cache_ttl 300 s) used without asking the IdP: {step:?}"
+        );
+    }
+
     /// An unknown `kid` fetches once per rediscovery_lifetime (30 s): a clock stepped back an
     /// hour must not refuse a rotated key for an hour.
     #[test]
