@@ -280,6 +280,13 @@ pub fn parse_token_response(
     }
     let expires_in = match doc.get("expires_in") {
         None | Some(Value::Null) => None,
+        // RFC 6749 §5.1 gives a number; Azure AD's v1 endpoint sends it as a string of
+        // digits ("3599"), as Kong's openid-connect also reads it.
+        Some(Value::String(digits))
+            if (1..=10).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            digits.parse().ok()
+        }
         Some(v) => Some(v.as_u64().ok_or("expires_in is not a whole number")?),
     };
     Ok(TokenAnswer::Issued {
@@ -455,7 +462,16 @@ mod tests {
             (200, &br#"{"access_token":7}"#[..]),
             (200, &br#"{"access_token":"a b"}"#[..]),
             (200, &br#"{"access_token":"abc","token_type":"mac"}"#[..]),
-            (200, &br#"{"access_token":"abc","expires_in":"600"}"#[..]),
+            (200, &br#"{"access_token":"abc","expires_in":"6e2"}"#[..]),
+            (200, &br#"{"access_token":"abc","expires_in":"-1"}"#[..]),
+            (200, &br#"{"access_token":"abc","expires_in":" 600"}"#[..]),
+            (200, &br#"{"access_token":"abc","expires_in":"600.0"}"#[..]),
+            (200, &br#"{"access_token":"abc","expires_in":""}"#[..]),
+            (
+                200,
+                &br#"{"access_token":"abc","expires_in":"99999999999"}"#[..],
+            ),
+            (200, &br#"{"access_token":"abc","expires_in":600.5}"#[..]),
             (200, &br#"{"access_token":"abc","access_token":"def"}"#[..]),
         ] {
             assert!(
@@ -464,6 +480,20 @@ mod tests {
                 String::from_utf8_lossy(body)
             );
         }
+        // Azure AD's v1 endpoint: expires_in as a string of digits.
+        assert_eq!(
+            parse_token_response(
+                200,
+                br#"{"access_token":"abc","expires_in":"3599"}"#,
+                8,
+                100
+            )
+            .unwrap(),
+            TokenAnswer::Issued {
+                access_token: "abc".into(),
+                expires_in: Some(3599)
+            }
+        );
         assert!(
             parse_token_response(200, br#"{"access_token":"aaaa"}"#, 8, 3).is_err(),
             "too long"
