@@ -290,6 +290,61 @@ def silent_dispatch_failure_after_reconfigure(wasm_path, failures):
           f"replaced by a 503 (action {action}, local {host.local.get(ctx)})", failures)
 
 
+class RefusingWritesKongHost(kong_host.KongHost):
+    """A host that answers a change to the request's headers with an error status instead of
+    Ok (once `refusing`): ngx_wasm_module's InternalFailure (10, `ngx_proxy_wasm_result_err`,
+    when nginx cannot make the change), Envoy's BadArgument (2, when the request's map is not
+    there). proxy-wasm 0.2.5's `set_map_value`/`add_map_value` panic on any status but Ok."""
+
+    def __init__(self, wasm_path, status):
+        super().__init__(wasm_path)
+        self.status = status
+        self.refusing = False
+
+    def _refused(self, kind):
+        return self.refusing and kind == REQUEST_HEADERS
+
+    def proxy_add_header_map_value(self, kind, *args):
+        return self.status if self._refused(kind) else super().proxy_add_header_map_value(kind, *args)
+
+    def proxy_replace_header_map_value(self, kind, *args):
+        return self.status if self._refused(kind) else super().proxy_replace_header_map_value(kind, *args)
+
+    def proxy_remove_header_map_value(self, kind, *args):
+        return self.status if self._refused(kind) else super().proxy_remove_header_map_value(kind, *args)
+
+
+def header_writes_refused(wasm_path, failures):
+    """An allowed request whose header changes the host refuses is answered 500 and never
+    forwarded: not a trap (which takes the VM, and every request of the worker, with it)."""
+    for status in (2, 10):
+        # Decided at once (keys already in).
+        host = configured(wasm_path, CONFIG, lambda path: RefusingWritesKongHost(path, status))
+        warm(host, 2)
+        host.refusing = True
+        try:
+            action, error = host.start(3, "client-1"), None
+        except Exception as e:  # a trap
+            action, error = None, str(e).splitlines()[0]
+        check(error is None and action == PAUSE and host.local.get(3) == 500 and 3 not in host.resumed,
+              f"header changes refused with status {status}: 500 at once, no trap "
+              f"(action {action}, trap {error}, local {host.local.get(3)})", failures)
+        # Decided after waiting for the keys (resumed from its callout's answer).
+        host = configured(wasm_path, CONFIG, lambda path: RefusingWritesKongHost(path, status))
+        host.refusing = True
+        check(host.start(2, "client-1") == PAUSE, "request waits for its keys", failures)
+        error = None
+        try:
+            for _ in range(5):
+                if host.answer(2) is None:
+                    break
+        except Exception as e:  # a trap
+            error = str(e).splitlines()[0]
+        check(error is None and host.local.get(2) == 500 and not host.resumed.get(2),
+              f"header changes refused with status {status} after waiting: 500, no trap "
+              f"(trap {error}, local {host.local.get(2)}, resumed {host.resumed.get(2)})", failures)
+
+
 class TickOnceKongHost(kong_host.KongHost):
     """ngx_wasm_module's `proxy_set_tick_period_milliseconds` traps when the root already has
     a tick period ("tick_period already set": its on_tick 'double_tick' test must die; later
@@ -333,6 +388,7 @@ def main(wasm_path):
     truncated_spoof(wasm_path, failures)
     dispatch_refused(wasm_path, failures)
     dispatch_status(wasm_path, failures)
+    header_writes_refused(wasm_path, failures)
     print(f"{len(failures)} failed")
     return 1 if failures else 0
 

@@ -495,7 +495,7 @@ pub(crate) fn apply(
                 // With the request's header list at hand, only what is there is removed:
                 // each removal is a call into the proxy.
                 if present.is_none_or(|h| carries(h, name)) {
-                    ok &= hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None).is_ok();
+                    ok &= raw::remove_header(MapType::HttpRequestHeaders, name).is_ok();
                 }
                 // The same name with `-` and `_` swapped is the same header to many upstreams
                 // (CGI, WSGI, Rack; nginx drops the `_` spelling): a client's
@@ -503,8 +503,7 @@ pub(crate) fn apply(
                 for (alias, _) in present.unwrap_or_default() {
                     if is_alias(alias, name) {
                         let alias = String::from_utf8_lossy(alias);
-                        ok &= hostcalls::set_map_value(MapType::HttpRequestHeaders, &alias, None)
-                            .is_ok();
+                        ok &= raw::remove_header(MapType::HttpRequestHeaders, &alias).is_ok();
                     }
                 }
             }
@@ -515,9 +514,9 @@ pub(crate) fn apply(
                     !carries(h, name) || allow.remove_headers.iter().any(|r| r == name)
                 });
                 let result = if absent {
-                    hostcalls::add_map_value(MapType::HttpRequestHeaders, name, value)
+                    raw::add_header(MapType::HttpRequestHeaders, name, value)
                 } else {
-                    hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value))
+                    raw::replace_header(MapType::HttpRequestHeaders, name, value)
                 };
                 ok &= result.is_ok();
             }
@@ -534,9 +533,7 @@ pub(crate) fn apply(
                     log::error!("a credential in the query string cannot be hidden on this host (Kong forwards the query it received); denying");
                     ok = false;
                 } else {
-                    ok &=
-                        hostcalls::set_map_value(MapType::HttpRequestHeaders, ":path", Some(path))
-                            .is_ok();
+                    ok &= raw::replace_header(MapType::HttpRequestHeaders, ":path", path).is_ok();
                 }
             }
             if !ok {

@@ -1,8 +1,10 @@
-//! Two host calls made without the SDK's wrappers, on the request path: its
-//! `get_map_bytes` copies every header name and value into a `String` and a `Vec` of their
-//! own (and panics on a host status other than Ok, or a name that is not UTF-8), and its
-//! `get_property` builds two vectors for the path. Here the host's buffer is taken as it is
-//! and read in place by [`crate::header_map::parse`].
+//! Host calls made without the SDK's wrappers, on the request path: its `get_map_bytes`
+//! copies every header name and value into a `String` and a `Vec` of their own (and panics on
+//! a host status other than Ok, or a name that is not UTF-8), and its `get_property` builds
+//! two vectors for the path. Here the host's buffer is taken as it is and read in place by
+//! [`crate::header_map::parse`]. Its `set_map_value` and `add_map_value` panic (a trap, which
+//! takes the VM and every request of the worker with it) on any status but Ok: a header
+//! change the host refuses must come back as an error, for the request to be refused.
 
 use proxy_wasm::types::MapType;
 
@@ -21,6 +23,21 @@ extern "C" {
         return_value_data: *mut *mut u8,
         return_value_size: *mut usize,
     ) -> u32;
+    fn proxy_add_header_map_value(
+        map_type: u32,
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> u32;
+    fn proxy_replace_header_map_value(
+        map_type: u32,
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> u32;
+    fn proxy_remove_header_map_value(map_type: u32, key_data: *const u8, key_size: usize) -> u32;
 }
 
 /// The ABI's `WasmResult::Ok` and `NotFound`.
@@ -69,4 +86,49 @@ pub(crate) fn property(path: &[u8]) -> Option<Vec<u8>> {
     let status = unsafe { proxy_get_property(path.as_ptr(), path.len(), &mut data, &mut size) };
     // SAFETY: as in `header_map`: on Ok, a buffer from `proxy_on_memory_allocate`, or null.
     (status == OK).then(|| unsafe { take(data, size) })
+}
+
+/// Ok, or the host's status.
+fn status(status: u32) -> Result<(), u32> {
+    if status == OK {
+        Ok(())
+    } else {
+        Err(status)
+    }
+}
+
+/// Adds the header `name: value` to `map`. `Err` carries a host status other than Ok.
+pub(crate) fn add_header(map: MapType, name: &str, value: &str) -> Result<(), u32> {
+    // SAFETY: the host reads `len()` bytes from each pointer, which point to live strings.
+    status(unsafe {
+        proxy_add_header_map_value(
+            map as u32,
+            name.as_ptr(),
+            name.len(),
+            value.as_ptr(),
+            value.len(),
+        )
+    })
+}
+
+/// Sets the header `name` of `map` to `value` (added when absent). `Err` carries a host
+/// status other than Ok.
+pub(crate) fn replace_header(map: MapType, name: &str, value: &str) -> Result<(), u32> {
+    // SAFETY: as in `add_header`.
+    status(unsafe {
+        proxy_replace_header_map_value(
+            map as u32,
+            name.as_ptr(),
+            name.len(),
+            value.as_ptr(),
+            value.len(),
+        )
+    })
+}
+
+/// Removes the header `name` (every value of it) from `map`. `Err` carries a host status
+/// other than Ok.
+pub(crate) fn remove_header(map: MapType, name: &str) -> Result<(), u32> {
+    // SAFETY: the host reads `name.len()` bytes from `name`, a live string.
+    status(unsafe { proxy_remove_header_map_value(map as u32, name.as_ptr(), name.len()) })
 }
