@@ -2010,11 +2010,16 @@ impl Engine {
                 let timeout = lookup(&config, job.policy, job.strategy)
                     .and_then(|(_, s)| config.issuers.get(s.issuer))
                     .map_or(0, |i| i.timeout_ms);
-                // Up to two callouts in a row (discovery, then keys or a token).
+                // The callouts a request may wait for in a row: discovery and keys; then,
+                // for client credentials or an opaque token, the exchange or introspection.
+                let in_a_row = match job.method() {
+                    Method::ClientCredentials | Method::Introspection => 3,
+                    _ => 2,
+                };
                 now_ms
                     >= job
                         .since_ms
-                        .saturating_add(timeout.saturating_mul(2))
+                        .saturating_add(timeout.saturating_mul(in_a_row))
                         .saturating_add(2_000)
             })
             .map(|(id, _)| *id)

@@ -240,7 +240,8 @@ fn reconfigured_while_callouts_in_flight(tally: &mut Tally) {
     // Seen once in several runs on a loaded 2-core machine (none in 40 runs in a row on
     // 2026-11-27), before callouts dropped with their request were sent again: one held
     // exchange never came back to its request, which the engine's own bound then answered
-    // 503 ("identity provider did not answer in time", 2 x timeout + 2 s later).
+    // 503 ("identity provider did not answer in time", 3 x timeout + 2 s later for client
+    // credentials).
     // Fail-closed, so it is recorded as such (never as an allow). Waiting on a callout that
     // Envoy dropped unanswered is the one known way to get there, the one
     // `a_waiting_request_outlives_the_request_whose_callout_it_shared` pins.
@@ -741,7 +742,7 @@ fn summary(tally: &Tally, elapsed: Duration) {
 /// outlives that request: its client hangs up, Envoy cancels the callouts of the request's
 /// context without answering them, and the exchange is sent again for the request left
 /// waiting (from the root context, at the next tick) instead of that request waiting out
-/// the filter's bound (twice the timeout and 2 s) for a 503.
+/// the filter's bound (three times the timeout and 2 s for client credentials) for a 503.
 #[test]
 fn a_waiting_request_outlives_the_request_whose_callout_it_shared() {
     use std::io::Write as _;

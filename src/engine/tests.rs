@@ -1146,6 +1146,46 @@ mod methods {
         ok(&json!({"access_token": token, "token_type": "Bearer", "expires_in": 600}).to_string())
     }
 
+    /// A cold client-credentials request makes three callouts in a row (discovery, keys,
+    /// the exchange), as a cold introspection does: the tick gives up on it after three
+    /// callouts' time plus 2 s, not two. An IdP answering each within its timeout (2 s
+    /// here) is waited for.
+    #[test]
+    fn a_slow_idp_answering_each_callout_in_time_is_waited_for() {
+        let mut e = engine_with(config());
+        let c = callout(&basic(&mut e, 1, "Basic client-1:s3cret", T0));
+        assert_eq!(c.path, "/.well-known/openid-configuration");
+        let p = e.on_callout_response(c.id, ok(&discovery_doc()), T0 + 1_900);
+        let keys = p.callouts[0].clone();
+        assert_eq!(keys.path, "/jwks");
+        let p = e.on_callout_response(keys.id, ok(&jwks()), T0 + 3_800);
+        assert!(p.settled.is_empty(), "{p:?}");
+        let [exchange] = p.callouts.as_slice() else {
+            panic!("{p:?}")
+        };
+        // 6.1 s after the request, 2.3 s into the exchange (timeout 2 s, plus the 2 s slack).
+        let p = e.on_tick(T0 + 6_100);
+        assert!(p.settled.is_empty(), "given up during the exchange: {p:?}");
+        let token = rs_token(&claims());
+        let p = e.on_callout_response(exchange.id, token_answer(&token), T0 + 5_700);
+        assert!(
+            matches!(p.settled.as_slice(), [(1, _, Outcome::Allow(_))]),
+            "{p:?}"
+        );
+        // An exchange not answered by then is given up on.
+        let mut e = engine_with(config());
+        let c = callout(&basic(&mut e, 1, "Basic client-1:s3cret", T0));
+        let p = e.on_callout_response(c.id, ok(&discovery_doc()), T0 + 1_900);
+        let p = e.on_callout_response(p.callouts[0].id, ok(&jwks()), T0 + 3_800);
+        assert_eq!(p.callouts.len(), 1);
+        assert!(e.on_tick(T0 + 7_999).settled.is_empty());
+        let p = e.on_tick(T0 + 8_000);
+        let [(1, _, Outcome::Deny(d))] = p.settled.as_slice() else {
+            panic!("{p:?}")
+        };
+        assert_eq!(d.reply.status, 503);
+    }
+
     #[test]
     fn client_credentials_go_upstream_as_the_client_that_presented_them() {
         // The IdP answers client-1's exchange with a token naming another approved client
