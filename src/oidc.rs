@@ -281,7 +281,7 @@ pub fn parse_token_response(
     let expires_in = match doc.get("expires_in") {
         None | Some(Value::Null) => None,
         // RFC 6749 §5.1 gives a number; Azure AD's v1 endpoint sends it as a string of
-        // digits ("3599"), as Kong's openid-connect also reads it.
+        // digits ("3599").
         Some(Value::String(digits))
             if (1..=10).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()) =>
         {
