@@ -403,10 +403,17 @@ impl std::hash::Hasher for TailHasher {
     }
 }
 
-/// A [`TtlCache`] value with when it expires, its serial, and when it was inserted (an entry
-/// inserted ahead of the clock was kept from before a step back: its lifetime, counted from
-/// then, would stretch by the step).
-type Entry<V> = (V, u64, u64, u64);
+/// A [`TtlCache`] value and what decides how long it is kept.
+#[derive(Debug)]
+struct Entry<V> {
+    value: V,
+    until_ms: u64,
+    /// Its position in the insertion order.
+    serial: u64,
+    /// An entry inserted ahead of the clock was kept from before a step back: its lifetime,
+    /// counted from then, would stretch by the step.
+    inserted_ms: u64,
+}
 
 /// A bounded map whose entries expire. When full, an insert evicts the oldest entry (first
 /// in, first out: O(1), so a stream of distinct keys costs the same per insert as a hit),
@@ -466,10 +473,8 @@ impl<V> TtlCache<V> {
     /// As [`TtlCache::get`], with when the value expires.
     pub fn get_until(&self, key: &(impl AsRef<[u8]> + ?Sized), now_ms: u64) -> Option<(&V, u64)> {
         match self.entries.get(key.as_ref()) {
-            Some((v, until, _, inserted))
-                if now_ms < *until && !set_before_a_step_back(*inserted, now_ms) =>
-            {
-                Some((v, *until))
+            Some(e) if now_ms < e.until_ms && !set_before_a_step_back(e.inserted_ms, now_ms) => {
+                Some((&e.value, e.until_ms))
             }
             _ => None,
         }
@@ -498,19 +503,25 @@ impl<V> TtlCache<V> {
                 if self
                     .entries
                     .get(&old)
-                    .is_some_and(|(_, _, s, _)| *s == old_serial)
+                    .is_some_and(|e| e.serial == old_serial)
                 {
                     self.entries.remove(&old);
                 }
             }
         }
         self.order.push_back((Rc::clone(&key), serial));
-        self.entries.insert(key, (value, until_ms, serial, now_ms));
+        let entry = Entry {
+            value,
+            until_ms,
+            serial,
+            inserted_ms: now_ms,
+        };
+        self.entries.insert(key, entry);
         // Overwrites leave stale positions behind; keep the queue within twice the map.
         if self.order.len() > self.capacity.saturating_mul(2) {
             let entries = &self.entries;
             self.order
-                .retain(|(k, s)| entries.get(k).is_some_and(|(_, _, cur, _)| cur == s));
+                .retain(|(k, s)| entries.get(k).is_some_and(|e| e.serial == *s));
         }
     }
 
