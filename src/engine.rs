@@ -197,6 +197,10 @@ struct Job {
     realm: String,
     path: String,
     since_ms: u64,
+    /// Already counted as waiting for another VM's fetch (`KEYS_LEASE_WAIT`): the tick
+    /// re-runs a waiting request while that VM still holds the lease, and one request is one
+    /// wait.
+    lease_wait_counted: bool,
 }
 
 impl Job {
@@ -527,6 +531,7 @@ impl Engine {
             realm: realm.to_owned(),
             path: req.path.to_owned(),
             since_ms: now_ms,
+            lease_wait_counted: false,
         };
         match credential {
             Credential::Bearer { token, source } => {
@@ -1018,7 +1023,7 @@ impl Engine {
     fn wait_for_keys(
         &mut self,
         context_id: u32,
-        job: Job,
+        mut job: Job,
         issuer_index: usize,
         forced_by: Option<TokenError>,
         now_ms: u64,
@@ -1076,7 +1081,10 @@ impl Engine {
             // Another VM fetches: wait for its result (the tick adopts it), unless only an
             // own callout can resume this request; then fetch as well.
             Err(Refusal::Held) if !self.own_callouts => {
-                self.counters.add(metrics::KEYS_LEASE_WAIT);
+                if !job.lease_wait_counted {
+                    job.lease_wait_counted = true;
+                    self.counters.add(metrics::KEYS_LEASE_WAIT);
+                }
                 return self.wait(context_id, Awaited::Keys(issuer_index), job, None);
             }
             Err(Refusal::Held) => {}

@@ -1812,6 +1812,29 @@ mod shared_keys {
         );
     }
 
+    /// `app_auth.keys.lease_wait` counts requests that waited for another VM's fetch: one
+    /// request waiting through several ticks (each re-runs it, and finds the lease still
+    /// held) is one wait, not one per tick.
+    #[test]
+    fn a_request_waiting_through_several_ticks_counts_one_lease_wait() {
+        let store = Rc::new(MemoryStore::default());
+        let (mut a, _) = vm(&store);
+        let (mut b, counters) = vm(&store);
+        let c = callout(&bearer(&mut a, 1, &rs_token(&claims()), T0));
+        assert_eq!(
+            bearer(&mut b, 2, &rs_token(&claims()), T0 + 1),
+            Step::Wait(None)
+        );
+        // A's IdP takes a second: B ticks five times meanwhile.
+        for i in 1..=5 {
+            assert!(b.on_tick(T0 + i * 200).settled.is_empty());
+        }
+        serve_keys(&mut a, &c, &jwks(), T0 + 1_000);
+        let p = b.on_tick(T0 + 1_200);
+        assert!(matches!(p.settled.as_slice(), [(2, _, Outcome::Allow(_))]));
+        assert_eq!(counters.get(metrics::KEYS_LEASE_WAIT), 1);
+    }
+
     #[test]
     fn a_failed_fetch_backs_off_every_vm() {
         let store = Rc::new(MemoryStore::default());
