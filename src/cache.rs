@@ -17,6 +17,12 @@ pub const MAX_BACKOFF_MS: u64 = BACKOFF_MS.1;
 /// stepped back since.
 pub const CLOCK_SLACK_MS: u64 = 5_000;
 
+/// The backoff after `failures` failed fetches in a row (at least one).
+pub fn backoff_ms(failures: u32) -> u64 {
+    let shift = failures.saturating_sub(1).min(10);
+    (BACKOFF_MS.0 << shift).min(BACKOFF_MS.1)
+}
+
 /// Whether `t`, set earlier, is ahead of the clock now by more than the slack: the clock
 /// was stepped back since it was set.
 pub fn set_before_a_step_back(t: u64, now_ms: u64) -> bool {
@@ -103,15 +109,6 @@ impl IssuerKeys {
             keys.inherit(older);
         }
         self.keys = Some((Rc::new(keys), expires_ms));
-    }
-
-    /// When the backoff after the last failure ends.
-    pub fn retry_at(&self) -> u64 {
-        if self.failures > 0 {
-            self.retry_at_ms
-        } else {
-            0
-        }
     }
 
     /// Whether keys are missing, expired, or within the last tenth of their lifetime.
@@ -207,9 +204,7 @@ impl IssuerKeys {
     pub fn failed(&mut self, now_ms: u64, error: String) {
         self.in_flight = None;
         self.failures = self.failures.saturating_add(1);
-        let shift = self.failures.saturating_sub(1).min(10);
-        let backoff = (BACKOFF_MS.0 << shift).min(BACKOFF_MS.1);
-        self.retry_at_ms = now_ms.saturating_add(backoff);
+        self.retry_at_ms = now_ms.saturating_add(backoff_ms(self.failures));
         // A discovery document that led to a failed key fetch is suspect too: the next
         // fetch starts from discovery again. Its endpoints (validated: it named the issuer)
         // stay usable meanwhile: introspection needs no signing key, and an IdP that issues

@@ -13,7 +13,7 @@ use crate::jwt::{
 use crate::metrics::{self, Counters};
 use crate::oidc::{self, Url};
 use crate::response::{Denial, Reply};
-use crate::shared::{KeyRecord, Lease, Refusal, SharedStore, Slots};
+use crate::shared::{Ended, KeyRecord, Lease, Refusal, SharedStore, Slots};
 use std::collections::HashMap;
 use std::rc::Rc;
 
@@ -415,7 +415,7 @@ impl Engine {
                     if state.stage(now_ms) == Some(stage) {
                         state.abandoned();
                         if let Some(slots) = self.slots.get(issuer) {
-                            Lease::release(self.store.as_ref(), &slots.lease, 0);
+                            Lease::release(self.store.as_ref(), &slots.lease, Ended::Dropped);
                         }
                     }
                 }
@@ -1099,13 +1099,13 @@ impl Engine {
             .get_mut(issuer_index)
             .and_then(|s| s.start(now_ms, timeout_ms, forced))
         else {
-            Lease::release(self.store.as_ref(), &lease_key, 0);
+            Lease::release(self.store.as_ref(), &lease_key, Ended::Dropped);
             return refused(self, &job, forced_by);
         };
         match self.keys_callout(issuer_index, stage) {
             Some(c) => self.wait(context_id, Awaited::Keys(issuer_index), job, Some(c)),
             None => {
-                Lease::release(self.store.as_ref(), &lease_key, 0);
+                Lease::release(self.store.as_ref(), &lease_key, Ended::Dropped);
                 self.fail(
                     &job,
                     Denial::IdpUnavailable("identity provider has no key set URL"),
@@ -1745,7 +1745,7 @@ impl Engine {
                             jwks,
                         );
                     }
-                    Lease::release(self.store.as_ref(), &slots.lease, 0);
+                    Lease::release(self.store.as_ref(), &slots.lease, Ended::Fetched);
                 }
                 // Verifications remembered under the old set are void: a key removed at
                 // the IdP stops verifying now.
@@ -1770,9 +1770,10 @@ impl Engine {
                 .log
                 .push(format!("fetch for {} failed: {error}", cfg.issuer));
             state.failed(now_ms, error);
-            // Every VM backs off with us: the lease carries the retry time.
+            // Every VM backs off with us: the lease carries the retry time, and the failures
+            // in a row (whichever VM had them) that it doubles with.
             if let Some(slots) = self.slots.get(index) {
-                Lease::release(self.store.as_ref(), &slots.lease, state.retry_at());
+                Lease::release(self.store.as_ref(), &slots.lease, Ended::Failed { now_ms });
             }
         }
         // Waiters re-run: with stale keys they may still pass; without, the backoff
@@ -2003,7 +2004,7 @@ impl Engine {
                 .and_then(|s| s.start(now_ms, timeout_ms, false))
             {
                 Some(stage) => progress.callouts.extend(self.keys_callout(index, stage)),
-                None => Lease::release(self.store.as_ref(), &lease_key, 0),
+                None => Lease::release(self.store.as_ref(), &lease_key, Ended::Dropped),
             }
         }
         // Answered only by their own callouts (which the host times out), waiting requests

@@ -84,6 +84,19 @@ pub struct Lease {
     pub retry_at_ms: u64,
     /// The last fetch caused by an unknown `kid` (shared cooldown).
     pub last_forced_ms: u64,
+    /// Fetches failed in a row, by whichever VM: the shared backoff doubles with each.
+    pub failures: u32,
+}
+
+/// How the fetch that held the lease ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// A good key set came in: the failures in a row are over.
+    Fetched,
+    /// It failed at `now_ms`: every VM backs off, twice as long as after the failure before.
+    Failed { now_ms: u64 },
+    /// It was dropped unanswered, or never sent: nothing was learnt.
+    Dropped,
 }
 
 /// Why a lease was not granted.
@@ -100,8 +113,12 @@ pub enum Refusal {
 impl Lease {
     fn encode(&self) -> Vec<u8> {
         format!(
-            "{};{};{};{}",
-            self.held_until_ms, self.retry_at_ms, self.last_forced_ms, self.held_from_ms
+            "{};{};{};{};{}",
+            self.held_until_ms,
+            self.retry_at_ms,
+            self.last_forced_ms,
+            self.held_from_ms,
+            self.failures
         )
         .into_bytes()
     }
@@ -114,6 +131,9 @@ impl Lease {
             retry_at_ms: parts.next().unwrap_or(0),
             last_forced_ms: parts.next().unwrap_or(0),
             held_from_ms: parts.next().unwrap_or(0),
+            failures: parts
+                .next()
+                .map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX)),
         }
     }
 
@@ -175,6 +195,7 @@ impl Lease {
                 held_from_ms: now_ms,
                 retry_at_ms: 0,
                 last_forced_ms: if forced { now_ms } else { lease.last_forced_ms },
+                failures: lease.failures,
             };
             return if store.set(key, &next.encode(), Some(cas)) {
                 Ok(())
@@ -185,14 +206,24 @@ impl Lease {
         Err(Refusal::Held)
     }
 
-    /// Ends the holder's fetch; `retry_at_ms` > 0 after a failure.
-    pub fn release(store: &dyn SharedStore, key: &str, retry_at_ms: u64) {
-        let last_forced_ms = Lease::read(store, key).last_forced_ms;
+    /// Ends the holder's fetch.
+    pub fn release(store: &dyn SharedStore, key: &str, end: Ended) {
+        let held = Lease::read(store, key);
+        let (retry_at_ms, failures) = match end {
+            Ended::Fetched => (0, 0),
+            Ended::Failed { now_ms } => {
+                let failures = held.failures.saturating_add(1);
+                let backoff = crate::cache::backoff_ms(failures);
+                (now_ms.saturating_add(backoff), failures)
+            }
+            Ended::Dropped => (0, held.failures),
+        };
         let lease = Lease {
             held_until_ms: 0,
             held_from_ms: 0,
             retry_at_ms,
-            last_forced_ms,
+            last_forced_ms: held.last_forced_ms,
+            failures,
         };
         store.set(key, &lease.encode(), None);
     }
@@ -301,7 +332,7 @@ mod tests {
         );
         // A lost holder's lease runs out.
         assert_eq!(Lease::acquire(&s, k, 1_000, 1_000, false, 30_000), Ok(()));
-        Lease::release(&s, k, 0);
+        Lease::release(&s, k, Ended::Dropped);
         assert_eq!(Lease::acquire(&s, k, 1_001, 1_000, false, 30_000), Ok(()));
     }
 
@@ -309,13 +340,13 @@ mod tests {
     fn failures_back_off_for_everyone_and_kid_fetches_cool_down() {
         let s = MemoryStore::default();
         assert_eq!(Lease::acquire(&s, "l", 0, 1_000, false, 30_000), Ok(()));
-        Lease::release(&s, "l", 5_000);
+        Lease::release(&s, "l", Ended::Failed { now_ms: 4_000 });
         assert_eq!(
             Lease::acquire(&s, "l", 4_999, 1_000, false, 30_000),
             Err(Refusal::Backoff)
         );
         assert_eq!(Lease::acquire(&s, "l", 5_000, 1_000, true, 30_000), Ok(()));
-        Lease::release(&s, "l", 0);
+        Lease::release(&s, "l", Ended::Fetched);
         assert_eq!(
             Lease::acquire(&s, "l", 6_000, 1_000, true, 30_000),
             Err(Refusal::Cooldown)
@@ -325,8 +356,31 @@ mod tests {
             Ok(()),
             "scheduled refreshes are not cooled down"
         );
-        Lease::release(&s, "l", 0);
+        Lease::release(&s, "l", Ended::Fetched);
         assert_eq!(Lease::acquire(&s, "l", 35_000, 1_000, true, 30_000), Ok(()));
+    }
+
+    #[test]
+    fn the_backoff_doubles_with_each_failure_in_a_row_until_a_set_comes_in() {
+        let s = MemoryStore::default();
+        let try_at = |t: u64| Lease::acquire(&s, "l", t, 1_000, false, 30_000);
+        assert_eq!(try_at(0), Ok(()));
+        Lease::release(&s, "l", Ended::Failed { now_ms: 0 });
+        assert_eq!(try_at(1_000), Ok(()), "1 s after the first failure");
+        Lease::release(&s, "l", Ended::Failed { now_ms: 1_000 });
+        assert_eq!(try_at(2_999), Err(Refusal::Backoff), "2 s after the second");
+        assert_eq!(try_at(3_000), Ok(()));
+        // A fetch dropped unanswered learnt nothing: the next failure is the third.
+        Lease::release(&s, "l", Ended::Dropped);
+        assert_eq!(try_at(3_000), Ok(()));
+        Lease::release(&s, "l", Ended::Failed { now_ms: 3_000 });
+        assert_eq!(try_at(6_999), Err(Refusal::Backoff));
+        assert_eq!(try_at(7_000), Ok(()));
+        // A good set ends the run: the next failure backs off 1 s again.
+        Lease::release(&s, "l", Ended::Fetched);
+        assert_eq!(try_at(8_000), Ok(()));
+        Lease::release(&s, "l", Ended::Failed { now_ms: 8_000 });
+        assert_eq!(try_at(9_000), Ok(()));
     }
 
     #[test]

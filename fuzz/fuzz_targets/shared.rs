@@ -8,7 +8,7 @@
 
 #![no_main]
 
-use app_auth_filter::shared::{KeyRecord, Lease, MemoryStore, SharedStore, Slots};
+use app_auth_filter::shared::{Ended, KeyRecord, Lease, MemoryStore, SharedStore, Slots};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -50,7 +50,7 @@ fuzz_target!(|data: &[u8]| {
                 assert!(before.held_until_ms <= now && before.retry_at_ms <= now);
                 let after = Lease::read(&store, &slots.lease);
                 assert_eq!(after.held_until_ms, now + 10_000);
-                Lease::release(&store, &slots.lease, 0);
+                Lease::release(&store, &slots.lease, Ended::Dropped);
                 assert_eq!(Lease::read(&store, &slots.lease).held_until_ms, 0);
             }
             Err(_) => {}

@@ -1872,6 +1872,31 @@ mod shared_keys {
         ));
     }
 
+    /// The backoff doubles with each failed fetch, whichever VM made it (README: "1 s,
+    /// doubling to 10 s, for every VM"): after A's failure and then B's, nobody fetches for
+    /// 2 s. Each VM counting only its own failures kept the IdP at one retry a second
+    /// for as many failures as there are VMs.
+    #[test]
+    fn a_failure_in_another_vm_doubles_the_shared_backoff() {
+        let store = Rc::new(MemoryStore::default());
+        let (mut a, _) = vm(&store);
+        let (mut b, _) = vm(&store);
+        let down = CalloutResponse::default();
+        let c = a.on_tick(T0).callouts.remove(0);
+        a.on_callout_response(c.id, down.clone(), T0);
+        // A's backoff (1 s) is over; B's tick fetches, and fails too.
+        let c = b.on_tick(T0 + 1_000).callouts.remove(0);
+        b.on_callout_response(c.id, down, T0 + 1_000);
+        // The second failure in a row backs everyone off 2 s, A included.
+        for vm in [&mut a, &mut b] {
+            assert!(
+                vm.on_tick(T0 + 2_800).callouts.is_empty(),
+                "fetched 1.8 s after the second failure"
+            );
+        }
+        assert_eq!(a.on_tick(T0 + 3_000).callouts.len(), 1);
+    }
+
     #[test]
     fn rotation_is_fetched_once_and_cooled_down_for_all() {
         let (mut a, mut b, _) = two_vms();
