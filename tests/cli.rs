@@ -165,3 +165,42 @@ fn register_then_explain_against_the_identity_provider() {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("(from "), "{out}");
 }
+
+/// A bearer-only config for one issuer, without applications, with `extra` openid-connect
+/// fields.
+fn plain_config(dir: &std::path::Path, issuer: &str, extra: serde_json::Value) -> String {
+    let mut oidc = json!({"issuer": issuer, "credential_claim": ["client_id"],
+        "scopes": ["orders:read"], "auth_methods": ["bearer"]});
+    for (k, v) in extra.as_object().unwrap() {
+        oidc[k] = v.clone();
+    }
+    let config = json!({"policy": {"strategies": [{"id": "s-oidc",
+        "strategy_type": "openid_connect", "configs": {"openid-connect": oidc}}]}});
+    let path = dir.join("plain.json");
+    std::fs::write(&path, config.to_string()).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+#[test]
+fn explain_waits_for_a_callout_as_long_as_the_filter_would() {
+    // The strategy's `timeout` is 500 ms: the filter gives up on a discovery document that
+    // takes 3 s (503); explain must not wait for it and allow.
+    let dir = scratch();
+    let idp = fake_idp::FakeIdp::start();
+    idp.set(
+        "a",
+        fake_idp::Endpoint::Discovery,
+        Some(fake_idp::Fault::Slow(std::time::Duration::from_secs(3))),
+    );
+    let config = plain_config(&dir, &idp.issuer("a"), json!({"timeout": 500}));
+    let auth = format!("Authorization: Bearer {}", idp.access_token("a", "c1"));
+    let started = std::time::Instant::now();
+    let (code, out, err) = app_auth(&["explain", "--config", &config, "--header", &auth]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("decision  DENY 503"), "{out}{err}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(2500),
+        "{:?}",
+        started.elapsed()
+    );
+}

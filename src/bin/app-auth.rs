@@ -148,6 +148,19 @@ mod cli {
             .into()
     }
 
+    /// The agent for one of the engine's callouts: it waits as long as the proxy would (the
+    /// callout's own timeout, the strategy's `timeout`), so that a slow IdP gets the
+    /// filter's verdict.
+    fn callout_agent(callout: &Callout) -> ureq::Agent {
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(std::time::Duration::from_millis(
+                callout.timeout_ms.max(1),
+            )))
+            .build()
+            .into()
+    }
+
     /// Performs a callout over the network (or from --discovery / --jwks files).
     fn perform(callout: &Callout, opts: &Options) -> CalloutResponse {
         let url = format!(
@@ -177,7 +190,7 @@ mod cli {
                 },
             };
         }
-        let agent = agent();
+        let agent = callout_agent(callout);
         let mut request = match callout.method {
             "POST" => {
                 let mut r = agent.post(&url);
