@@ -204,3 +204,82 @@ fn explain_waits_for_a_callout_as_long_as_the_filter_would() {
         started.elapsed()
     );
 }
+
+/// A loopback server answering every request with `answer(path, head, body)`: (status line,
+/// extra header lines, body). Stops with the test process.
+fn tiny_server(
+    answer: impl Fn(&str, &str, &str) -> (String, String, String) + Send + 'static,
+) -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).is_ok_and(|n| n == 1) {
+                head.push(byte[0]);
+            }
+            let head = String::from_utf8_lossy(&head).into_owned();
+            let length = head
+                .lines()
+                .find_map(|l| {
+                    let (n, v) = l.split_once(':')?;
+                    n.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse::<usize>().ok())?
+                })
+                .unwrap_or(0);
+            let mut body = vec![0u8; length];
+            let _ = stream.read_exact(&mut body);
+            let path = head.split(' ').nth(1).unwrap_or("/").to_owned();
+            let (status, headers, body) = answer(&path, &head, &String::from_utf8_lossy(&body));
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\n{headers}content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    port
+}
+
+#[test]
+fn explain_does_not_follow_redirects_the_filter_does_not_follow() {
+    // The issuer's jwks_uri answers 302 (to a key set that would verify the token): the
+    // proxy's callout takes the 302 as a failed fetch (503), and so must explain.
+    let dir = scratch();
+    let idp = fake_idp::FakeIdp::start();
+    let keys = format!("{}/jwks", idp.issuer("a"));
+    let port = tiny_server(move |path, _, _| match path {
+        "/jwks" => (
+            "302 Found".into(),
+            format!("location: {keys}\r\n"),
+            String::new(),
+        ),
+        _ => ("200 OK".into(), String::new(), String::new()),
+    });
+    let issuer = format!("http://127.0.0.1:{port}");
+    let discovery = dir.join("discovery.json");
+    std::fs::write(
+        &discovery,
+        json!({"issuer": issuer, "jwks_uri": format!("{issuer}/jwks")}).to_string(),
+    )
+    .unwrap();
+    let config = plain_config(&dir, &issuer, json!({}));
+    let mut claims = idp.claims("a", "c1");
+    claims["iss"] = json!(issuer);
+    let auth = format!("Authorization: Bearer {}", idp.sign("a", &claims));
+    let (code, out, err) = app_auth(&[
+        "explain",
+        "--config",
+        &config,
+        "--header",
+        &auth,
+        "--discovery",
+        discovery.to_str().unwrap(),
+    ]);
+    assert!(out.contains("/jwks  -> 302"), "{out}{err}");
+    assert!(out.contains("decision  DENY 503"), "{out}{err}");
+    assert_eq!(code, 1, "{out}{err}");
+}

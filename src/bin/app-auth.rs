@@ -149,11 +149,13 @@ mod cli {
     }
 
     /// The agent for one of the engine's callouts: it waits as long as the proxy would (the
-    /// callout's own timeout, the strategy's `timeout`), so that a slow IdP gets the
+    /// callout's own timeout, the strategy's `timeout`) and, as `dispatch_http_call` in
+    /// Envoy and Kong, follows no redirect (a 3xx is the answer), so that the IdP gets the
     /// filter's verdict.
     fn callout_agent(callout: &Callout) -> ureq::Agent {
         ureq::Agent::config_builder()
             .http_status_as_error(false)
+            .max_redirects(0)
             .timeout_global(Some(std::time::Duration::from_millis(
                 callout.timeout_ms.max(1),
             )))
