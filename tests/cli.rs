@@ -283,3 +283,17 @@ fn explain_does_not_follow_redirects_the_filter_does_not_follow() {
     assert!(out.contains("decision  DENY 503"), "{out}{err}");
     assert_eq!(code, 1, "{out}{err}");
 }
+
+#[test]
+fn explain_never_prints_a_token_from_the_query_string() {
+    let dir = scratch();
+    let idp = fake_idp::FakeIdp::start();
+    let config = plain_config(&dir, &idp.issuer("a"), json!({}));
+    let token = idp.access_token("a", "c1");
+    let path = format!("/orders?x=1&access_token={token}");
+    let (code, out, err) = app_auth(&["explain", "--config", &config, "--path", &path]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("decision  ALLOW (bearer)"), "{out}");
+    assert!(!out.contains(&token), "{out}");
+    assert!(!err.contains(&token), "{err}");
+}

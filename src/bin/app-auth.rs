@@ -258,7 +258,11 @@ mod cli {
             path,
             headers: &headers,
         };
-        println!("request  route={} path={path}", route.unwrap_or("-"));
+        println!(
+            "request  route={} path={}",
+            route.unwrap_or("-"),
+            without_query_values(path)
+        );
         let mut step = engine.on_request(1, &request, now_ms());
         let mut result = None;
         for _ in 0..16 {
@@ -333,6 +337,22 @@ mod cli {
                 Ok(1)
             }
         }
+    }
+
+    /// `path` with each query parameter's value shown as `…`: the query may carry a token
+    /// (`access_token`) or an API key, which are never printed.
+    fn without_query_values(path: &str) -> String {
+        let Some((path, query)) = path.split_once('?') else {
+            return path.to_owned();
+        };
+        let params: Vec<String> = query
+            .split('&')
+            .map(|p| match p.split_once('=') {
+                Some((name, _)) => format!("{name}=…"),
+                None => p.to_owned(),
+            })
+            .collect();
+        format!("{path}?{}", params.join("&"))
     }
 
     /// The checks of a method in the order the engine runs them, each with its verdict:
