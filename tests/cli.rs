@@ -297,3 +297,18 @@ fn explain_never_prints_a_token_from_the_query_string() {
     assert!(!out.contains(&token), "{out}");
     assert!(!err.contains(&token), "{err}");
 }
+#[test]
+fn an_unknown_option_is_refused_not_ignored() {
+    // `--heder` for `--header`: explain would otherwise judge a request without the header.
+    let example = root().join("filter-config/orders.json");
+    let (code, out, err) = app_auth(&[
+        "explain",
+        "--config",
+        example.to_str().unwrap(),
+        "--heder",
+        "Authorization: Bearer x",
+    ]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("unknown option --heder"), "{err}");
+    assert!(!out.contains("decision"), "{out}");
+}

@@ -44,8 +44,8 @@ mod cli {
     pub fn run(args: &[String]) -> Result<i32, String> {
         match args.first().map(String::as_str) {
             Some("validate") => validate(args.get(1).ok_or(USAGE)?),
-            Some("explain") => explain(&Options::parse(&args[1..])?),
-            Some("register") => register(&Options::parse(&args[1..])?),
+            Some("explain") => explain(&Options::parse(&args[1..], EXPLAIN_OPTIONS)?),
+            Some("register") => register(&Options::parse(&args[1..], REGISTER_OPTIONS)?),
             Some("-h" | "--help" | "help") => {
                 println!("{USAGE}");
                 Ok(0)
@@ -54,6 +54,16 @@ mod cli {
         }
     }
 
+    const EXPLAIN_OPTIONS: &[&str] = &["config", "route", "path", "header", "discovery", "jwks"];
+    const REGISTER_OPTIONS: &[&str] = &[
+        "issuer",
+        "initial-access-token",
+        "name",
+        "scope",
+        "strategy-id",
+        "api-scope",
+    ];
+
     /// `--name value` pairs; `--header` may repeat.
     #[derive(Default)]
     struct Options {
@@ -61,13 +71,17 @@ mod cli {
     }
 
     impl Options {
-        fn parse(args: &[String]) -> Result<Options, String> {
+        /// Refuses an option not in `known` (a misspelt one would otherwise be ignored).
+        fn parse(args: &[String], known: &[&str]) -> Result<Options, String> {
             let mut values = Vec::new();
             let mut it = args.iter();
             while let Some(flag) = it.next() {
                 let name = flag
                     .strip_prefix("--")
                     .ok_or_else(|| format!("unexpected argument {flag:?}\n{USAGE}"))?;
+                if !known.contains(&name) {
+                    return Err(format!("unknown option --{name}\n{USAGE}"));
+                }
                 let value = it.next().ok_or_else(|| format!("--{name} needs a value"))?;
                 values.push((name.to_owned(), value.clone()));
             }
