@@ -312,3 +312,65 @@ fn an_unknown_option_is_refused_not_ignored() {
     assert!(err.contains("unknown option --heder"), "{err}");
     assert!(!out.contains("decision"), "{out}");
 }
+
+/// An RFC 7591 registration server on loopback: discovery names `registration_endpoint`
+/// (its own `/register` unless given), which answers `client` (201) to a JSON request with
+/// the initial access token as a bearer token, and 401 `invalid_token` otherwise.
+fn registration_server(client: serde_json::Value, endpoint: Option<&str>) -> String {
+    let base = std::sync::Arc::new(std::sync::OnceLock::<String>::new());
+    let endpoint = endpoint.map(str::to_owned);
+    let me = base.clone();
+    let port = tiny_server(move |path, head, body| {
+        let base = me.get().cloned().unwrap_or_default();
+        match path {
+            "/.well-known/openid-configuration" => {
+                let reg = endpoint.clone().unwrap_or(format!("{base}/register"));
+                let doc = json!({"issuer": base, "registration_endpoint": reg});
+                ("200 OK".into(), String::new(), doc.to_string())
+            }
+            "/register" => {
+                let head = head.to_ascii_lowercase();
+                let bearer = format!("authorization: bearer {}\r\n", INITIAL_ACCESS_TOKEN);
+                let json_body = head.contains("content-type: application/json")
+                    && serde_json::from_str::<serde_json::Value>(body)
+                        .is_ok_and(|b| b["client_name"].is_string());
+                if head.contains(&bearer) && json_body {
+                    ("201 Created".into(), String::new(), client.to_string())
+                } else {
+                    let e = json!({"error": "invalid_token"});
+                    ("401 Unauthorized".into(), String::new(), e.to_string())
+                }
+            }
+            _ => ("404 Not Found".into(), String::new(), "{}".into()),
+        }
+    });
+    let url = format!("http://127.0.0.1:{port}");
+    base.set(url.clone()).unwrap();
+    url
+}
+
+#[test]
+fn register_takes_the_issuer_or_its_discovery_url() {
+    // Konnect lets a strategy's issuer be its discovery URL, and the filter takes both.
+    let issuer = registration_server(
+        json!({"client_id": "c-1", "client_secret": "s-1", "client_secret_expires_at": 0}),
+        None,
+    );
+    for given in [
+        issuer.clone(),
+        format!("{issuer}/.well-known/openid-configuration"),
+    ] {
+        let (code, out, err) = app_auth(&[
+            "register",
+            "--issuer",
+            &given,
+            "--initial-access-token",
+            INITIAL_ACCESS_TOKEN,
+            "--name",
+            "app",
+        ]);
+        assert_eq!(code, 0, "{given}: {out}{err}");
+        assert!(out.contains(r#""client_id": "c-1""#), "{out}");
+        assert!(!out.contains(INITIAL_ACCESS_TOKEN) && !err.contains(INITIAL_ACCESS_TOKEN));
+    }
+}

@@ -495,11 +495,11 @@ mod cli {
 
     /// RFC 7591 dynamic client registration; prints the `applications` entry to add.
     fn register(opts: &Options) -> Result<i32, String> {
-        let issuer = opts.need("issuer")?.trim_end_matches('/');
+        // The issuer itself or its discovery URL, as a strategy's `issuer` may be either.
+        let (_, discovery_url) = app_auth_filter::oidc::issuer_and_discovery(opts.need("issuer")?);
         let token = opts.need("initial-access-token")?;
         let name = opts.need("name")?;
         let agent = agent();
-        let discovery_url = format!("{issuer}/.well-known/openid-configuration");
         let mut response = agent
             .get(&discovery_url)
             .call()
