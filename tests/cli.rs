@@ -374,3 +374,42 @@ fn register_takes_the_issuer_or_its_discovery_url() {
         assert!(!out.contains(INITIAL_ACCESS_TOKEN) && !err.contains(INITIAL_ACCESS_TOKEN));
     }
 }
+
+#[test]
+fn register_sends_the_initial_access_token_only_over_https_or_loopback() {
+    // Discovery on loopback names a plain-http registration endpoint elsewhere: the initial
+    // access token (a bearer credential) must not be sent to it in the clear.
+    let issuer = registration_server(
+        json!({"client_id": "c-3"}),
+        Some("http://192.0.2.1:9/register"),
+    );
+    let started = std::time::Instant::now();
+    let (code, out, err) = app_auth(&[
+        "register",
+        "--issuer",
+        &issuer,
+        "--initial-access-token",
+        INITIAL_ACCESS_TOKEN,
+        "--name",
+        "app",
+    ]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains("http://192.0.2.1:9/register: refused: not https"),
+        "{err}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    // Nor is a remote issuer asked over plain http.
+    let (code, _, err) = app_auth(&[
+        "register",
+        "--issuer",
+        "http://idp.example.com",
+        "--initial-access-token",
+        INITIAL_ACCESS_TOKEN,
+        "--name",
+        "app",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("http://idp.example.com"), "{err}");
+    assert!(err.contains("refused: not https"), "{err}");
+}

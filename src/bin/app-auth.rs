@@ -493,12 +493,36 @@ mod cli {
         }
     }
 
+    /// Whether `url` may carry the initial access token, or name where it goes (the discovery
+    /// document): https, or plain http to this machine only. The token is a bearer
+    /// credential (RFC 6750 §5.3, RFC 7591 §5: TLS); sent in the clear, anyone on the path
+    /// could register clients with it.
+    fn secure_transport(url: &str) -> Result<(), String> {
+        let parsed = app_auth_filter::oidc::Url::parse(url).map_err(|e| format!("{url}: {e}"))?;
+        let host = match parsed.authority.strip_prefix('[') {
+            Some(rest) => rest.split(']').next().unwrap_or_default(),
+            None => parsed.authority.split(':').next().unwrap_or_default(),
+        };
+        let loopback = host.eq_ignore_ascii_case("localhost")
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if parsed.https || loopback {
+            Ok(())
+        } else {
+            Err(format!(
+                "{url}: refused: not https (the initial access token is sent over https, or over http to this machine only)"
+            ))
+        }
+    }
+
     /// RFC 7591 dynamic client registration; prints the `applications` entry to add.
     fn register(opts: &Options) -> Result<i32, String> {
         // The issuer itself or its discovery URL, as a strategy's `issuer` may be either.
         let (_, discovery_url) = app_auth_filter::oidc::issuer_and_discovery(opts.need("issuer")?);
         let token = opts.need("initial-access-token")?;
         let name = opts.need("name")?;
+        secure_transport(&discovery_url)?;
         let agent = agent();
         let mut response = agent
             .get(&discovery_url)
@@ -514,6 +538,7 @@ mod cli {
         let endpoint = doc["registration_endpoint"]
             .as_str()
             .ok_or(format!("{discovery_url} names no registration_endpoint"))?;
+        secure_transport(endpoint)?;
         let mut body = json!({"client_name": name, "grant_types": ["client_credentials"], "response_types": [],
             "redirect_uris": [], "token_endpoint_auth_method": "client_secret_basic"});
         if let Some(scope) = opts.get("scope") {
