@@ -297,6 +297,7 @@ fn explain_never_prints_a_token_from_the_query_string() {
     assert!(!out.contains(&token), "{out}");
     assert!(!err.contains(&token), "{err}");
 }
+
 #[test]
 fn an_unknown_option_is_refused_not_ignored() {
     // `--heder` for `--header`: explain would otherwise judge a request without the header.
@@ -412,4 +413,29 @@ fn register_sends_the_initial_access_token_only_over_https_or_loopback() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("http://idp.example.com"), "{err}");
     assert!(err.contains("refused: not https"), "{err}");
+}
+
+#[test]
+fn register_says_when_the_client_secret_expires() {
+    // RFC 7591 §3.2.1: client_secret_expires_at, 0 for never. A secret that expires stops the
+    // application working on that day: the user must be told.
+    let issuer = registration_server(
+        json!({"client_id": "c-2", "client_secret": "s-2", "client_secret_expires_at": 1_900_000_000u64}),
+        None,
+    );
+    let (code, out, err) = app_auth(&[
+        "register",
+        "--issuer",
+        &issuer,
+        "--initial-access-token",
+        INITIAL_ACCESS_TOKEN,
+        "--name",
+        "app",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("s-2"), "{out}");
+    assert!(
+        out.contains("client_secret expires at 2030-03-17T17:46:40Z"),
+        "{out}"
+    );
 }

@@ -573,7 +573,38 @@ mod cli {
         );
         if let Some(secret) = client["client_secret"].as_str() {
             println!("\nclient_secret (shown once, store it now): {secret}");
+            // RFC 7591 §3.2.1: 0 (or absent) for a secret that does not expire.
+            if let Some(at) = client["client_secret_expires_at"]
+                .as_u64()
+                .filter(|&t| t > 0)
+            {
+                println!(
+                    "client_secret expires at {} (register again before then)",
+                    utc(at)
+                );
+            }
         }
         Ok(0)
+    }
+
+    /// Seconds since the epoch as an RFC 3339 UTC time (days to a civil date: H. Hinnant).
+    fn utc(seconds: u64) -> String {
+        let days = (seconds / 86_400) as i64;
+        let secs = seconds % 86_400;
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        format!(
+            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+            secs / 3600,
+            secs % 3600 / 60,
+            secs % 60
+        )
     }
 }
