@@ -439,3 +439,46 @@ fn register_says_when_the_client_secret_expires() {
         "{out}"
     );
 }
+
+#[test]
+fn explain_marks_the_api_key_check_failed_for_a_duplicate_key() {
+    let dir = scratch();
+    let config = json!({
+        "policy": {"scope": "orders-v1", "strategies": [{"id": "s-key", "strategy_type": "key_auth",
+            "configs": {"key-auth": {"key_names": ["apikey"]}}}]},
+        "applications": [{"id": "app-k", "client_id": app_auth_filter::engine::sha256_hex(b"k1"),
+            "auth_strategy_id": "s-key", "scopes": ["orders-v1"]}],
+    });
+    let path = dir.join("keys.json");
+    std::fs::write(&path, config.to_string()).unwrap();
+    let path = path.to_str().unwrap();
+    let (code, out, err) = app_auth(&["explain", "--config", path, "--header", "apikey: k1"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("decision  ALLOW (key_auth)"), "{out}");
+    let (code, out, err) = app_auth(&[
+        "explain",
+        "--config",
+        path,
+        "--header",
+        "apikey: k1",
+        "--header",
+        "apikey: k2",
+    ]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("decision  DENY 401"), "{out}");
+    let verdict = |check: &str| {
+        out.lines().find_map(|l| {
+            let rest = l
+                .trim_start()
+                .strip_prefix("check   ")?
+                .strip_prefix(check)?;
+            rest.starts_with(' ').then(|| rest.trim().to_owned())
+        })
+    };
+    assert_eq!(verdict("one API key").as_deref(), Some("FAILED"), "{out}");
+    assert_eq!(
+        verdict("application for the credential").as_deref(),
+        Some("not run"),
+        "{out}"
+    );
+}

@@ -454,6 +454,12 @@ mod cli {
 
     fn failed_check(method: Method, denial: Denial) -> &'static str {
         match denial {
+            // A key that is repeated, too long or malformed fails key-auth's own check.
+            Denial::InvalidRequest(_) | Denial::DuplicateApiKey | Denial::TokenTooLarge
+                if method == Method::KeyAuth =>
+            {
+                "one API key"
+            }
             Denial::NoPolicy => "policy for the route",
             Denial::TooManyHeaders => "header count",
             Denial::MissingCredential
