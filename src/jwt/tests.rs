@@ -935,3 +935,189 @@ fn es256_signatures_with_leading_zeros_or_high_bits_agree_on_both_paths() {
     }
     assert!(zero > 0, "no signature with a leading zero byte drawn");
 }
+
+/// HS256 over raw header and payload bytes (which need not be UTF-8).
+fn hs_bytes(header: &[u8], payload: &[u8]) -> String {
+    let input = format!("{}.{}", b64(header), b64(payload));
+    let tag = hmac_sha256::HMAC::mac(input.as_bytes(), HS_SECRET);
+    format!("{input}.{}", b64(&tag))
+}
+
+/// REFERENCE §8, one spelling per token: padding on any segment, `+` or `/` alone, any
+/// whitespace, and trailing bits that a lenient decoder would ignore are each refused, on a
+/// token that verifies as sent (so a refusal is the spelling's, not the signature's).
+#[test]
+fn every_non_canonical_spelling_of_a_valid_token_is_refused() {
+    // A token with both `-` and `_` in its signature, so that each substitution alone bites.
+    let token = (0..200)
+        .map(|i| hs_with_payload(&claims_with(json!({ "jti": format!("j{i}") })).to_string()))
+        .find(|t| {
+            let sig = t.rsplit('.').next().unwrap();
+            sig.contains('-') && sig.contains('_')
+        })
+        .expect("a signature with both - and _");
+    assert!(check(&token).is_ok());
+    let segments: Vec<&str> = token.split('.').collect();
+    let with_segment = |i: usize, s: &str| {
+        let mut parts = segments.clone();
+        parts[i] = s;
+        parts.join(".")
+    };
+    let (input, sig) = token.rsplit_once('.').unwrap();
+    let mut spellings = vec![
+        ("'+' for '-'", format!("{input}.{}", sig.replace('-', "+"))),
+        ("'/' for '_'", format!("{input}.{}", sig.replace('_', "/"))),
+    ];
+    for (i, name) in ["header", "payload", "signature"].iter().enumerate() {
+        for pad in ["=", "=="] {
+            spellings.push((name, with_segment(i, &format!("{}{pad}", segments[i]))));
+        }
+        for ws in [" ", "\t", "\n", "\r"] {
+            let s = segments[i];
+            spellings.push((
+                name,
+                with_segment(i, &format!("{}{ws}{}", &s[..4], &s[4..])),
+            ));
+            spellings.push((name, with_segment(i, &format!("{s}{ws}"))));
+        }
+    }
+    // The signature is 32 bytes: 43 characters, the last carrying 2 unused bits. Setting
+    // one of them spells the same tag, which would verify under a lenient decoder.
+    assert_eq!(sig.len() % 4, 3);
+    let alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let last = alphabet.find(sig.chars().last().unwrap()).unwrap();
+    assert_eq!(last & 0b11, 0, "canonical: the unused bits are zero");
+    for bits in 1..=3 {
+        let bent = alphabet.as_bytes()[last | bits] as char;
+        let t = format!("{input}.{}{bent}", &sig[..sig.len() - 1]);
+        spellings.push(("trailing bits", t));
+    }
+    for (name, t) in &spellings {
+        assert_ne!(t, &token);
+        assert_eq!(
+            check(t).unwrap_err(),
+            TokenError::BadEncoding,
+            "{name}: {t:?}"
+        );
+    }
+}
+
+/// REFERENCE §8: NUL and invalid UTF-8 inside the JSON of a token that is otherwise well
+/// signed: a malformed header or payload, never a token.
+#[test]
+fn nul_and_invalid_utf8_in_the_json_are_refused() {
+    let header = br#"{"alg":"HS256","kid":"hs-1","typ":"JWT"}"#;
+    let payload = claims().to_string();
+    assert!(check(&hs_bytes(header, payload.as_bytes())).is_ok());
+    let in_string = |bytes: &[u8]| {
+        // Inside the value of `sub`, where any text would be a valid claim.
+        let p = payload.replacen("\"sub\":\"client-1\"", "\"sub\":\"client-1@\"", 1);
+        let at = p.find('@').unwrap();
+        [&p.as_bytes()[..at], bytes, &p.as_bytes()[at + 1..]].concat()
+    };
+    for bad in [
+        &b"\xe9"[..],
+        b"\xff\xfe",
+        b"\xc0\x80",
+        b"\xed\xa0\x80",
+        b"\x00",
+    ] {
+        assert_eq!(
+            check(&hs_bytes(header, &in_string(bad))).unwrap_err(),
+            TokenError::BadPayload,
+            "payload with {bad:?}"
+        );
+        let h = [
+            &br#"{"alg":"HS256","kid":"hs-1","typ":"JWT","x":""#[..],
+            bad,
+            b"\"}",
+        ]
+        .concat();
+        assert_eq!(
+            check(&hs_bytes(&h, payload.as_bytes())).unwrap_err(),
+            TokenError::BadHeader,
+            "header with {bad:?}"
+        );
+    }
+    // Escaped, NUL is text: it makes no claim that matches (an issuer) or that may go
+    // upstream (the credential claim).
+    let t = hs_with_payload(&claims_with(json!({"iss": format!("{ISS}\u{0}")})).to_string());
+    assert_eq!(check(&t).unwrap_err(), TokenError::WrongIssuer);
+    let nul_client = check(&hs_with_payload(
+        &claims_with(json!({"client_id": "client-1\u{0}"})).to_string(),
+    ))
+    .unwrap();
+    assert_eq!(
+        nul_client
+            .credential_values(&["client_id".into()])
+            .unwrap_err(),
+        TokenError::BadCredentialClaim
+    );
+}
+
+/// REFERENCE §8: `nbf` and `iat` of null are as malformed as `exp` of null (the shape test
+/// above removes a claim given as null, so these are built as text).
+#[test]
+fn null_time_claims_are_malformed_not_absent() {
+    for claim in ["exp", "nbf", "iat"] {
+        let mut c = claims();
+        c[claim] = Value::Null;
+        let t = hs_with_payload(&c.to_string());
+        assert_eq!(check(&t).unwrap_err(), TokenError::BadTimeClaim, "{claim}");
+    }
+}
+
+/// REFERENCE §8: the header's `jwk`, `jku`, `x5u` and `x5c` are never used. A token the
+/// attacker signed with their own key, naming the issuer's kid and pointing at (or
+/// carrying) the attacker's key, is refused; a real embedded JWK (an object) is a malformed
+/// header before any key is looked at.
+#[test]
+fn keys_named_or_carried_in_the_header_are_never_used() {
+    use rsa::pkcs1::DecodeRsaPrivateKey as _;
+    use rsa::pkcs8::DecodePrivateKey as _;
+    use rsa::signature::{SignatureEncoding as _, Signer as _};
+    let signer = |pair: &RS256KeyPair| {
+        let der = pair.to_der().unwrap();
+        let key = rsa::RsaPrivateKey::from_pkcs1_der(&der)
+            .or_else(|_| rsa::RsaPrivateKey::from_pkcs8_der(&der))
+            .unwrap();
+        rsa::pkcs1v15::SigningKey::<hmac_sha256::Hash>::new(key)
+    };
+    let (issuer, attacker) = (signer(&keys().rs), signer(&keys().rs_other));
+    let c = keys().rs_other.public_key().to_components();
+    let jwk = json!({"kty": "RSA", "kid": "rs-1", "n": b64(&c.n), "e": b64(&c.e)});
+    let payload = b64(claims().to_string().as_bytes());
+    let signed = |key: &rsa::pkcs1v15::SigningKey<hmac_sha256::Hash>, extra: &str| {
+        let header = format!(r#"{{"alg":"RS256","kid":"rs-1","typ":"JWT",{extra}}}"#);
+        let input = format!("{}.{payload}", b64(header.as_bytes()));
+        format!("{input}.{}", b64(&key.sign(input.as_bytes()).to_vec()))
+    };
+    for (name, extra, want) in [
+        ("jwk", format!(r#""jwk":{jwk}"#), TokenError::BadHeader),
+        (
+            "jku",
+            r#""jku":"https://evil.example/jwks""#.to_owned(),
+            TokenError::BadSignature,
+        ),
+        (
+            "x5u",
+            r#""x5u":"https://evil.example/cert""#.to_owned(),
+            TokenError::BadSignature,
+        ),
+        (
+            "x5c",
+            r#""x5c":["MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA"]"#.to_owned(),
+            TokenError::BadSignature,
+        ),
+    ] {
+        if want == TokenError::BadSignature {
+            // Control: signed with the issuer's key, the same header verifies.
+            assert!(check(&signed(&issuer, &extra)).is_ok(), "{name}");
+        }
+        assert_eq!(
+            check(&signed(&attacker, &extra)).unwrap_err(),
+            want,
+            "{name}"
+        );
+    }
+}
