@@ -591,6 +591,25 @@ impl Engine {
                         })
                     }
                 };
+                // RFC 9068 §4: a strategy that requires JWT access tokens refuses any other
+                // JWT it introspects, as it does on the bearer path: the IdP's `active` says
+                // the token is live, not that it is an access token (an ID token may be).
+                // A JWT the filter could not parse is read for its `typ` all the same.
+                if let Some(Strategy::OpenIdConnect(o)) =
+                    introspecting.and_then(|i| policy.strategies.get(i))
+                {
+                    let at_jwt = match &parsed {
+                        Ok(t) => Some(t.at_jwt),
+                        Err(_) => jwt::token::claimed_at_jwt(&token),
+                    };
+                    if o.require_at_jwt && at_jwt == Some(false) {
+                        let d = Denial::InvalidToken(TokenError::NotAtJwt);
+                        return done(
+                            Method::Introspection,
+                            deny(d, realm, Some(&o.id), Some(short_hash(&token))),
+                        );
+                    }
+                }
                 match (parsed, jwt_strategy, introspecting) {
                     (_, _, Some(i)) => self.run(
                         context_id,

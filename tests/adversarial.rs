@@ -99,6 +99,12 @@ impl StaticIdp {
                     discovery.clone()
                 } else if path.starts_with("/jwks") {
                     jwks.clone()
+                } else if path.starts_with("/introspect-any") {
+                    // The access-tokens-only strategy's endpoint: an IdP that calls any token
+                    // it is shown active (as one may of an ID token it issued). Only the
+                    // filter's own rules stand between such a token and the upstream.
+                    json!({"active": true, "iss": issuer, "client_id": "client-2", "aud": AUD, "scope": "orders:read"})
+                        .to_string()
                 } else if path.starts_with("/introspect") {
                     let token = request
                         .rsplit("token=")
@@ -160,7 +166,8 @@ fn no_adversarial_request_is_accepted() {
     let iss = idp.issuer();
     // Route "orders" (/orders...): the main strategy. Route "unguarded" (every other path):
     // a strategy of the same issuer that requires RFC 9068 access tokens (require_at_jwt),
-    // for application client-2.
+    // for application client-2; it also introspects, at an endpoint that answers active for
+    // any token, so a JWT it must refuse that is sent there instead would get through.
     let config = json!({
         "policies": {
             "main": {"scope": "orders-v1", "strategies": [{"id": "s-oidc", "strategy_type": "openid_connect",
@@ -170,7 +177,8 @@ fn no_adversarial_request_is_accepted() {
                     "enable_hs_signatures": true, "timeout": 2000, "rediscovery_lifetime": 3600}}}]},
             "access-tokens-only": {"scope": "orders-v1", "strategies": [{"id": "s-at", "strategy_type": "openid_connect",
                 "configs": {"openid-connect": {"issuer": iss, "credential_claim": ["client_id"], "scopes": ["orders:read"],
-                    "auth_methods": ["bearer"], "scopes_required": ["orders:read"], "audience_required": [AUD],
+                    "auth_methods": ["bearer", "introspection"], "scopes_required": ["orders:read"], "audience_required": [AUD],
+                    "introspection_endpoint": format!("{iss}/introspect-any"), "client_id": "rs", "client_secret": "rs-secret",
                     "leeway": LEEWAY, "enable_hs_signatures": true, "require_at_jwt": true,
                     "timeout": 2000, "rediscovery_lifetime": 3600}}}]}
         },

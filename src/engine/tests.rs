@@ -1683,6 +1683,69 @@ mod methods {
         );
     }
 
+    /// REFERENCE §8 (RFC 9068 §4): where a strategy requires `at+jwt`, an ID token (typ
+    /// JWT) or a JWT without `typ` is refused whichever way the strategy checks it: sent to
+    /// introspection (the strategy introspects JWTs, or takes them by introspection only)
+    /// it is refused before any callout, as on the bearer path; the IdP's `active` says the
+    /// token is live, not that it is an access token. An at+jwt token is still introspected.
+    #[test]
+    fn a_jwt_that_is_not_at_jwt_is_refused_before_introspection_where_at_jwt_is_required() {
+        for methods in [json!(["bearer", "introspection"]), json!(["introspection"])] {
+            let mut c = config();
+            let o = &mut c["policies"]["cc-v1"]["strategies"][1]["configs"]["openid-connect"];
+            o["require_at_jwt"] = json!(true);
+            o["introspect_jwt_tokens"] = json!(true);
+            o["auth_methods"] = methods.clone();
+            for (name, token) in [
+                ("typ JWT", rs_token(&claims())),
+                ("no typ", hs_with_header(r#"{"alg":"HS256","kid":"hs-1"}"#)),
+                // Types the parser refuses (WrongType), and a JWT typ on a header it refuses
+                // for another reason: still JWTs of the issuer, and still no access tokens.
+                (
+                    "typ dpop+jwt",
+                    hs_with_header(r#"{"alg":"HS256","kid":"hs-1","typ":"dpop+jwt"}"#),
+                ),
+                (
+                    "typ application/jwt",
+                    hs_with_header(r#"{"alg":"HS256","kid":"hs-1","typ":"application/jwt"}"#),
+                ),
+                (
+                    "typ JWT, unknown crit",
+                    hs_with_header(r#"{"alg":"HS256","kid":"hs-1","typ":"JWT","crit":["x"]}"#),
+                ),
+            ] {
+                let mut e = engine_with(c.clone());
+                let auth = format!("Bearer {token}");
+                let step = request_on(&mut e, 1, "cc", "/cc", &[("authorization", &auth)], T0);
+                let Step::Done(_, Outcome::Deny(d)) = &step else {
+                    panic!("{methods} {name}: {step:?}")
+                };
+                assert_eq!(
+                    d.denial,
+                    Denial::InvalidToken(TokenError::NotAtJwt),
+                    "{methods} {name}"
+                );
+                assert_eq!(d.reply.status, 401);
+            }
+            let mut e = engine_with(c.clone());
+            let auth = format!("Bearer {}", rs_at_jwt(&claims()));
+            let co = callout(&request_on(
+                &mut e,
+                2,
+                "cc",
+                "/cc",
+                &[("authorization", &auth)],
+                T0,
+            ));
+            assert_eq!(co.path, "/.well-known/openid-configuration", "{methods}");
+            // An opaque token has no typ to refuse: introspected as before.
+            let mut e = engine_with(c.clone());
+            let opaque = [("authorization", "Bearer opaque-1")];
+            let co = callout(&request_on(&mut e, 3, "cc", "/cc", &opaque, T0));
+            assert_eq!(co.path, "/.well-known/openid-configuration", "{methods}");
+        }
+    }
+
     /// The orders route with a bearer strategy of ISS and a strategy that introspects any
     /// token, JWTs too, at `introspecting_issuer`.
     fn bearer_and_jwt_introspection(introspecting_issuer: &str) -> Value {

@@ -135,6 +135,27 @@ pub fn claimed_issuer(token: &str, max_json_depth: usize) -> Option<Option<Strin
     Some(claims.get("iss").and_then(Value::as_str).map(str::to_owned))
 }
 
+/// Whether a token's JOSE header says `at+jwt`, read without any of [`ParsedToken::parse`]'s
+/// checks (as [`claimed_issuer`] reads the payload): for a token `parse` refused, which a
+/// strategy requiring RFC 9068 access tokens must not take from introspection either when
+/// its header names another type. `None` when the token has no second segment or its first
+/// is not a base64url JSON object (an opaque token).
+pub fn claimed_at_jwt(token: &str) -> Option<bool> {
+    let mut segments = token.split('.');
+    let header = segments.next()?;
+    segments.next()?;
+    let header = URL_SAFE_NO_PAD.decode(header.trim_end_matches('=')).ok()?;
+    let Ok(Value::Object(header)) = json::parse_strict(&header, 4) else {
+        return None;
+    };
+    Some(
+        header
+            .get("typ")
+            .and_then(Value::as_str)
+            .is_some_and(is_at_jwt),
+    )
+}
+
 /// Checks a decoded JOSE header (`b64_len`: the length of its base64url segment).
 fn read_header(json: &[u8], b64_len: usize) -> Result<JoseHeader, TokenError> {
     let Ok(Value::Object(header)) = json::parse_strict(json, 4) else {
