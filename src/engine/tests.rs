@@ -1611,6 +1611,120 @@ mod methods {
         }
     }
 
+    /// REFERENCE §8 on the introspection path: an active answer whose `exp`, `nbf` or `iat`
+    /// is of the wrong type (string, bool, null, huge, negative) is refused as a JWT's
+    /// would be, 401 invalid_token.
+    #[test]
+    fn introspection_answers_with_malformed_time_claims_are_refused() {
+        for (claim, bad) in [
+            ("exp", json!("1800000600")),
+            ("exp", json!(true)),
+            ("exp", json!(null)),
+            ("exp", json!(1e20)),
+            ("exp", json!(-1)),
+            ("nbf", json!("0")),
+            ("nbf", json!(false)),
+            ("nbf", json!(null)),
+            ("nbf", json!(100_000_000_001u64)),
+            ("nbf", json!(-5)),
+            ("iat", json!("0")),
+            ("iat", json!(true)),
+            ("iat", json!(null)),
+            ("iat", json!(1e300)),
+            ("iat", json!(-1)),
+        ] {
+            let mut answer = json!({"active": true, "client_id": "client-1",
+                "scope": "orders:read", "aud": AUD, "iss": ISS, "exp": NOW + 60});
+            answer[claim] = bad.clone();
+            let mut e = warm_cc();
+            let opaque = [("authorization", "Bearer opaque-1")];
+            let c = callout(&request_on(&mut e, 2, "cc", "/cc", &opaque, T0));
+            let p = e.on_callout_response(c.id, ok(&answer.to_string()), T0);
+            let [(2, _, Outcome::Deny(d))] = p.settled.as_slice() else {
+                panic!("{claim} {bad}: {:?}", p.settled)
+            };
+            assert_eq!(
+                d.denial,
+                Denial::InvalidToken(TokenError::BadTimeClaim),
+                "{claim} {bad}"
+            );
+            assert_eq!(d.reply.status, 401);
+            // And from the cached answer: refused again, never allowed.
+            let again = request_on(&mut e, 3, "cc", "/cc", &opaque, T0 + 1);
+            assert_eq!(
+                denied(&again),
+                Denial::InvalidToken(TokenError::BadTimeClaim),
+                "{claim} {bad} cached"
+            );
+        }
+    }
+
+    /// REFERENCE §8 on the client-credentials path: the token the IdP returns is held to the
+    /// bearer rules. A malformed one (alg none, two, four or five segments, padding, a set
+    /// trailing bit, exp of the wrong type) is dropped and fetched once more, then refused with the
+    /// reason, 401 invalid_token; never allowed, never served from the cache.
+    #[test]
+    fn a_malformed_token_from_the_exchange_is_refused() {
+        let good = rs_token(&claims());
+        let (input, sig) = good.rsplit_once('.').unwrap();
+        let alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        assert_eq!(
+            sig.len() % 4,
+            2,
+            "256 bytes: the last character has 4 unused bits"
+        );
+        let last = alphabet.find(sig.chars().last().unwrap()).unwrap();
+        let bent = format!(
+            "{input}.{}{}",
+            &sig[..sig.len() - 1],
+            alphabet.as_bytes()[last | 1] as char
+        );
+        let none = format!(
+            "{}.{}.",
+            b64(br#"{"alg":"none","typ":"JWT"}"#),
+            input.split_once('.').unwrap().1
+        );
+        let mut bad_exp = claims();
+        bad_exp["exp"] = json!("1800000600");
+        for (name, token, why) in [
+            ("alg none", none, TokenError::NotCompactJws),
+            ("two segments", input.to_owned(), TokenError::NotCompactJws),
+            (
+                "four segments",
+                format!("{good}.x"),
+                TokenError::NotCompactJws,
+            ),
+            (
+                "five segments (JWE)",
+                format!("{good}.x.y"),
+                TokenError::Encrypted,
+            ),
+            ("padding", format!("{good}="), TokenError::BadEncoding),
+            ("trailing bits", bent, TokenError::BadEncoding),
+            ("exp a string", rs_token(&bad_exp), TokenError::BadTimeClaim),
+        ] {
+            let mut e = warm_cc();
+            let c = callout(&basic(&mut e, 2, "Basic client-1:s3cret", T0));
+            let p = e.on_callout_response(c.id, token_answer(&token), T0);
+            assert!(p.settled.is_empty(), "{name}: {:?}", p.settled);
+            let again = p.callouts.first().expect("fetched once more");
+            assert_eq!(again.path, "/token", "{name}");
+            let p = e.on_callout_response(again.id, token_answer(&token), T0);
+            let [(2, Method::ClientCredentials, Outcome::Deny(d))] = p.settled.as_slice() else {
+                panic!("{name}: {:?}", p.settled)
+            };
+            assert_eq!(d.denial, Denial::InvalidToken(why), "{name}");
+            assert_eq!(d.reply.status, 401, "{name}");
+            assert!(
+                matches!(
+                    basic(&mut e, 3, "Basic client-1:s3cret", T0 + 1),
+                    Step::Wait(Some(_))
+                ),
+                "{name}: not cached"
+            );
+        }
+    }
+
     #[test]
     fn key_auth_comes_first_on_a_route_with_several_strategies() {
         let mut e = warm_cc();
@@ -2399,6 +2513,71 @@ fn a_remembered_token_is_found_before_it_is_validated_but_never_past_the_rules()
         assert!(matches!(d, Denial::InvalidRequest(_)), "{path} {d:?}");
     }
     assert_eq!(hits(), 2, "none of those was answered from the cache");
+}
+
+/// REFERENCE §8 and the verified-token cache: other spellings of a token the cache holds
+/// (padding, a set trailing bit, `+` for `-`, whitespace) are other strings, never answered
+/// from it, and refused as verification refuses them.
+#[test]
+fn no_other_spelling_of_a_remembered_token_is_answered_from_the_cache() {
+    let (mut e, counters) = warm_counted();
+    let token = rs_token(&claims());
+    allowed(&bearer(&mut e, 2, &token, T0 + 1));
+    let hits = counters.get(metrics::CACHE_VERIFIED_HIT);
+    let (input, sig) = token.rsplit_once('.').unwrap();
+    let alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let last = alphabet.find(sig.chars().last().unwrap()).unwrap();
+    assert_eq!(sig.len() % 4, 2);
+    let bent = format!(
+        "{input}.{}{}",
+        &sig[..sig.len() - 1],
+        alphabet.as_bytes()[last | 1] as char
+    );
+    assert!(token.contains('-'), "the fixture token has a '-' to swap");
+    for (name, t, want) in [
+        (
+            "padding",
+            format!("{token}="),
+            Denial::InvalidToken(TokenError::BadEncoding),
+        ),
+        (
+            "trailing bit",
+            bent,
+            Denial::InvalidToken(TokenError::BadEncoding),
+        ),
+        (
+            "'+' for '-'",
+            token.replace('-', "+"),
+            Denial::InvalidToken(TokenError::BadEncoding),
+        ),
+        (
+            "space inside",
+            format!("{} {}", &token[..20], &token[20..]),
+            Denial::InvalidRequest("bearer token is not a token68 string"),
+        ),
+    ] {
+        let step = bearer(&mut e, 3, &t, T0 + 2);
+        assert_eq!(denied(&step), want, "{name}");
+        let Step::Done(_, Outcome::Deny(d)) = &step else {
+            unreachable!()
+        };
+        let code = match want {
+            Denial::InvalidRequest(_) => (400, "invalid_request"),
+            _ => (401, "invalid_token"),
+        };
+        assert_eq!(d.reply.status, code.0, "{name}");
+        assert!(
+            d.reply
+                .headers
+                .iter()
+                .any(|(n, v)| n == "www-authenticate"
+                    && v.contains(&format!("error=\"{}\"", code.1))),
+            "{name}: {:?}",
+            d.reply.headers
+        );
+    }
+    assert_eq!(counters.get(metrics::CACHE_VERIFIED_HIT), hits);
+    allowed(&bearer(&mut e, 4, &token, T0 + 3));
 }
 
 #[test]
