@@ -2515,6 +2515,59 @@ fn a_remembered_token_is_found_before_it_is_validated_but_never_past_the_rules()
     assert_eq!(hits(), 2, "none of those was answered from the cache");
 }
 
+/// REFERENCE §8, keys of one issuer used for another: two issuers on one route, each with
+/// a key under kid `rs-1`. A token verifies only with the keys of the issuer its strategy
+/// names, whatever key the other issuer publishes under the same kid.
+#[test]
+fn a_token_is_verified_with_its_own_issuers_keys_only() {
+    const OTHER: &str = "https://other.example.com";
+    let oidc = |id: &str, issuer: &str| {
+        json!({"id": id, "strategy_type": "openid_connect",
+            "configs": {"openid-connect": {"issuer": issuer, "credential_claim": ["client_id"],
+                "scopes": [], "auth_methods": ["bearer"], "timeout": 2000, "cache_ttl": 300}}})
+    };
+    let mut c = config_value();
+    c["policies"]["orders-v1"]["strategies"] = json!([oidc("s-oidc", ISS), oidc("s-other", OTHER),
+        {"id": "s-key", "strategy_type": "key_auth", "configs": {"key-auth": {"key_names": ["apikey"]}}}]);
+    c["applications"].as_array_mut().unwrap().push(json!(
+        {"id": "app-b", "client_id": "client-b", "auth_strategy_id": "s-other", "scopes": ["orders-v1"]}));
+    c["upstreams"]["other.example.com"] = json!("idp2");
+    let mut e = engine_with(c);
+    // ISS publishes keys().rs under rs-1; OTHER publishes keys().rs_other under rs-1.
+    let of_iss = rs_token(&claims());
+    let first = callout(&bearer(&mut e, 1, &of_iss, T0));
+    let settled = serve_keys(&mut e, &first, &jwks(), T0);
+    assert!(
+        matches!(settled.as_slice(), [(1, _, Outcome::Allow(_))]),
+        "{settled:?}"
+    );
+    let b_claims = claims_with(json!({"iss": OTHER, "client_id": "client-b", "sub": "client-b"}));
+    let of_other = foreign_token(&b_claims);
+    let discovery = callout(&bearer(&mut e, 2, &of_other, T0));
+    assert_eq!(discovery.authority, "other.example.com");
+    let doc = json!({"issuer": OTHER, "jwks_uri": format!("{OTHER}/jwks")}).to_string();
+    let p = e.on_callout_response(discovery.id, ok(&doc), T0);
+    let other_keys = json!({"keys": [rsa_jwk(&keys().rs_other, "rs-1", Some("RS256"))]});
+    let p = e.on_callout_response(p.callouts[0].id, ok(&other_keys.to_string()), T0);
+    assert!(
+        matches!(p.settled.as_slice(), [(2, _, Outcome::Allow(_))]),
+        "control: OTHER's own token: {:?}",
+        p.settled
+    );
+    // Each issuer's key, under the kid both use, on a token naming the other issuer.
+    for (name, token) in [
+        ("OTHER's key, iss ISS", foreign_token(&claims())),
+        ("ISS's key, iss OTHER", rs_token(&b_claims)),
+    ] {
+        let step = bearer(&mut e, 3, &token, T0 + 1);
+        assert_eq!(
+            denied(&step),
+            Denial::InvalidToken(TokenError::BadSignature),
+            "{name}"
+        );
+    }
+}
+
 /// REFERENCE §8 and the verified-token cache: other spellings of a token the cache holds
 /// (padding, a set trailing bit, `+` for `-`, whitespace) are other strings, never answered
 /// from it, and refused as verification refuses them.
