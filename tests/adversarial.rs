@@ -519,6 +519,12 @@ fn no_adversarial_request_is_accepted() {
         ("iat", json!(false)),
         ("nbf", json!(-5)),
         ("iat", json!(1e300)),
+        ("nbf", json!(null)),
+        ("iat", json!(null)),
+        ("nbf", json!(true)),
+        ("iat", json!("0")),
+        ("iat", json!(-1)),
+        ("nbf", json!(1e30)),
     ] {
         let mut c = good.clone();
         c[claim] = bad.clone();

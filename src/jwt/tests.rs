@@ -1055,6 +1055,27 @@ fn nul_and_invalid_utf8_in_the_json_are_refused() {
     );
 }
 
+/// REFERENCE §8, deeply nested JSON in the header (the payload's limit is tested above): a
+/// header nests at most four levels.
+#[test]
+fn a_deeply_nested_header_is_refused() {
+    let nested = |depth: usize| {
+        format!(
+            r#"{{"alg":"HS256","kid":"hs-1","typ":"JWT","x":{}1{}}}"#,
+            "[".repeat(depth),
+            "]".repeat(depth)
+        )
+    };
+    assert!(check(&hs_with_header(&nested(3))).is_ok());
+    for depth in [4, 64, 10_000] {
+        assert_eq!(
+            check(&hs_with_header(&nested(depth))).unwrap_err(),
+            TokenError::BadHeader,
+            "{depth}"
+        );
+    }
+}
+
 /// REFERENCE §8: `nbf` and `iat` of null are as malformed as `exp` of null (the shape test
 /// above removes a claim given as null, so these are built as text).
 #[test]
