@@ -1969,31 +1969,11 @@ mod shared_keys {
         );
     }
 
+    /// A VM waits for the fetch another holds, and adopts its result at a tick.
+    /// `app_auth.keys.lease_wait` counts requests that waited: one request waiting through
+    /// several ticks (each re-runs it, and finds the lease still held) is one wait.
     #[test]
     fn a_vm_waits_for_the_fetch_another_holds() {
-        let store = Rc::new(MemoryStore::default());
-        let (mut a, _) = vm(&store);
-        let (mut b, counters) = vm(&store);
-        let c = callout(&bearer(&mut a, 1, &rs_token(&claims()), T0));
-        assert_eq!(
-            bearer(&mut b, 2, &rs_token(&claims()), T0 + 1),
-            Step::Wait(None)
-        );
-        assert_eq!(counters.get(metrics::KEYS_LEASE_WAIT), 1);
-        serve_keys(&mut a, &c, &jwks(), T0 + 20);
-        let p = b.on_tick(T0 + 200);
-        assert!(
-            matches!(p.settled.as_slice(), [(2, _, Outcome::Allow(_))]),
-            "{:?}",
-            p.settled
-        );
-    }
-
-    /// `app_auth.keys.lease_wait` counts requests that waited for another VM's fetch: one
-    /// request waiting through several ticks (each re-runs it, and finds the lease still
-    /// held) is one wait, not one per tick.
-    #[test]
-    fn a_request_waiting_through_several_ticks_counts_one_lease_wait() {
         let store = Rc::new(MemoryStore::default());
         let (mut a, _) = vm(&store);
         let (mut b, counters) = vm(&store);
@@ -2008,7 +1988,11 @@ mod shared_keys {
         }
         serve_keys(&mut a, &c, &jwks(), T0 + 1_000);
         let p = b.on_tick(T0 + 1_200);
-        assert!(matches!(p.settled.as_slice(), [(2, _, Outcome::Allow(_))]));
+        assert!(
+            matches!(p.settled.as_slice(), [(2, _, Outcome::Allow(_))]),
+            "{:?}",
+            p.settled
+        );
         assert_eq!(counters.get(metrics::KEYS_LEASE_WAIT), 1);
     }
 
