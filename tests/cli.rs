@@ -206,15 +206,22 @@ fn explain_waits_for_a_callout_as_long_as_the_filter_would() {
 }
 
 /// A loopback server answering every request with `answer(path, head, body)`: (status line,
-/// extra header lines, body). Stops with the test process.
+/// extra header lines, body). Serves one request at a time, for two minutes at most.
 fn tiny_server(
     answer: impl Fn(&str, &str, &str) -> (String, String, String) + Send + 'static,
 ) -> u16 {
     use std::io::{Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
     let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {
-        for mut stream in listener.incoming().flatten() {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while std::time::Instant::now() < deadline {
+            let Ok((mut stream, _)) = listener.accept() else {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+                continue;
+            };
+            let _ = stream.set_nonblocking(false);
             let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(5)));
             let mut head = Vec::new();
             let mut byte = [0u8; 1];
@@ -314,6 +321,20 @@ fn an_unknown_option_is_refused_not_ignored() {
     assert!(!out.contains("decision"), "{out}");
 }
 
+/// `app-auth register` of an application named `app` at `issuer`, with the test's initial
+/// access token.
+fn register_app(issuer: &str) -> (i32, String, String) {
+    app_auth(&[
+        "register",
+        "--issuer",
+        issuer,
+        "--initial-access-token",
+        INITIAL_ACCESS_TOKEN,
+        "--name",
+        "app",
+    ])
+}
+
 /// An RFC 7591 registration server on loopback: discovery names `registration_endpoint`
 /// (its own `/register` unless given), which answers `client` (201) to a JSON request with
 /// the initial access token as a bearer token, and 401 `invalid_token` otherwise.
@@ -361,15 +382,7 @@ fn register_takes_the_issuer_or_its_discovery_url() {
         issuer.clone(),
         format!("{issuer}/.well-known/openid-configuration"),
     ] {
-        let (code, out, err) = app_auth(&[
-            "register",
-            "--issuer",
-            &given,
-            "--initial-access-token",
-            INITIAL_ACCESS_TOKEN,
-            "--name",
-            "app",
-        ]);
+        let (code, out, err) = register_app(&given);
         assert_eq!(code, 0, "{given}: {out}{err}");
         assert!(out.contains(r#""client_id": "c-1""#), "{out}");
         assert!(!out.contains(INITIAL_ACCESS_TOKEN) && !err.contains(INITIAL_ACCESS_TOKEN));
@@ -385,15 +398,7 @@ fn register_sends_the_initial_access_token_only_over_https_or_loopback() {
         Some("http://192.0.2.1:9/register"),
     );
     let started = std::time::Instant::now();
-    let (code, out, err) = app_auth(&[
-        "register",
-        "--issuer",
-        &issuer,
-        "--initial-access-token",
-        INITIAL_ACCESS_TOKEN,
-        "--name",
-        "app",
-    ]);
+    let (code, out, err) = register_app(&issuer);
     assert_eq!(code, 2, "{out}{err}");
     assert!(
         err.contains("http://192.0.2.1:9/register: refused: not https"),
@@ -401,15 +406,7 @@ fn register_sends_the_initial_access_token_only_over_https_or_loopback() {
     );
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
     // Nor is a remote issuer asked over plain http.
-    let (code, _, err) = app_auth(&[
-        "register",
-        "--issuer",
-        "http://idp.example.com",
-        "--initial-access-token",
-        INITIAL_ACCESS_TOKEN,
-        "--name",
-        "app",
-    ]);
+    let (code, _, err) = register_app("http://idp.example.com");
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("http://idp.example.com"), "{err}");
     assert!(err.contains("refused: not https"), "{err}");
@@ -423,15 +420,7 @@ fn register_says_when_the_client_secret_expires() {
         json!({"client_id": "c-2", "client_secret": "s-2", "client_secret_expires_at": 1_900_000_000u64}),
         None,
     );
-    let (code, out, err) = app_auth(&[
-        "register",
-        "--issuer",
-        &issuer,
-        "--initial-access-token",
-        INITIAL_ACCESS_TOKEN,
-        "--name",
-        "app",
-    ]);
+    let (code, out, err) = register_app(&issuer);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("s-2"), "{out}");
     assert!(
