@@ -9,8 +9,6 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use jwt_simple::prelude::*;
 use serde_json::{json, Value};
-use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -64,10 +62,6 @@ struct StaticIdp {
 
 impl StaticIdp {
     fn start(keys: &Keys) -> StaticIdp {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let issuer = format!("http://127.0.0.1:{port}");
         let point = keys.es.public_key().public_key().to_bytes_uncompressed();
         let jwks = json!({"keys": [
             rsa_jwk(&keys.rs, "rs-1"),
@@ -77,58 +71,43 @@ impl StaticIdp {
             {"kty": "RSA", "kid": "rs-small", "n": b64(&keys.small_rsa_n), "e": "AQAB"},
         ]})
         .to_string();
-        let discovery = json!({"issuer": issuer, "jwks_uri": format!("{issuer}/jwks"),
-            "introspection_endpoint": format!("{issuer}/introspect")})
-        .to_string();
         let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        std::thread::spawn(move || {
-            let deadline = std::time::Instant::now() + Duration::from_secs(600);
-            while !flag.load(Ordering::SeqCst) && std::time::Instant::now() < deadline {
-                let Ok((mut stream, _)) = listener.accept() else {
-                    std::thread::sleep(Duration::from_millis(5));
-                    continue;
-                };
-                let _ = stream.set_nonblocking(false);
-                let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-                let mut buf = vec![0u8; 65536];
-                let n = stream.read(&mut buf).unwrap_or(0);
-                let request = String::from_utf8_lossy(&buf[..n]).into_owned();
-                let path = request.split(' ').nth(1).unwrap_or("/").to_owned();
-                let body = if path.starts_with("/.well-known") {
-                    discovery.clone()
-                } else if path.starts_with("/jwks") {
-                    jwks.clone()
-                } else if path.starts_with("/introspect-any") {
-                    // The access-tokens-only strategy's endpoint: an IdP that calls any token
-                    // it is shown active (as one may of an ID token it issued). Only the
-                    // filter's own rules stand between such a token and the upstream.
-                    json!({"active": true, "iss": issuer, "client_id": "client-2", "aud": AUD, "scope": "orders:read"})
-                        .to_string()
-                } else if path.starts_with("/introspect") {
-                    let token = request
-                        .rsplit("token=")
-                        .next()
-                        .unwrap_or("")
-                        .split('&')
-                        .next()
-                        .unwrap_or("");
-                    match token {
-                        "active-as-string" => json!({"active": "true", "client_id": "client-1", "aud": AUD, "scope": "orders:read"}),
-                        "active-missing" => json!({"client_id": "client-1", "aud": AUD, "scope": "orders:read"}),
-                        "active-one" => json!({"active": 1, "client_id": "client-1", "aud": AUD, "scope": "orders:read"}),
-                        _ => json!({"active": false}),
-                    }
+        let port = loopback::serve(Duration::from_secs(600), stop.clone(), move |mut stream| {
+            let Some(request) = loopback::read_request(&mut stream) else {
+                return;
+            };
+            let port = stream.local_addr().map_or(0, |a| a.port());
+            let issuer = format!("http://127.0.0.1:{port}");
+            let path = request.path.as_str();
+            let body = if path.starts_with("/.well-known") {
+                json!({"issuer": issuer, "jwks_uri": format!("{issuer}/jwks"),
+                    "introspection_endpoint": format!("{issuer}/introspect")})
+                .to_string()
+            } else if path.starts_with("/jwks") {
+                jwks.clone()
+            } else if path.starts_with("/introspect-any") {
+                // The access-tokens-only strategy's endpoint: an IdP that calls any token
+                // it is shown active (as one may of an ID token it issued). Only the
+                // filter's own rules stand between such a token and the upstream.
+                json!({"active": true, "iss": issuer, "client_id": "client-2", "aud": AUD, "scope": "orders:read"})
                     .to_string()
-                } else {
-                    "{}".to_owned()
-                };
-                let response = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = stream.write_all(response.as_bytes());
-            }
+            } else if path.starts_with("/introspect") {
+                let token = request
+                    .body
+                    .split('&')
+                    .find_map(|kv| kv.strip_prefix("token="))
+                    .unwrap_or("");
+                match token {
+                    "active-as-string" => json!({"active": "true", "client_id": "client-1", "aud": AUD, "scope": "orders:read"}),
+                    "active-missing" => json!({"client_id": "client-1", "aud": AUD, "scope": "orders:read"}),
+                    "active-one" => json!({"active": 1, "client_id": "client-1", "aud": AUD, "scope": "orders:read"}),
+                    _ => json!({"active": false}),
+                }
+                .to_string()
+            } else {
+                "{}".to_owned()
+            };
+            loopback::respond(&mut stream, 200, "", "application/json", body.as_bytes());
         });
         StaticIdp { port, stop }
     }

@@ -205,50 +205,29 @@ fn explain_waits_for_a_callout_as_long_as_the_filter_would() {
     );
 }
 
-/// A loopback server answering every request with `answer(path, head, body)`: (status line,
-/// extra header lines, body). Serves one request at a time, for two minutes at most.
+/// A loopback server answering every request with `answer(request)`: (status, extra header
+/// lines, JSON body). For two minutes at most.
 fn tiny_server(
-    answer: impl Fn(&str, &str, &str) -> (String, String, String) + Send + 'static,
+    answer: impl Fn(&loopback::Request) -> (u16, String, String) + Send + Sync + 'static,
 ) -> u16 {
-    use std::io::{Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-        while std::time::Instant::now() < deadline {
-            let Ok((mut stream, _)) = listener.accept() else {
-                std::thread::sleep(std::time::Duration::from_millis(5));
-                continue;
+    let stop = std::sync::Arc::default();
+    loopback::serve(
+        std::time::Duration::from_secs(120),
+        stop,
+        move |mut stream| {
+            let Some(request) = loopback::read_request(&mut stream) else {
+                return;
             };
-            let _ = stream.set_nonblocking(false);
-            let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(5)));
-            let mut head = Vec::new();
-            let mut byte = [0u8; 1];
-            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).is_ok_and(|n| n == 1) {
-                head.push(byte[0]);
-            }
-            let head = String::from_utf8_lossy(&head).into_owned();
-            let length = head
-                .lines()
-                .find_map(|l| {
-                    let (n, v) = l.split_once(':')?;
-                    n.eq_ignore_ascii_case("content-length")
-                        .then(|| v.trim().parse::<usize>().ok())?
-                })
-                .unwrap_or(0);
-            let mut body = vec![0u8; length];
-            let _ = stream.read_exact(&mut body);
-            let path = head.split(' ').nth(1).unwrap_or("/").to_owned();
-            let (status, headers, body) = answer(&path, &head, &String::from_utf8_lossy(&body));
-            let _ = write!(
-                stream,
-                "HTTP/1.1 {status}\r\n{headers}content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
+            let (status, extra, body) = answer(&request);
+            loopback::respond(
+                &mut stream,
+                status,
+                &extra,
+                "application/json",
+                body.as_bytes(),
             );
-        }
-    });
-    port
+        },
+    )
 }
 
 #[test]
@@ -258,13 +237,9 @@ fn explain_does_not_follow_redirects_the_filter_does_not_follow() {
     let dir = scratch();
     let idp = fake_idp::FakeIdp::start();
     let keys = format!("{}/jwks", idp.issuer("a"));
-    let port = tiny_server(move |path, _, _| match path {
-        "/jwks" => (
-            "302 Found".into(),
-            format!("location: {keys}\r\n"),
-            String::new(),
-        ),
-        _ => ("200 OK".into(), String::new(), String::new()),
+    let port = tiny_server(move |request| match request.path.as_str() {
+        "/jwks" => (302, format!("location: {keys}\r\n"), String::new()),
+        _ => (200, String::new(), String::new()),
     });
     let issuer = format!("http://127.0.0.1:{port}");
     let discovery = dir.join("discovery.json");
@@ -342,28 +317,35 @@ fn registration_server(client: serde_json::Value, endpoint: Option<&str>) -> Str
     let base = std::sync::Arc::new(std::sync::OnceLock::<String>::new());
     let endpoint = endpoint.map(str::to_owned);
     let me = base.clone();
-    let port = tiny_server(move |path, head, body| {
+    let port = tiny_server(move |request| {
         let base = me.get().cloned().unwrap_or_default();
-        match path {
+        match request.path.as_str() {
             "/.well-known/openid-configuration" => {
                 let reg = endpoint.clone().unwrap_or(format!("{base}/register"));
                 let doc = json!({"issuer": base, "registration_endpoint": reg});
-                ("200 OK".into(), String::new(), doc.to_string())
+                (200, String::new(), doc.to_string())
             }
             "/register" => {
-                let head = head.to_ascii_lowercase();
-                let bearer = format!("authorization: bearer {}\r\n", INITIAL_ACCESS_TOKEN);
-                let json_body = head.contains("content-type: application/json")
-                    && serde_json::from_str::<serde_json::Value>(body)
+                let bearer = request
+                    .header("authorization")
+                    .and_then(|v| v.split_once(' '))
+                    .is_some_and(|(scheme, token)| {
+                        scheme.eq_ignore_ascii_case("bearer") && token == INITIAL_ACCESS_TOKEN
+                    });
+                let json_body = request.header("content-type") == Some("application/json")
+                    && serde_json::from_str::<serde_json::Value>(&request.body)
                         .is_ok_and(|b| b["client_name"].is_string());
-                if head.contains(&bearer) && json_body {
-                    ("201 Created".into(), String::new(), client.to_string())
+                if bearer && json_body {
+                    (201, String::new(), client.to_string())
                 } else {
-                    let e = json!({"error": "invalid_token"});
-                    ("401 Unauthorized".into(), String::new(), e.to_string())
+                    (
+                        401,
+                        String::new(),
+                        json!({"error": "invalid_token"}).to_string(),
+                    )
                 }
             }
-            _ => ("404 Not Found".into(), String::new(), "{}".into()),
+            _ => (404, String::new(), "{}".into()),
         }
     });
     let url = format!("http://127.0.0.1:{port}");

@@ -9,11 +9,12 @@ use base64::Engine as _;
 use jwt_simple::prelude::*;
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::loopback::{self, Request};
 
 pub const AUD: &str = "https://api.example.com";
 
@@ -131,23 +132,11 @@ pub fn now_s() -> u64 {
 
 impl FakeIdp {
     pub fn start() -> FakeIdp {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener.set_nonblocking(true).expect("nonblocking");
-        let port = listener.local_addr().expect("addr").port();
         let state: State = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
-        let (st, flag) = (state.clone(), stop.clone());
-        std::thread::spawn(move || {
-            let deadline = Instant::now() + Duration::from_secs(900);
-            while !flag.load(Ordering::SeqCst) && Instant::now() < deadline {
-                match listener.accept() {
-                    Ok((stream, _)) => {
-                        let st = st.clone();
-                        std::thread::spawn(move || serve(stream, port, &st));
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(2)),
-                }
-            }
+        let st = state.clone();
+        let port = loopback::serve(Duration::from_secs(900), stop.clone(), move |stream| {
+            serve(stream, &st)
         });
         FakeIdp { port, state, stop }
     }
@@ -276,46 +265,6 @@ fn jwk(key: &ES256KeyPair) -> Value {
            "x": URL_SAFE_NO_PAD.encode(&point[1..33]), "y": URL_SAFE_NO_PAD.encode(&point[33..65])})
 }
 
-/// One HTTP/1.1 request: path, headers (names lowercased), body.
-type Request = (String, Vec<(String, String)>, String);
-
-fn read_request(stream: &mut TcpStream) -> Option<Request> {
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    let mut raw = Vec::new();
-    let mut chunk = [0u8; 8192];
-    let head_end = loop {
-        if let Some(p) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
-            break p;
-        }
-        let n = stream.read(&mut chunk).ok()?;
-        if n == 0 || raw.len() > 65536 {
-            return None;
-        }
-        raw.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8_lossy(&raw[..head_end]).into_owned();
-    let mut lines = head.split("\r\n");
-    let path = lines.next()?.split(' ').nth(1)?.to_owned();
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    let length: usize = headers
-        .iter()
-        .find(|(n, _)| n == "content-length")
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0);
-    let mut body = raw[head_end + 4..].to_vec();
-    while body.len() < length.min(65536) {
-        let n = stream.read(&mut chunk).ok()?;
-        if n == 0 {
-            break;
-        }
-        body.extend_from_slice(&chunk[..n]);
-    }
-    Some((path, headers, String::from_utf8_lossy(&body).into_owned()))
-}
-
 fn form_value(body: &str, key: &str) -> Option<String> {
     body.split('&').find_map(|kv| {
         let (k, v) = kv.split_once('=')?;
@@ -327,9 +276,14 @@ fn form_value(body: &str, key: &str) -> Option<String> {
     })
 }
 
-fn serve(mut stream: TcpStream, port: u16, state: &State) {
-    let _ = stream.set_nonblocking(false);
-    let Some((path, headers, body)) = read_request(&mut stream) else {
+fn serve(mut stream: TcpStream, state: &State) {
+    let port = stream.local_addr().map_or(0, |a| a.port());
+    let Some(Request {
+        path,
+        headers,
+        body,
+    }) = loopback::read_request(&mut stream)
+    else {
         return;
     };
     let path = path.split('?').next().unwrap_or_default().to_owned();
@@ -475,11 +429,11 @@ fn wrong_types(endpoint: Endpoint, answer: &Value) -> Value {
 }
 
 fn respond(stream: &mut TcpStream, status: u16, content_type: &str, body: &[u8]) {
-    let head = format!(
-        "HTTP/1.1 {status} X\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\ncache-control: no-store\r\nconnection: close\r\n\r\n",
-        body.len()
+    loopback::respond(
+        stream,
+        status,
+        "cache-control: no-store\r\n",
+        content_type,
+        body,
     );
-    let _ = stream.write_all(head.as_bytes());
-    let _ = stream.write_all(body);
-    let _ = stream.flush();
 }

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod fake_idp;
+pub mod loopback;
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
