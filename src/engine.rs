@@ -237,9 +237,12 @@ enum Introspected {
     Inactive,
 }
 
-/// Inactive introspection answers are remembered this long (a revoked token stays revoked;
-/// a token that becomes active later is rare and only waits this long).
-const INACTIVE_TTL_MS: u64 = 5_000;
+/// An IdP's no is remembered this long: an inactive introspection answer (a revoked token
+/// stays revoked) and a token endpoint's refusal of client credentials (a client retrying a
+/// wrong secret in a loop costs the IdP one exchange per this long, not one per request: an
+/// IdP limits its token endpoint's rate per caller, and every exchange comes from the proxy).
+/// A token that becomes active, or a secret that becomes valid, waits at most this long.
+const REFUSAL_TTL_MS: u64 = 5_000;
 
 /// The per-VM engine: compiled config plus what has been learnt from the IdPs.
 #[derive(Debug)]
@@ -250,6 +253,9 @@ pub struct Engine {
     waiting: HashMap<u32, (Awaited, Job)>,
     /// Exchanged client-credentials tokens, by `Pending::ClientCredentials::cache_key`.
     tokens: TtlCache<String>,
+    /// Client credentials the token endpoint refused, by the same key, for `REFUSAL_TTL_MS`,
+    /// with the IdP's error (a cache of their own: refusals never evict good tokens).
+    refused_exchanges: TtlCache<String>,
     token_flights: Flights,
     /// Introspection answers, by SHA-256(endpoint, strategy id, token).
     introspections: TtlCache<Introspected>,
@@ -347,6 +353,7 @@ impl Engine {
             issuers,
             waiting: HashMap::new(),
             tokens: TtlCache::new(capacity),
+            refused_exchanges: TtlCache::new(capacity),
             token_flights: Flights::default(),
             introspections: TtlCache::new(capacity),
             introspection_flights: Flights::default(),
@@ -1257,6 +1264,9 @@ impl Engine {
                 }
             }
         }
+        if self.refused_exchanges.get(cache_key, now_ms).is_some() {
+            return self.fail(&job, Denial::InvalidClient);
+        }
         // What the exchange returns is verified with the issuer's keys: without any (a key
         // fetch failed; the discovery document it came from is kept for its endpoints),
         // the keys first, rather than the client's secret to the IdP for a 503.
@@ -1870,6 +1880,12 @@ impl Engine {
                 progress
                     .log
                     .push(format!("token endpoint refused a client: {error}"));
+                self.refused_exchanges.insert(
+                    &key,
+                    error,
+                    now_ms.saturating_add(REFUSAL_TTL_MS),
+                    now_ms,
+                );
                 self.settle(&awaited, Some(Denial::InvalidClient), now_ms, progress);
             }
             Err(e) => {
@@ -1926,7 +1942,7 @@ impl Engine {
                 self.introspections.insert(
                     &key,
                     Introspected::Inactive,
-                    now_ms.saturating_add(INACTIVE_TTL_MS),
+                    now_ms.saturating_add(REFUSAL_TTL_MS),
                     now_ms,
                 );
                 self.settle(&awaited, None, now_ms, progress);

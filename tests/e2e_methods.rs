@@ -125,12 +125,20 @@ fn every_auth_method_end_to_end() {
     );
 
     let before = upstream.count();
-    // Wrong secret: the IdP says invalid_client.
+    // Wrong secret: the IdP says invalid_client, and is not asked again for a while (5 s):
+    // a client retrying a wrong secret costs the IdP at most one exchange per worker.
     let wrong = (cc.0.clone(), "not-the-secret".to_owned());
-    let r = envoy.get("/orders/1", &[("authorization", basic(&wrong).as_bytes())]);
-    assert_eq!(
-        (r.status, r.json()),
-        (401, json!({"message": "Unauthorized"}))
+    let token_requests = idp.stats()["token"].as_u64().unwrap();
+    for _ in 0..6 {
+        let r = envoy.get("/orders/1", &[("authorization", basic(&wrong).as_bytes())]);
+        assert_eq!(
+            (r.status, r.json()),
+            (401, json!({"message": "Unauthorized"}))
+        );
+    }
+    assert!(
+        idp.stats()["token"].as_u64().unwrap() <= token_requests + 2,
+        "refusals are remembered"
     );
     // Registered for another strategy: refused before any callout.
     let r = envoy.get(

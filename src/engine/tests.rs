@@ -1385,21 +1385,43 @@ mod methods {
         assert!(
             matches!(p.settled.as_slice(), [(2, _, Outcome::Deny(d))] if d.denial == Denial::InvalidClient && d.reply.status == 401)
         );
-        // Not cached: the next try asks again.
-        let c = callout(&basic(&mut e, 3, "Basic client-1:bad", T0 + 1));
+        // The refusal is remembered for 5 s: the same wrong secret again is refused with no
+        // callout (a client retrying in a loop costs the IdP one exchange per 5 s); another
+        // secret of the same client is still asked about.
+        for (id, at) in [(3, T0 + 1), (3, T0 + 4_999)] {
+            assert_eq!(
+                denied(&basic(&mut e, id, "Basic client-1:bad", at)),
+                Denial::InvalidClient
+            );
+        }
+        let c = callout(&basic(&mut e, 7, "Basic client-1:other", T0 + 1));
+        let p = e.on_callout_response(
+            c.id,
+            CalloutResponse {
+                status: Some(400),
+                body: br#"{"error":"invalid_client"}"#.to_vec(),
+                ..CalloutResponse::default()
+            },
+            T0 + 2,
+        );
+        assert!(
+            matches!(p.settled.as_slice(), [(7, _, Outcome::Deny(d))] if d.denial == Denial::InvalidClient)
+        );
+        // Then asked again; an IdP failure is never remembered: the next try asks again.
+        let c = callout(&basic(&mut e, 3, "Basic client-1:bad", T0 + 5_000));
         let p = e.on_callout_response(
             c.id,
             CalloutResponse {
                 status: Some(502),
                 ..CalloutResponse::default()
             },
-            T0 + 2,
+            T0 + 5_001,
         );
         assert!(
             matches!(p.settled.as_slice(), [(3, _, Outcome::Deny(d))] if d.reply.status == 503)
         );
-        let c = callout(&basic(&mut e, 4, "Basic client-1:bad", T0 + 3));
-        let p = e.on_callout_response(c.id, CalloutResponse::default(), T0 + 4);
+        let c = callout(&basic(&mut e, 4, "Basic client-1:bad", T0 + 5_002));
+        let p = e.on_callout_response(c.id, CalloutResponse::default(), T0 + 5_003);
         assert!(
             matches!(p.settled.as_slice(), [(4, _, Outcome::Deny(d))] if d.reply.status == 503),
             "timeout"
