@@ -46,6 +46,30 @@ pub fn pseudo<'a>(headers: &[Header<'a>], name: &str) -> Option<&'a str> {
     }
 }
 
+/// `pairs` serialized as [`parse`] reads them: the form the ABI also wants for a map the
+/// module hands to the host (a local reply's headers). Lengths are `u32`s, as on the wire
+/// (in Wasm, where this runs, no slice is longer).
+pub fn serialize<N: AsRef<[u8]>, V: AsRef<[u8]>>(pairs: &[(N, V)]) -> Vec<u8> {
+    let size = pairs.iter().fold(4usize, |size, (n, v)| {
+        size.saturating_add(10)
+            .saturating_add(n.as_ref().len())
+            .saturating_add(v.as_ref().len())
+    });
+    let mut out = Vec::with_capacity(size);
+    out.extend((pairs.len() as u32).to_le_bytes());
+    for (n, v) in pairs {
+        out.extend((n.as_ref().len() as u32).to_le_bytes());
+        out.extend((v.as_ref().len() as u32).to_le_bytes());
+    }
+    for (n, v) in pairs {
+        out.extend_from_slice(n.as_ref());
+        out.push(0);
+        out.extend_from_slice(v.as_ref());
+        out.push(0);
+    }
+    out
+}
+
 /// A little-endian `u32` at the start of `buf`, as a length, and what follows it.
 fn read_u32(buf: &[u8]) -> Option<(usize, &[u8])> {
     let bytes: [u8; 4] = buf.get(..4)?.try_into().ok()?;
@@ -66,22 +90,6 @@ fn field(data: &[u8], len: usize) -> Option<(&[u8], &[u8])> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The host's serialization of `pairs`.
-    fn serialize(pairs: &[(&str, &[u8])]) -> Vec<u8> {
-        let mut out = (pairs.len() as u32).to_le_bytes().to_vec();
-        for (n, v) in pairs {
-            out.extend((n.len() as u32).to_le_bytes());
-            out.extend((v.len() as u32).to_le_bytes());
-        }
-        for (n, v) in pairs {
-            out.extend(n.as_bytes());
-            out.push(0);
-            out.extend(*v);
-            out.push(0);
-        }
-        out
-    }
 
     /// `pairs` as [`parse`] gives them.
     fn headers<'a>(pairs: &[(&'a str, &'a [u8])]) -> Vec<Header<'a>> {
@@ -132,7 +140,7 @@ mod tests {
     fn empty_maps() {
         assert_eq!(parse(&[]), Some(vec![]));
         assert_eq!(parse(&[0, 0, 0, 0]), Some(vec![]));
-        assert_eq!(parse(&serialize(&[])), Some(vec![]));
+        assert_eq!(parse(&serialize::<&str, &[u8]>(&[])), Some(vec![]));
     }
 
     #[test]
@@ -238,7 +246,7 @@ mod tests {
 
     #[test]
     fn missing_nuls_are_refused() {
-        let buf = serialize(&[("ab", b"cd"), ("e", b"f")]);
+        let buf = serialize(&[("ab", b"cd".as_slice()), ("e", b"f".as_slice())]);
         let data = 4 + 2 * 8;
         // The NUL after each name and value.
         for at in [data + 2, data + 5, data + 7, data + 9] {

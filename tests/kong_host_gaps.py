@@ -345,6 +345,58 @@ def header_writes_refused(wasm_path, failures):
               f"(trap {error}, local {host.local.get(2)}, resumed {host.resumed.get(2)})", failures)
 
 
+class RefusingRepliesKongHost(kong_host.KongHost):
+    """A host that refuses the first `refusals` local replies with InternalFailure (10):
+    ngx_wasm_module's `ngx_proxy_wasm_result_err` when nginx cannot allocate the stashed
+    reply's status line, headers or body. proxy-wasm 0.2.5's `send_http_response` panics on
+    any status but Ok."""
+
+    def __init__(self, wasm_path, refusals):
+        super().__init__(wasm_path)
+        self.refusals = refusals
+        self.refused = 0
+        self.replies = []
+
+    def proxy_send_local_response(self, status, _reason_ptr, _reason_size, body_ptr, body_size,
+                                  headers_ptr, headers_size, _grpc_status):
+        self.replies.append((status, body_size, headers_size))
+        if self.refused < self.refusals:
+            self.refused += 1
+            return 10
+        self.local[self.current] = status
+        return OK
+
+
+def local_reply_refused(wasm_path, failures):
+    """A denial the host refuses to send whole is sent bare (status only, which needs the
+    least of the host); if that is refused too, the request stays held, never forwarded:
+    never a trap (which takes the VM, and every request of the worker, with it). Both for a
+    request decided at once and for one decided when its keys came in."""
+    for refusals, want in ((1, 401), (5, None)):
+        for waits in (False, True):
+            host = configured(wasm_path, CONFIG, lambda path: RefusingRepliesKongHost(path, refusals))
+            if not waits:
+                warm(host, 2)
+                host.refused, host.replies = 0, []
+            error, action = None, None
+            try:
+                # An unknown application: a 401 once the token is verified.
+                action = host.start(3, "client-9")
+                for _ in range(5):
+                    if host.answer(3) is None:
+                        break
+            except Exception as e:  # a trap
+                error = str(e).splitlines()[0]
+            last = host.replies[-1] if host.replies else None
+            bare = last is not None and last[1] == 0 and last[2] <= 4
+            check(error is None and action == PAUSE and host.local.get(3) == want
+                  and 3 not in host.resumed and not identity(host, 3) and len(host.replies) == 2
+                  and bare,
+                  f"{refusals} local replies refused{' after waiting' if waits else ''}: "
+                  f"{want or 'held'}, bare on the second try, no trap (action {action}, trap {error}, "
+                  f"local {host.local.get(3)}, replies {host.replies})", failures)
+
+
 class TickOnceKongHost(kong_host.KongHost):
     """ngx_wasm_module's `proxy_set_tick_period_milliseconds` traps when the root already has
     a tick period ("tick_period already set": its on_tick 'double_tick' test must die; later
@@ -389,6 +441,7 @@ def main(wasm_path):
     dispatch_refused(wasm_path, failures)
     dispatch_status(wasm_path, failures)
     header_writes_refused(wasm_path, failures)
+    local_reply_refused(wasm_path, failures)
     print(f"{len(failures)} failed")
     return 1 if failures else 0
 

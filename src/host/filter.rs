@@ -196,7 +196,7 @@ impl HttpContext for Filter {
             Ok(map) => map,
             Err(status) => {
                 log::error!("could not read request headers (host status {status}); denying");
-                let _ = hostcalls::send_http_response(500, vec![], None);
+                super::reply(500, &[], b"");
                 return Action::Pause;
             }
         };
@@ -205,7 +205,7 @@ impl HttpContext for Filter {
                 "request headers from the host are malformed ({} bytes); denying",
                 map.len()
             );
-            let _ = hostcalls::send_http_response(500, vec![], None);
+            super::reply(500, &[], b"");
             return Action::Pause;
         };
         let authority = header_map::pseudo(&headers, ":authority").unwrap_or_default();
@@ -244,7 +244,7 @@ impl HttpContext for Filter {
                 None => {
                     drop(s);
                     log::error!("request before configuration; denying");
-                    let _ = hostcalls::send_http_response(503, vec![], None);
+                    super::reply(503, &[], b"");
                     return Action::Pause;
                 }
             }

@@ -423,6 +423,32 @@ fn max_age(value: &[u8]) -> Option<u64> {
     age
 }
 
+/// Answers the current request with a local reply. One the host refuses (ngx_wasm_module
+/// does when nginx cannot allocate it) is sent once more bare, the status alone, which needs
+/// the least of the host; if that is refused too, the request stays held: never forwarded.
+pub(crate) fn reply(status: u16, headers: &[(&str, &str)], body: &[u8]) {
+    let bare = headers.is_empty() && body.is_empty();
+    let sent = raw::send_local_response(
+        u32::from(status),
+        &crate::header_map::serialize(headers),
+        body,
+    )
+    .or_else(|refused| {
+        if bare {
+            return Err(refused);
+        }
+        log::warn!("the host refused the {status} reply (host status {refused}); sending it bare");
+        raw::send_local_response(
+            u32::from(status),
+            &crate::header_map::serialize::<&str, &str>(&[]),
+            &[],
+        )
+    });
+    if let Err(refused) = sent {
+        log::error!("the host refused the bare {status} reply (host status {refused}); the request is held, never forwarded");
+    }
+}
+
 /// Applies outcomes to requests that were waiting (each in its own context).
 pub(crate) fn settle(shared: &SharedRef, settled: Vec<(u32, Method, Outcome)>) {
     for (context_id, method, outcome) in settled {
@@ -540,10 +566,10 @@ pub(crate) fn apply(
                 // Forwarding without the identity headers (or with a spoofed one left in
                 // place) is not an option: fail closed.
                 log::error!("could not rewrite request headers; denying");
-                let _ = hostcalls::send_http_response(
+                reply(
                     500,
-                    vec![("content-type", "application/json")],
-                    Some(br#"{"message":"An unexpected error occurred"}"#),
+                    &[("content-type", "application/json")],
+                    br#"{"message":"An unexpected error occurred"}"#,
                 );
                 return false;
             }
@@ -582,13 +608,7 @@ pub(crate) fn apply(
                 .iter()
                 .map(|(n, v)| (n.as_str(), v.as_str()))
                 .collect();
-            if let Err(status) = hostcalls::send_http_response(
-                u32::from(deny.reply.status),
-                headers,
-                Some(deny.reply.body.as_bytes()),
-            ) {
-                log::warn!("could not send the denial: {status:?}");
-            }
+            reply(deny.reply.status, &headers, deny.reply.body.as_bytes());
             false
         }
     }

@@ -4,7 +4,8 @@
 //! two vectors for the path. Here the host's buffer is taken as it is and read in place by
 //! [`crate::header_map::parse`]. Its `set_map_value` and `add_map_value` panic (a trap, which
 //! takes the VM and every request of the worker with it) on any status but Ok: a header
-//! change the host refuses must come back as an error, for the request to be refused.
+//! change the host refuses must come back as an error, for the request to be refused. So does
+//! its `send_http_response`: a local reply the host refuses comes back as an error here.
 
 use proxy_wasm::types::MapType;
 
@@ -38,6 +39,16 @@ extern "C" {
         value_size: usize,
     ) -> u32;
     fn proxy_remove_header_map_value(map_type: u32, key_data: *const u8, key_size: usize) -> u32;
+    fn proxy_send_local_response(
+        status_code: u32,
+        status_code_details_data: *const u8,
+        status_code_details_size: usize,
+        body_data: *const u8,
+        body_size: usize,
+        headers_data: *const u8,
+        headers_size: usize,
+        grpc_status: i32,
+    ) -> u32;
 }
 
 /// The ABI's `WasmResult::Ok` and `NotFound`.
@@ -131,4 +142,25 @@ pub(crate) fn replace_header(map: MapType, name: &str, value: &str) -> Result<()
 pub(crate) fn remove_header(map: MapType, name: &str) -> Result<(), u32> {
     // SAFETY: the host reads `name.len()` bytes from `name`, a live string.
     status(unsafe { proxy_remove_header_map_value(map as u32, name.as_ptr(), name.len()) })
+}
+
+/// Answers the current request with a local reply: status `code`, `headers` (serialized by
+/// [`crate::header_map::serialize`]) and `body`, without gRPC status. `Err` carries a host
+/// status other than Ok (ngx_wasm_module answers InternalFailure when nginx cannot allocate
+/// the reply).
+pub(crate) fn send_local_response(code: u32, headers: &[u8], body: &[u8]) -> Result<(), u32> {
+    // SAFETY: the host reads `len()` bytes from each pointer, which point to live slices (no
+    // details: a null pointer with size 0, as the SDK passes).
+    status(unsafe {
+        proxy_send_local_response(
+            code,
+            std::ptr::null(),
+            0,
+            body.as_ptr(),
+            body.len(),
+            headers.as_ptr(),
+            headers.len(),
+            -1,
+        )
+    })
 }
