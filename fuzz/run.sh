@@ -25,7 +25,7 @@ cd "$(dirname "$0")"
 SECS=${1:-10}
 [ $# -gt 0 ] && shift
 TARGETS=("$@")
-[ ${#TARGETS[@]} -eq 0 ] && TARGETS=(credential token jwks native config callout_responses json shared header_map)
+[ ${#TARGETS[@]} -eq 0 ] && TARGETS=(credential token jwks native config callout_responses json shared header_map engine)
 SAN=${FUZZ_SANITIZER:-address}
 
 export RUSTC_BOOTSTRAP=1
