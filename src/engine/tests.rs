@@ -1634,26 +1634,37 @@ mod methods {
     }
 
     /// REFERENCE §8 on the introspection path: an active answer whose `exp`, `nbf` or `iat`
-    /// is of the wrong type (string, bool, null, huge, negative) is refused as a JWT's
-    /// would be, 401 invalid_token.
+    /// is of the wrong type (string, bool, null, huge, negative), or whose `aud`, `sub`,
+    /// `jti` or `nonce` is not of its RFC 7662 / RFC 7519 type (`aud` a string or an array
+    /// of strings), is refused as a JWT's would be, 401 invalid_token: a broken answer never
+    /// allows (`aud: [7, AUD]` names the audience, and is still refused).
     #[test]
-    fn introspection_answers_with_malformed_time_claims_are_refused() {
-        for (claim, bad) in [
-            ("exp", json!("1800000600")),
-            ("exp", json!(true)),
-            ("exp", json!(null)),
-            ("exp", json!(1e20)),
-            ("exp", json!(-1)),
-            ("nbf", json!("0")),
-            ("nbf", json!(false)),
-            ("nbf", json!(null)),
-            ("nbf", json!(100_000_000_001u64)),
-            ("nbf", json!(-5)),
-            ("iat", json!("0")),
-            ("iat", json!(true)),
-            ("iat", json!(null)),
-            ("iat", json!(1e300)),
-            ("iat", json!(-1)),
+    fn introspection_answers_with_malformed_claims_are_refused() {
+        let time = TokenError::BadTimeClaim;
+        let shape = TokenError::BadPayload;
+        for (claim, bad, error) in [
+            ("exp", json!("1800000600"), time),
+            ("exp", json!(true), time),
+            ("exp", json!(null), time),
+            ("exp", json!(1e20), time),
+            ("exp", json!(-1), time),
+            ("nbf", json!("0"), time),
+            ("nbf", json!(false), time),
+            ("nbf", json!(null), time),
+            ("nbf", json!(100_000_000_001u64), time),
+            ("nbf", json!(-5), time),
+            ("iat", json!("0"), time),
+            ("iat", json!(true), time),
+            ("iat", json!(null), time),
+            ("iat", json!(1e300), time),
+            ("iat", json!(-1), time),
+            ("aud", json!([7, AUD]), shape),
+            ("aud", json!([AUD, null]), shape),
+            ("aud", json!(5), shape),
+            ("aud", json!({"aud": AUD}), shape),
+            ("sub", json!(5), shape),
+            ("jti", json!(["a"]), shape),
+            ("nonce", json!({}), shape),
         ] {
             let mut answer = json!({"active": true, "client_id": "client-1",
                 "scope": "orders:read", "aud": AUD, "iss": ISS, "exp": NOW + 60});
@@ -1665,17 +1676,13 @@ mod methods {
             let [(2, _, Outcome::Deny(d))] = p.settled.as_slice() else {
                 panic!("{claim} {bad}: {:?}", p.settled)
             };
-            assert_eq!(
-                d.denial,
-                Denial::InvalidToken(TokenError::BadTimeClaim),
-                "{claim} {bad}"
-            );
+            assert_eq!(d.denial, Denial::InvalidToken(error), "{claim} {bad}");
             assert_eq!(d.reply.status, 401);
             // And from the cached answer: refused again, never allowed.
             let again = request_on(&mut e, 3, "cc", "/cc", &opaque, T0 + 1);
             assert_eq!(
                 denied(&again),
-                Denial::InvalidToken(TokenError::BadTimeClaim),
+                Denial::InvalidToken(error),
                 "{claim} {bad} cached"
             );
         }

@@ -262,6 +262,12 @@ pub fn introspected(
     rules: &ClaimRules<'_>,
     now_s: u64,
 ) -> Result<VerifiedClaims, TokenError> {
+    // The members RFC 7662 shares with RFC 7519 have a JWT's types (`aud` a string or an
+    // array of strings): an answer that breaks them is broken, whatever else it says, and
+    // allows nothing. (The shape rules alone: a leeway of 0 leaves out the clock's.)
+    if !compat::claims_ok(&claims, now_s, 0) {
+        return Err(TokenError::BadPayload);
+    }
     let times = claims::check_claims(&claims, rules, now_s, claims::Origin::Introspection)?;
     Ok(VerifiedClaims::new(claims, times.exp.unwrap_or(u64::MAX)))
 }
