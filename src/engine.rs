@@ -542,6 +542,18 @@ impl Engine {
         };
         match credential {
             Credential::Bearer { token, source } => {
+                // A scheme no strategy of the route takes (client_credentials only), as a
+                // Basic header where none exchanges: no token error, nothing parsed.
+                let takes_bearer = policy.strategies.iter().any(|s| {
+                    matches!(s, Strategy::OpenIdConnect(o)
+                        if o.auth_methods.bearer || o.auth_methods.introspection)
+                });
+                if !takes_bearer {
+                    return done(
+                        Method::None,
+                        deny(Denial::UnsupportedCredential, realm, None, None),
+                    );
+                }
                 // A token the fast path above did not look up (from the query string).
                 if candidate.is_none() {
                     if let Some(hit) = self.remembered(

@@ -1305,6 +1305,50 @@ mod methods {
         allowed(&basic(&mut e, 4, "Basic Y2xpZW50LTE6czNjcmV0", T0 + 30));
     }
 
+    /// README, Denials: "a scheme no strategy takes" is a 401 with a bare `Bearer realm`
+    /// challenge (RFC 6750 §3.1: no error code for an unsupported authentication method),
+    /// counted as `missing_credential`, as a Basic header is where no strategy exchanges
+    /// client credentials. A bearer token (JWT or opaque, header or query) on a route whose
+    /// strategies neither verify nor introspect bearer tokens is such a scheme, not an
+    /// `invalid_token` "token issuer is not accepted" of an issuer the route does accept.
+    #[test]
+    fn a_bearer_token_where_no_strategy_takes_bearer_tokens_is_an_unsupported_credential() {
+        let mut c = config();
+        c["policies"]["cc-v1"]["strategies"][1]["configs"]["openid-connect"]["auth_methods"] =
+            json!(["client_credentials"]);
+        let (mut e, _) = counted(c);
+        let jwt = format!("Bearer {}", rs_token(&claims()));
+        let cases = [
+            ("/cc", jwt.as_str()),
+            ("/cc", "Bearer opaque-1"),
+            ("/cc", "Bearer not.a.jwt"),
+        ];
+        for (ctx, (path, auth)) in (10..).zip(cases) {
+            let step = request_on(&mut e, ctx, "cc", path, &[("authorization", auth)], T0);
+            let Step::Done(_, Outcome::Deny(d)) = &step else {
+                panic!("{auth}: {step:?}")
+            };
+            assert_eq!(d.denial, Denial::UnsupportedCredential, "{auth}");
+            assert_eq!(
+                metrics::denial_counter(d.denial),
+                metrics::DENIED_MISSING_CREDENTIAL
+            );
+            let challenge = d
+                .reply
+                .headers
+                .iter()
+                .find(|(n, _)| n == "www-authenticate");
+            assert_eq!(
+                challenge.map(|(_, v)| v.as_str()),
+                Some(r#"Bearer realm="api.example.com""#),
+                "{auth}"
+            );
+        }
+        let query = format!("/cc?access_token={}", rs_token(&claims()));
+        let step = request_on(&mut e, 20, "cc", &query, &[], T0);
+        assert_eq!(denied(&step), Denial::UnsupportedCredential);
+    }
+
     #[test]
     fn an_exchange_never_takes_the_decision_made_for_the_same_token_as_a_bearer() {
         let (mut e, _) = counted(config());
