@@ -596,6 +596,53 @@ fn a_forwarded_claim_that_is_empty_is_not_a_reason_to_refuse_the_token() {
     }
 }
 
+/// RFC 9110 §5.5: a field value has no leading or trailing whitespace, and whatever reads a
+/// header upstream strips it. A claim value with a space at either end cannot be forwarded
+/// as it is: without a registry, a credential claim " client-1" would reach the upstream as
+/// `x-credential-identifier: client-1`, another client's identifier, and a forwarded claim
+/// " alice" as alice's. Refused as a control character is; a space inside is kept.
+#[test]
+fn a_claim_with_a_space_at_either_end_is_never_forwarded() {
+    let mut c = config_value();
+    c.as_object_mut().unwrap().remove("applications");
+    for policy in ["orders-v1", "other-v1"] {
+        c["policies"][policy]
+            .as_object_mut()
+            .unwrap()
+            .remove("scope");
+    }
+    c["policies"]["orders-v1"]["strategies"]
+        .as_array_mut()
+        .unwrap()
+        .truncate(1);
+    let mut e = engine_with(c);
+    let first = bearer(&mut e, 1, &rs_token(&claims()), T0);
+    let settled = serve_keys(&mut e, &callout(&first), &jwks(), T0);
+    let [(1, _, Outcome::Allow(a))] = settled.as_slice() else {
+        panic!("{settled:?}")
+    };
+    assert_eq!(header(a, "x-credential-identifier"), Some("client-1"));
+    for value in [" client-1", "client-1 ", " "] {
+        let token = rs_token(&claims_with(json!({ "client_id": value })));
+        assert_eq!(
+            denied(&bearer(&mut e, 2, &token, T0)),
+            Denial::InvalidToken(TokenError::BadCredentialClaim),
+            "{value:?}"
+        );
+    }
+    for value in [" alice", "alice ", " "] {
+        let token = rs_token(&claims_with(json!({ "sub": value })));
+        assert_eq!(
+            denied(&bearer(&mut e, 3, &token, T0)),
+            Denial::InvalidToken(TokenError::BadForwardedClaim),
+            "{value:?}"
+        );
+    }
+    let token = rs_token(&claims_with(json!({ "sub": "alice smith" })));
+    let a = allowed(&bearer(&mut e, 4, &token, T0));
+    assert_eq!(header(&a, "x-subject"), Some("alice smith"));
+}
+
 /// konnect-application-auth finds the application before the openid-connect check runs
 /// (REFERENCE §2): a token naming no application is a 401 `Unauthorized` whatever its scopes,
 /// and one of an application not approved for the API is "You cannot consume this service".

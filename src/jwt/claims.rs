@@ -128,8 +128,9 @@ pub fn claim_at<'a>(claims: &'a Map<String, Value>, path: &[String]) -> Option<&
 }
 
 /// The credential claim's values: a non-empty string, or an array of them. Values with
-/// control characters are refused: they would become header values upstream. Read the same
-/// way from a token not yet verified, to choose the strategy that will verify it.
+/// control characters or a space at either end are refused: they would become header values
+/// upstream. Read the same way from a token not yet verified, to choose the strategy that
+/// will verify it.
 pub fn credential_values<'a>(
     claims: &'a Map<String, Value>,
     path: &[String],
@@ -240,7 +241,9 @@ impl VerifiedClaims {
     }
 }
 
-/// Printable, no control characters: safe to put in an HTTP header.
+/// Printable, no control characters, no space at either end: a header carries it as it is
+/// (RFC 9110 §5.5: a field value has no leading or trailing whitespace, and the upstream's
+/// parser strips it, so " client-1" would arrive as "client-1").
 fn is_header_safe(v: &str) -> bool {
-    !v.is_empty() && !v.chars().any(char::is_control)
+    !v.is_empty() && !v.starts_with(' ') && !v.ends_with(' ') && !v.chars().any(char::is_control)
 }
