@@ -1050,6 +1050,18 @@ fn invalid_cases() -> Vec<(&'static str, Value)> {
             "developer_id is not empty",
             set(multi(), "/applications/0/developer_id", json!("")),
         ),
+        (
+            "an application id has no space at its start",
+            set(multi(), "/applications/0/id", json!(" app-1")),
+        ),
+        (
+            "a client_id has no space at its end",
+            set(multi(), "/applications/0/client_id", json!("client-1 ")),
+        ),
+        (
+            "organization_id has no space at either end",
+            set(multi(), "/applications/0/organization_id", json!(" ")),
+        ),
         // Upstreams and limits.
         (
             "an upstreams key is an authority, not a URL",

@@ -1035,6 +1035,35 @@ impl Listed {
         let portal_id = f.str(p, "portal_id");
         let organization_id = f.str(p, "organization_id");
         f.deny_unknown(p);
+        // Forwarded as header values, or matched against claims that are: a space at either
+        // end would be dropped by whatever reads the header (RFC 9110 §5.5), so " a1"
+        // would arrive as "a1", and a client_id with one would never match.
+        let fields = [
+            ("id", &id),
+            ("client_id", &client_id),
+            ("developer_id", &developer_id),
+            ("portal_id", &portal_id),
+            ("organization_id", &organization_id),
+        ];
+        let mut spaced = false;
+        for (name, value) in fields {
+            if value
+                .as_deref()
+                .is_some_and(|v| v.starts_with(' ') || v.ends_with(' '))
+            {
+                p.error(
+                    &member(&apath, name),
+                    "must not begin or end with a space (a header cannot carry it as it is)",
+                );
+                spaced = true;
+            }
+        }
+        if spaced {
+            if let Some(auth_strategy_id) = auth_strategy_id {
+                self.incomplete.push((index, auth_strategy_id));
+            }
+            return;
+        }
         let Some(auth_strategy_id) = auth_strategy_id else {
             return;
         };

@@ -1678,6 +1678,36 @@ fn duplicate_client_id_is_refused_at_the_second() {
     );
 }
 
+/// What an application forwards upstream (`id`, `developer_id`, `portal_id`,
+/// `organization_id`) and what it is found by (`client_id`) cannot begin or end with a space:
+/// a header carries no such value as it is (RFC 9110 §5.5), so " a1" would reach the
+/// upstream as `x-application-id: a1`, another application's identity; and a credential
+/// claim with such a value is refused, so that `client_id` could never name its application.
+#[test]
+fn application_values_with_a_space_at_either_end_are_refused() {
+    let mut doc = example();
+    let mut a2 = app(" a1", "c2", "s-oidc");
+    a2["developer_id"] = json!("dev ");
+    a2["portal_id"] = json!(" p");
+    a2["organization_id"] = json!("org-1");
+    set(
+        &mut doc,
+        "",
+        "applications",
+        json!([app("a1", "c1", "s-oidc"), a2, app("a3", "c3 ", "s-oidc")]),
+    );
+    let why = "must not begin or end with a space (a header cannot carry it as it is)";
+    assert_eq!(
+        errors(&doc),
+        vec![
+            format!("$.applications[1].id: {why}"),
+            format!("$.applications[1].developer_id: {why}"),
+            format!("$.applications[1].portal_id: {why}"),
+            format!("$.applications[2].client_id: {why}"),
+        ]
+    );
+}
+
 #[test]
 fn application_naming_an_unknown_strategy_is_refused() {
     let mut doc = example();
