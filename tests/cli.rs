@@ -453,3 +453,92 @@ fn explain_marks_the_api_key_check_failed_for_a_duplicate_key() {
         "{out}"
     );
 }
+
+/// A loopback server whose `/register` records the `Authorization` value of each request it
+/// gets (and answers 201 with client `c-9`), its other paths answered by `other(base, path)`.
+/// Returns its base URL and what `/register` saw.
+fn recording_server(
+    other: impl Fn(&str, &str) -> (u16, String, String) + Send + Sync + 'static,
+) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let base = std::sync::Arc::new(std::sync::OnceLock::<String>::new());
+    let (me, log) = (base.clone(), seen.clone());
+    let port = tiny_server(move |request| {
+        let base = me.get().cloned().unwrap_or_default();
+        if request.path == "/register" {
+            let auth = request.header("authorization").unwrap_or("").to_owned();
+            log.lock().unwrap().push(auth);
+            let client = json!({"client_id": "c-9", "client_secret": "s-9"});
+            return (201, String::new(), client.to_string());
+        }
+        other(&base, &request.path)
+    });
+    let url = format!("http://127.0.0.1:{port}");
+    base.set(url.clone()).unwrap();
+    (url, seen)
+}
+
+#[test]
+fn register_follows_no_redirect_from_discovery() {
+    // The issuer's discovery URL answers 307 to another server, whose document names the
+    // issuer and the other server's registration endpoint: following the redirect would
+    // hand that server the initial access token.
+    let issuer = std::sync::Arc::new(std::sync::OnceLock::<String>::new());
+    let named = issuer.clone();
+    let (elsewhere, seen) = recording_server(move |base, path| match path {
+        "/.well-known/openid-configuration" => {
+            let doc =
+                json!({"issuer": named.get(), "registration_endpoint": format!("{base}/register")});
+            (200, String::new(), doc.to_string())
+        }
+        _ => (404, String::new(), "{}".into()),
+    });
+    let port = tiny_server(move |request| {
+        let location = format!("location: {elsewhere}{}\r\n", request.path);
+        (307, location, String::new())
+    });
+    let own = format!("http://127.0.0.1:{port}");
+    issuer.set(own.clone()).unwrap();
+    let (code, out, err) = register_app(&own);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("HTTP 307"), "{err}");
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "the other server got a registration"
+    );
+    assert!(!out.contains("c-9"), "{out}");
+}
+
+#[test]
+fn register_follows_no_redirect_from_the_registration_endpoint() {
+    // The registration endpoint answers 307 to another server, which answers any request
+    // with a client: a client the issuer never registered, not one to add.
+    let (elsewhere, seen) = recording_server(|_, _| (404, String::new(), "{}".into()));
+    let base = std::sync::Arc::new(std::sync::OnceLock::<String>::new());
+    let me = base.clone();
+    let port = tiny_server(move |request| {
+        let base = me.get().cloned().unwrap_or_default();
+        match request.path.as_str() {
+            "/.well-known/openid-configuration" => {
+                let doc =
+                    json!({"issuer": base, "registration_endpoint": format!("{base}/register")});
+                (200, String::new(), doc.to_string())
+            }
+            _ => (
+                307,
+                format!("location: {elsewhere}/register\r\n"),
+                String::new(),
+            ),
+        }
+    });
+    let issuer = format!("http://127.0.0.1:{port}");
+    base.set(issuer.clone()).unwrap();
+    let (code, out, err) = register_app(&issuer);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("registration refused: HTTP 307"), "{err}");
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "the other server got a registration"
+    );
+    assert!(!out.contains("c-9"), "{out}");
+}

@@ -154,9 +154,14 @@ mod cli {
             .map_or(0, |d| d.as_millis() as u64)
     }
 
+    /// The agent for `register`. It follows no redirect: the discovery document and the
+    /// registration answer are taken only from the URLs the issuer names, and a 3xx is
+    /// refused (a redirect to another server would have it name the registration endpoint
+    /// that gets the initial access token).
     fn agent() -> ureq::Agent {
         ureq::Agent::config_builder()
             .http_status_as_error(false)
+            .max_redirects(0)
             .timeout_global(Some(std::time::Duration::from_secs(10)))
             .build()
             .into()
@@ -534,6 +539,15 @@ mod cli {
             .get(&discovery_url)
             .call()
             .map_err(|e| format!("{discovery_url}: {e}"))?;
+        let status = response.status().as_u16();
+        if status != 200 {
+            let moved = if (300..400).contains(&status) {
+                " (redirects are not followed: give the issuer's own URL)"
+            } else {
+                ""
+            };
+            return Err(format!("{discovery_url}: HTTP {status}{moved}"));
+        }
         let doc: Value = serde_json::from_slice(
             &response
                 .body_mut()
