@@ -542,3 +542,39 @@ fn register_follows_no_redirect_from_the_registration_endpoint() {
     );
     assert!(!out.contains("c-9"), "{out}");
 }
+
+#[test]
+fn register_refuses_a_discovery_document_of_another_issuer() {
+    // OpenID Connect Discovery §4.3, as the filter checks it: a document that names another
+    // issuer is not this issuer's, and its registration endpoint gets no initial access token.
+    let (issuer, seen) = recording_server(|base, path| match path {
+        "/.well-known/openid-configuration" => {
+            let doc = json!({"issuer": "https://idp.example.com",
+                "registration_endpoint": format!("{base}/register")});
+            (200, String::new(), doc.to_string())
+        }
+        _ => (404, String::new(), "{}".into()),
+    });
+    let (code, out, err) = register_app(&issuer);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains(r#"names issuer "https://idp.example.com""#),
+        "{err}"
+    );
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "the endpoint got a registration"
+    );
+    // Given by its discovery URL, the issuer may name itself with a trailing slash.
+    let (issuer, seen) = recording_server(|base, path| match path {
+        "/.well-known/openid-configuration" => {
+            let doc = json!({"issuer": format!("{base}/"),
+                "registration_endpoint": format!("{base}/register")});
+            (200, String::new(), doc.to_string())
+        }
+        _ => (404, String::new(), "{}".into()),
+    });
+    let (code, out, err) = register_app(&format!("{issuer}/.well-known/openid-configuration"));
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(seen.lock().unwrap().len(), 1);
+}

@@ -530,7 +530,8 @@ mod cli {
     /// RFC 7591 dynamic client registration; prints the `applications` entry to add.
     fn register(opts: &Options) -> Result<i32, String> {
         // The issuer itself or its discovery URL, as a strategy's `issuer` may be either.
-        let (_, discovery_url) = app_auth_filter::oidc::issuer_and_discovery(opts.need("issuer")?);
+        let given = opts.need("issuer")?;
+        let (_, discovery_url) = app_auth_filter::oidc::issuer_and_discovery(given);
         let token = opts.need("initial-access-token")?;
         let name = opts.need("name")?;
         secure_transport(&discovery_url)?;
@@ -548,13 +549,33 @@ mod cli {
             };
             return Err(format!("{discovery_url}: HTTP {status}{moved}"));
         }
-        let doc: Value = serde_json::from_slice(
+        let doc = app_auth_filter::json::parse_strict(
             &response
                 .body_mut()
                 .read_to_vec()
                 .map_err(|e| e.to_string())?,
+            // The nesting the filter allows an IdP's answer by default.
+            app_auth_filter::config::Limits::default().max_json_depth,
         )
         .map_err(|e| format!("{discovery_url}: not JSON: {e}"))?;
+        // OpenID Connect Discovery §4.3, as the filter checks it: the document must name the
+        // issuer it was asked of, or it is another issuer's (its registration endpoint gets
+        // no initial access token).
+        let names = app_auth_filter::oidc::issuer_names(given);
+        match doc.get("issuer") {
+            Some(Value::String(s)) if names.contains(s) => {}
+            Some(Value::String(s)) => {
+                return Err(format!(
+                    "{discovery_url}: the discovery document names issuer {s:?}, expected {}",
+                    names.join(" or ")
+                ))
+            }
+            _ => {
+                return Err(format!(
+                    "{discovery_url}: the discovery document has no issuer string"
+                ))
+            }
+        }
         let endpoint = doc["registration_endpoint"]
             .as_str()
             .ok_or(format!("{discovery_url} names no registration_endpoint"))?;
