@@ -578,3 +578,37 @@ fn register_refuses_a_discovery_document_of_another_issuer() {
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(seen.lock().unwrap().len(), 1);
 }
+
+#[test]
+fn register_prints_no_refusal_body_but_its_oauth_error() {
+    // RFC 7591 §3.2.2: a refusal says `error` and `error_description`. Whatever else the body
+    // holds (an echo of the request's Authorization header, terminal escapes) is not printed.
+    let base = std::sync::Arc::new(std::sync::OnceLock::<String>::new());
+    let me = base.clone();
+    let port = tiny_server(move |request| {
+        let base = me.get().cloned().unwrap_or_default();
+        match request.path.as_str() {
+            "/.well-known/openid-configuration" => {
+                let doc =
+                    json!({"issuer": base, "registration_endpoint": format!("{base}/register")});
+                (200, String::new(), doc.to_string())
+            }
+            _ => {
+                let echoed = request.header("authorization").unwrap_or("").to_owned();
+                let body = json!({"error": "invalid_client_metadata",
+                    "error_description": format!("scope not allowed for {echoed}\u{1b}[2J"),
+                    "request": {"authorization": echoed}});
+                (400, String::new(), body.to_string())
+            }
+        }
+    });
+    let issuer = format!("http://127.0.0.1:{port}");
+    base.set(issuer.clone()).unwrap();
+    let (code, out, err) = register_app(&issuer);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("registration refused: HTTP 400"), "{err}");
+    assert!(err.contains("invalid_client_metadata"), "{err}");
+    assert!(!err.contains(INITIAL_ACCESS_TOKEN), "{err}");
+    assert!(!out.contains(INITIAL_ACCESS_TOKEN), "{out}");
+    assert!(!err.contains('\u{1b}'), "{err:?}");
+}

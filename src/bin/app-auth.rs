@@ -594,7 +594,10 @@ mod cli {
         let status = response.status().as_u16();
         let text = response.body_mut().read_to_string().unwrap_or_default();
         if status != 201 && status != 200 {
-            eprintln!("registration refused: HTTP {status}: {text}");
+            eprintln!(
+                "registration refused: HTTP {status}{}",
+                registration_error(&text, token)
+            );
             return Ok(1);
         }
         let client: Value = serde_json::from_str(&text)
@@ -626,6 +629,34 @@ mod cli {
             }
         }
         Ok(0)
+    }
+
+    /// What a refused registration says of itself (RFC 7591 §3.2.2: `error` and
+    /// `error_description`), never its raw body: an IdP's error page may echo the request,
+    /// initial access token included, or carry terminal escapes. Each is shown as printable
+    /// ASCII, bounded, with the token masked.
+    fn registration_error(body: &str, token: &str) -> String {
+        let Ok(Value::Object(doc)) = serde_json::from_str::<Value>(body) else {
+            return String::new();
+        };
+        let mut said = String::new();
+        for name in ["error", "error_description"] {
+            let Some(Value::String(value)) = doc.get(name) else {
+                continue;
+            };
+            let value = if token.is_empty() {
+                value.clone()
+            } else {
+                value.replace(token, "<initial access token>")
+            };
+            let shown: String = value
+                .chars()
+                .map(|c| if (' '..='~').contains(&c) { c } else { '?' })
+                .take(300)
+                .collect();
+            said.push_str(&format!(", {name}: {shown}"));
+        }
+        said
     }
 
     /// Seconds since the epoch as an RFC 3339 UTC time (days to a civil date: H. Hinnant).
