@@ -612,3 +612,14 @@ fn register_prints_no_refusal_body_but_its_oauth_error() {
     assert!(!out.contains(INITIAL_ACCESS_TOKEN), "{out}");
     assert!(!err.contains('\u{1b}'), "{err:?}");
 }
+
+#[test]
+fn validate_refuses_extra_arguments() {
+    // `validate a.json b.json` would check a.json alone and say nothing of b.json.
+    let example = root().join("filter-config/orders.json");
+    let example = example.to_str().unwrap();
+    let (code, out, err) = app_auth(&["validate", example, example]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("unexpected argument"), "{err}");
+    assert!(!out.contains("valid"), "{out}");
+}

@@ -43,7 +43,12 @@ mod cli {
 
     pub fn run(args: &[String]) -> Result<i32, String> {
         match args.first().map(String::as_str) {
-            Some("validate") => validate(args.get(1).ok_or(USAGE)?),
+            // One file: a second would otherwise be left unchecked without a word.
+            Some("validate") => match &args[1..] {
+                [path] => validate(path),
+                [] => Err(USAGE.into()),
+                [_, extra, ..] => Err(format!("unexpected argument {extra:?}\n{USAGE}")),
+            },
             Some("explain") => explain(&Options::parse(&args[1..], EXPLAIN_OPTIONS)?),
             Some("register") => register(&Options::parse(&args[1..], REGISTER_OPTIONS)?),
             Some("-h" | "--help" | "help") => {
