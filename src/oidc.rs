@@ -56,6 +56,19 @@ impl Url {
         })
     }
 
+    /// Whether the host is this machine: `localhost`, or a loopback address (127.0.0.0/8,
+    /// `[::1]`). Plain http is acceptable there only.
+    pub fn is_loopback(&self) -> bool {
+        let host = match self.authority.strip_prefix('[') {
+            Some(rest) => rest.split(']').next().unwrap_or_default(),
+            None => self.authority.split(':').next().unwrap_or_default(),
+        };
+        host.eq_ignore_ascii_case("localhost")
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    }
+
     pub fn scheme(&self) -> &'static str {
         if self.https {
             "https"
@@ -159,8 +172,11 @@ pub fn parse_discovery(
     let Value::Object(doc) = doc else {
         return Err("not a JSON object".into());
     };
-    match doc.get("issuer") {
-        Some(Value::String(s)) if names.contains(s) => {}
+    // An https issuer's keys are fetched, and client secrets and tokens posted, over https
+    // too (RFC 6749 §3.2, RFC 7662 §4): a plain http endpoint it names would have them read
+    // or swapped on the way, unless it is on this machine.
+    let https = match doc.get("issuer") {
+        Some(Value::String(s)) if names.contains(s) => s.starts_with("https://"),
         Some(Value::String(s)) => {
             return Err(format!(
                 "names issuer {s:?}, expected {}",
@@ -168,11 +184,17 @@ pub fn parse_discovery(
             ));
         }
         _ => return Err("has no issuer string".into()),
-    }
+    };
     let url = |name: &str| -> Result<Option<Url>, String> {
         match doc.get(name) {
             None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) => Url::parse(s).map(Some).map_err(|e| format!("{name} {e}")),
+            Some(Value::String(s)) => match Url::parse(s) {
+                Ok(u) if https && !u.https && !u.is_loopback() => Err(format!(
+                    "{name} is not https (nor on this machine), for an https issuer: refused (keys, client secrets and tokens would go in the clear)"
+                )),
+                Ok(u) => Ok(Some(u)),
+                Err(e) => Err(format!("{name} {e}")),
+            },
             Some(_) => Err(format!("{name} is not a string")),
         }
     };
@@ -573,5 +595,35 @@ mod tests {
         .is_err());
         assert!(parse_discovery(b"<html>", &names("http://a"), 16).is_err());
         assert!(parse_discovery(b"[]", &names("http://a"), 16).is_err());
+    }
+
+    #[test]
+    fn an_https_issuer_names_no_plain_http_endpoint_off_this_machine() {
+        // Keys fetched in the clear can be swapped; client secrets and tokens posted in the
+        // clear can be read (RFC 6749 §3.2, RFC 7662 §4: TLS).
+        for member in ["jwks_uri", "token_endpoint", "introspection_endpoint"] {
+            let mut doc =
+                serde_json::json!({"issuer": "https://idp", "jwks_uri": "https://idp/jwks"});
+            doc[member] = serde_json::json!("http://idp/x");
+            let e =
+                parse_discovery(doc.to_string().as_bytes(), &names("https://idp"), 16).unwrap_err();
+            assert!(e.contains(member) && e.contains("not https"), "{e}");
+        }
+        for jwks in [
+            "http://127.0.0.1:8080/jwks",
+            "http://127.0.0.2/jwks",
+            "http://LocalHost/jwks",
+            "http://[::1]:3000/jwks",
+            "https://other/jwks",
+        ] {
+            let doc = serde_json::json!({"issuer": "https://idp", "jwks_uri": jwks});
+            assert!(
+                parse_discovery(doc.to_string().as_bytes(), &names("https://idp"), 16).is_ok(),
+                "{jwks}"
+            );
+        }
+        // An issuer configured as plain http was chosen so.
+        let doc = br#"{"issuer":"http://idp","jwks_uri":"http://other/jwks"}"#;
+        assert!(parse_discovery(doc, &names("http://idp"), 16).is_ok());
     }
 }

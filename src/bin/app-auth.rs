@@ -515,15 +515,7 @@ mod cli {
     /// could register clients with it.
     fn secure_transport(url: &str) -> Result<(), String> {
         let parsed = app_auth_filter::oidc::Url::parse(url).map_err(|e| format!("{url}: {e}"))?;
-        let host = match parsed.authority.strip_prefix('[') {
-            Some(rest) => rest.split(']').next().unwrap_or_default(),
-            None => parsed.authority.split(':').next().unwrap_or_default(),
-        };
-        let loopback = host.eq_ignore_ascii_case("localhost")
-            || host
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback());
-        if parsed.https || loopback {
+        if parsed.https || parsed.is_loopback() {
             Ok(())
         } else {
             Err(format!(

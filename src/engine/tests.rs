@@ -271,6 +271,8 @@ fn broken_idp_answers_are_never_cached_and_never_allow() {
         CalloutResponse { status: Some(500), body: discovery_doc().into_bytes(), failure: None, max_age_s: None },
         ok("<html>hello</html>"),
         ok(&json!({"issuer": "https://evil.example.com", "jwks_uri": "https://idp.example.com/jwks"}).to_string()),
+        // An https issuer's keys named at a plain http URL off this machine.
+        ok(&json!({"issuer": ISS, "jwks_uri": "http://idp.example.com/jwks"}).to_string()),
         ok(&discovery_doc()[..20]),
         CalloutResponse { status: Some(200), body: discovery_doc().into_bytes(), failure: Some("dispatch failed: timeout".into()), max_age_s: None },
         ok(&format!("{}{}", discovery_doc(), " ".repeat(300 * 1024))),
