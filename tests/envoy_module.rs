@@ -136,3 +136,14 @@ fn the_script_refuses_a_module_without_the_callbacks_to_drop() {
         "{err}"
     );
 }
+
+/// Issue 5's bound on the module (release build, as `make build` makes it): under 700 KB
+/// (700,000 bytes). The standard library's address or float formatting, one more generic
+/// cache, are each a few KB: this says when a change crosses it.
+#[test]
+fn the_module_is_under_700_kb() {
+    for module in [support::full_wasm_path(), support::wasm_path()] {
+        let size = std::fs::metadata(&module).expect("the module").len();
+        assert!(size < 700_000, "{}: {size} bytes", module.display());
+    }
+}
