@@ -126,6 +126,10 @@ pub struct KeySet {
     by_kid: HashMap<String, usize>,
 }
 
+/// The members of an RSA, EC or OKP JWK that are its private key (RFC 7518 §6.2.2, §6.3.2;
+/// RFC 8037 §2).
+const PRIVATE_MEMBERS: [&str; 7] = ["d", "p", "q", "dp", "dq", "qi", "oth"];
+
 /// How many keys of a set were taken and skipped, for the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Parsed {
@@ -136,7 +140,8 @@ pub struct Parsed {
 impl KeySet {
     /// Parses a JWK set document. Refused whole (never partly taken): not JSON, not
     /// `{"keys": [...]}`, more than `max_keys` keys, a key with malformed material (bad
-    /// base64, a point off its curve), two keys with one `kid`, or no usable key at all. Keys
+    /// base64, a point off its curve), an RSA, EC or OKP key with its private members, two
+    /// keys with one `kid`, or no usable key at all. Keys
     /// that are well-formed but not for us (encryption keys, unsupported types or curves, RSA
     /// under 2048 bits) are skipped.
     pub fn parse(
@@ -165,6 +170,15 @@ impl KeySet {
                 Some(Value::String(k)) => Some(k.clone()),
                 Some(_) => return Err(format!("keys[{i}].kid is not a string")),
             };
+            // A JWK set served for verification holds public keys. One with its private half
+            // published signs for anyone who read it: the set is broken, not partly usable.
+            if member(jwk, "kty")? != Some("oct") {
+                if let Some(private) = PRIVATE_MEMBERS.iter().find(|m| jwk.contains_key(**m)) {
+                    return Err(format!(
+                        "keys[{i}] publishes its private key ({private:?}): anyone can sign with it"
+                    ));
+                }
+            }
             let (verifiers, spki) = verifiers(jwk).map_err(|e| format!("keys[{i}] {e}"))?;
             if verifiers.is_empty() {
                 skipped = skipped.saturating_add(1);

@@ -772,6 +772,33 @@ mod jwks {
         for (name, result) in cases {
             assert!(result.is_err(), "{name} should be refused");
         }
+        // A published private key signs for anyone: the set is broken, whatever else it holds
+        // (an encryption key's private half too: its IdP publishes what it should keep).
+        for (kty, member) in [
+            ("RSA", "d"),
+            ("RSA", "p"),
+            ("RSA", "q"),
+            ("RSA", "dp"),
+            ("RSA", "dq"),
+            ("RSA", "qi"),
+            ("RSA", "oth"),
+            ("EC", "d"),
+            ("OKP", "d"),
+        ] {
+            let mut leaked = match kty {
+                "RSA" => rsa_jwk(&k.rs_other, "leaked", None),
+                "EC" => ec_jwk(&k.es, "leaked"),
+                _ => json!({"kty": "OKP", "crv": "Ed25519", "kid": "leaked", "x": b64(&[9u8; 32])}),
+            };
+            leaked[member] = json!(b64(&[7u8; 32]));
+            let e = parse(json!({"keys": [good.clone(), leaked]}))
+                .map(drop)
+                .unwrap_err();
+            assert!(
+                e.contains("private") && e.contains(member),
+                "{kty} {member}: {e}"
+            );
+        }
     }
 }
 
