@@ -824,6 +824,12 @@ impl Builder {
             );
             return None;
         }
+        if !discovery.https && !discovery.is_loopback() {
+            self.warnings.push(Problem {
+                path: member(path, "issuer"),
+                message: "plain http off this machine: keys are fetched, and client secrets and tokens posted, in the clear (anyone on the way can read them or swap the keys); use https".into(),
+            });
+        }
         let names = issuer_names(&issuer_text);
         let candidate = Issuer {
             issuer: issuer.clone(),

@@ -1997,3 +1997,33 @@ fn the_second_idp_refusal_names_the_strategy_even_after_one_that_failed() {
         ]
     );
 }
+
+#[test]
+fn a_plain_http_issuer_off_this_machine_loads_with_a_warning() {
+    // Keys, client secrets and tokens would cross the network in the clear: loud, not refused
+    // (an IdP inside the cluster behind its own TLS is the operator's call).
+    for (issuer, warned) in [
+        ("http://keycloak.auth.svc:8080/realms/dev", true),
+        ("http://10.0.0.7", true),
+        ("http://127.0.0.1:3000", false),
+        (
+            "http://localhost:3000/.well-known/openid-configuration",
+            false,
+        ),
+        ("https://idp.example.com", false),
+    ] {
+        let mut doc = example();
+        set(&mut doc, EX_OIDC_PTR, "issuer", json!(issuer));
+        let (_, warnings) = load_warned(&doc);
+        let paths: Vec<&str> = warnings.iter().map(|w| w.path.as_str()).collect();
+        let want = format!("{EX_OIDC}.issuer");
+        assert_eq!(
+            paths,
+            if warned { vec![want.as_str()] } else { vec![] },
+            "{issuer}"
+        );
+        if warned {
+            assert!(warnings[0].message.contains("in the clear"), "{warnings:?}");
+        }
+    }
+}
