@@ -372,6 +372,32 @@ fn register_takes_the_issuer_or_its_discovery_url() {
 }
 
 #[test]
+fn register_reads_the_initial_access_token_from_the_environment() {
+    // Kept off the command line, where `ps` and the shell's history show it.
+    let issuer = registration_server(json!({"client_id": "c-4", "client_secret": "s-4"}), None);
+    let run = |token: Option<&str>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_app-auth"));
+        command.args(["register", "--issuer", &issuer, "--name", "app"]);
+        command.env_remove("APP_AUTH_INITIAL_ACCESS_TOKEN");
+        if let Some(token) = token {
+            command.env("APP_AUTH_INITIAL_ACCESS_TOKEN", token);
+        }
+        let out = command.output().expect("run app-auth");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.code().unwrap_or(-1), text)
+    };
+    let (code, text) = run(Some(INITIAL_ACCESS_TOKEN));
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains(r#""client_id": "c-4""#), "{text}");
+    assert!(!text.contains(INITIAL_ACCESS_TOKEN), "{text}");
+    // Neither given: refused before anything is sent, saying where the token may come from.
+    let (code, text) = run(None);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("APP_AUTH_INITIAL_ACCESS_TOKEN"), "{text}");
+}
+
+#[test]
 fn register_sends_the_initial_access_token_only_over_https_or_loopback() {
     // Discovery on loopback names a plain-http registration endpoint elsewhere: the initial
     // access token (a bearer credential) must not be sent to it in the clear.

@@ -4,7 +4,7 @@
 //! app-auth validate CONFIG
 //! app-auth explain --config CONFIG [--route NAME] [--path PATH] --header 'Authorization: …'
 //!                  [--header 'Name: value' …] [--discovery FILE --jwks FILE]
-//! app-auth register --issuer URL --initial-access-token TOKEN --name NAME
+//! app-auth register --issuer URL [--initial-access-token TOKEN] --name NAME
 //!                   [--scope 'orders:read'] [--strategy-id ID] [--api-scope orders-v1]
 //! ```
 
@@ -39,7 +39,8 @@ mod cli {
     const USAGE: &str = "usage:
   app-auth validate CONFIG
   app-auth explain --config CONFIG [--route NAME] [--path PATH] --header 'Name: value' ... [--discovery FILE --jwks FILE]
-  app-auth register --issuer URL --initial-access-token TOKEN --name NAME [--scope SCOPES] [--strategy-id ID] [--api-scope SCOPE]";
+  app-auth register --issuer URL [--initial-access-token TOKEN] --name NAME [--scope SCOPES] [--strategy-id ID] [--api-scope SCOPE]
+    (the token from APP_AUTH_INITIAL_ACCESS_TOKEN when not given: the command line is visible to ps)";
 
     pub fn run(args: &[String]) -> Result<i32, String> {
         match args.first().map(String::as_str) {
@@ -60,6 +61,9 @@ mod cli {
     }
 
     const EXPLAIN_OPTIONS: &[&str] = &["config", "route", "path", "header", "discovery", "jwks"];
+    /// Where `register` finds the initial access token when no `--initial-access-token` is
+    /// given.
+    const TOKEN_ENV: &str = "APP_AUTH_INITIAL_ACCESS_TOKEN";
     const REGISTER_OPTIONS: &[&str] = &[
         "issuer",
         "initial-access-token",
@@ -529,7 +533,17 @@ mod cli {
         // The issuer itself or its discovery URL, as a strategy's `issuer` may be either.
         let given = opts.need("issuer")?;
         let (_, discovery_url) = app_auth_filter::oidc::issuer_and_discovery(given);
-        let token = opts.need("initial-access-token")?;
+        // From the environment rather than the command line, where `ps` and the shell's
+        // history show it to anyone on the machine.
+        let from_env = std::env::var(TOKEN_ENV).ok().filter(|t| !t.is_empty());
+        let token = match (opts.get("initial-access-token"), from_env.as_deref()) {
+            (Some(token), _) | (None, Some(token)) => token,
+            (None, None) => {
+                return Err(format!(
+                "--initial-access-token (or {TOKEN_ENV} in the environment) is required\n{USAGE}"
+            ))
+            }
+        };
         let name = opts.need("name")?;
         secure_transport(&discovery_url)?;
         let agent = agent();
