@@ -129,6 +129,15 @@ fn segment_counts_other_than_three_are_refused() {
     );
     assert_eq!(check("").unwrap_err(), TokenError::NotCompactJws);
     assert_eq!(check("..").unwrap_err(), TokenError::NotCompactJws);
+    for empty in 0..3 {
+        let mut parts = parts.clone();
+        parts[empty] = "";
+        assert_eq!(
+            check(&parts.join(".")).unwrap_err(),
+            TokenError::NotCompactJws,
+            "segment {empty} empty"
+        );
+    }
 }
 
 #[test]
@@ -628,6 +637,32 @@ fn credential_claim_shapes() {
         missing.credential_values(&path).unwrap_err(),
         TokenError::BadCredentialClaim
     );
+}
+
+#[test]
+fn forwarded_claims_render_numbers_and_booleans_as_json() {
+    let path = vec!["level".to_owned()];
+    let v = |c: Value| check(&rs_token(&claims_with(json!({ "level": c })))).unwrap();
+    for (claim, text) in [
+        (json!(7), "7"),
+        (json!(1.5), "1.5"),
+        (json!(true), "true"),
+        (json!(false), "false"),
+        (json!([1, true, "a"]), "1,true,a"),
+    ] {
+        assert_eq!(
+            v(claim.clone()).header_value(&path).unwrap().as_deref(),
+            Some(text),
+            "{claim}"
+        );
+    }
+    for bad in [json!({"x": 1}), json!([null]), json!([["a"]])] {
+        assert_eq!(
+            v(bad.clone()).header_value(&path).unwrap_err(),
+            TokenError::BadForwardedClaim,
+            "{bad}"
+        );
+    }
 }
 
 mod jwks {
