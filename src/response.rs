@@ -234,6 +234,14 @@ mod tests {
             r.headers[1].1,
             r#"Bearer realm="h", error="invalid_token", error_description="token has expired""#
         );
+        let r = Denial::TokenTooLarge.reply("h");
+        assert_eq!(
+            (r.status, r.headers[1].1.as_str()),
+            (
+                401,
+                r#"Bearer realm="h", error="invalid_token", error_description="token is too large""#
+            )
+        );
         let r = Denial::InsufficientScope.reply("h");
         assert_eq!(r.status, 403);
         assert!(r.headers[1].1.contains(r#"error="insufficient_scope""#));
