@@ -414,6 +414,14 @@ fn huge_authorization_header_is_too_large_whatever_its_scheme() {
     // Size is checked before content.
     let huge = format!("Bearer {}\u{e9}", "a".repeat(MAX + 16));
     assert_eq!(from_header(huge.as_bytes()), Err(Malformed::TooLarge));
+    // The bound is the limit plus 16 bytes of scheme and spaces, that long value included.
+    let at = format!("Digest {}", "a".repeat(MAX + 9));
+    assert_eq!(
+        from_header(at.as_bytes()),
+        Ok(Some(Credential::OtherScheme))
+    );
+    let over = format!("Digest {}", "a".repeat(MAX + 10));
+    assert_eq!(from_header(over.as_bytes()), Err(Malformed::TooLarge));
 }
 
 // ---- Basic ----
