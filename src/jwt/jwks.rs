@@ -141,9 +141,8 @@ impl KeySet {
     /// Parses a JWK set document. Refused whole (never partly taken): not JSON, not
     /// `{"keys": [...]}`, more than `max_keys` keys, a key with malformed material (bad
     /// base64, a point off its curve), an RSA, EC or OKP key with its private members, two
-    /// keys with one `kid`, or no usable key at all. Keys
-    /// that are well-formed but not for us (encryption keys, unsupported types or curves, RSA
-    /// under 2048 bits) are skipped.
+    /// keys with one `kid`, or no usable key at all. Keys that are well-formed but not for us
+    /// (encryption keys, unsupported types or curves, RSA under 2048 bits) are skipped.
     pub fn parse(
         body: &[u8],
         max_keys: usize,
