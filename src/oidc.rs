@@ -395,6 +395,9 @@ mod tests {
             "http://[::1]x/x",
             "http://h:80:80/x",
             "http://unix:/tmp/s/x",
+            "http://[]/x",
+            "http://[fe80::1%25eth0]/x",
+            "http://[::g]/x",
         ] {
             assert!(Url::parse(bad).is_err(), "{bad}");
         }
@@ -403,6 +406,7 @@ mod tests {
             "http://h:65535/x",
             "http://[::1]:8080/x",
             "http://[::1]/x",
+            "http://[::ffff:10.0.0.1]:80/x",
             "http://idp.example.com/x",
             "http://127.0.0.1:3000",
         ] {
@@ -570,6 +574,11 @@ mod tests {
         );
         assert_eq!(issuer_names("https://idp/t"), ["https://idp/t"]);
         assert_eq!(issuer_names("https://idp/t/"), ["https://idp/t/"]);
+        // A discovery URL whose issuer part already ends with a slash names that issuer only.
+        assert_eq!(
+            issuer_names("https://idp/t//.well-known/openid-configuration"),
+            ["https://idp/t/"]
+        );
         let either = issuer_names("http://a/.well-known/openid-configuration");
         for issuer in ["http://a", "http://a/"] {
             let doc = format!(r#"{{"issuer":"{issuer}","jwks_uri":"http://a/jwks"}}"#);
@@ -626,6 +635,21 @@ mod tests {
             let doc = serde_json::json!({"issuer": "https://idp", "jwks_uri": jwks});
             assert!(
                 parse_discovery(doc.to_string().as_bytes(), &names("https://idp"), 16).is_ok(),
+                "{jwks}"
+            );
+        }
+        // Names that only look like a loopback address are other hosts.
+        for jwks in [
+            "http://127.0.0.1.evil.example/jwks",
+            "http://127.evil.example.com/jwks",
+            "http://127.a.b.c/jwks",
+            "http://127.0.0.0001/jwks",
+            "http://10.0.0.1/jwks",
+            "http://localhost.evil.example/jwks",
+        ] {
+            let doc = serde_json::json!({"issuer": "https://idp", "jwks_uri": jwks});
+            assert!(
+                parse_discovery(doc.to_string().as_bytes(), &names("https://idp"), 16).is_err(),
                 "{jwks}"
             );
         }
