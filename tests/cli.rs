@@ -504,6 +504,15 @@ fn recording_server(
     (url, seen)
 }
 
+/// The recording server got no registration, and `register` printed no client of its.
+fn nothing_registered_elsewhere(seen: &std::sync::Mutex<Vec<String>>, out: &str) {
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "the other server got a registration"
+    );
+    assert!(!out.contains("c-9"), "{out}");
+}
+
 #[test]
 fn register_follows_no_redirect_from_discovery() {
     // The issuer's discovery URL answers 307 to another server, whose document names the
@@ -528,11 +537,7 @@ fn register_follows_no_redirect_from_discovery() {
     let (code, out, err) = register_app(&own);
     assert_eq!(code, 2, "{out}{err}");
     assert!(err.contains("HTTP 307"), "{err}");
-    assert!(
-        seen.lock().unwrap().is_empty(),
-        "the other server got a registration"
-    );
-    assert!(!out.contains("c-9"), "{out}");
+    nothing_registered_elsewhere(&seen, &out);
 }
 
 #[test]
@@ -562,11 +567,7 @@ fn register_follows_no_redirect_from_the_registration_endpoint() {
     let (code, out, err) = register_app(&issuer);
     assert_eq!(code, 1, "{out}{err}");
     assert!(err.contains("registration refused: HTTP 307"), "{err}");
-    assert!(
-        seen.lock().unwrap().is_empty(),
-        "the other server got a registration"
-    );
-    assert!(!out.contains("c-9"), "{out}");
+    nothing_registered_elsewhere(&seen, &out);
 }
 
 #[test]
