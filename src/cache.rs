@@ -467,7 +467,13 @@ impl<V> TtlCache<V> {
 
     /// As [`TtlCache::get`], with when the value expires.
     pub fn get_until(&self, key: &(impl AsRef<[u8]> + ?Sized), now_ms: u64) -> Option<(&V, u64)> {
-        match self.entries.get(key.as_ref()) {
+        self.get_bytes(key.as_ref(), now_ms)
+    }
+
+    // The generic methods are thin: one copy of the work per value type, not one per key
+    // type too (a copy is a few KB of the module).
+    fn get_bytes(&self, key: &[u8], now_ms: u64) -> Option<(&V, u64)> {
+        match self.entries.get(key) {
             Some(e) if now_ms < e.until_ms && !set_before_a_step_back(e.inserted_ms, now_ms) => {
                 Some((&e.value, e.until_ms))
             }
@@ -484,9 +490,13 @@ impl<V> TtlCache<V> {
         until_ms: u64,
         now_ms: u64,
     ) {
+        self.insert_bytes(key.as_ref(), value, until_ms, now_ms);
+    }
+
+    fn insert_bytes(&mut self, key: &[u8], value: V, until_ms: u64, now_ms: u64) {
         self.serial = self.serial.wrapping_add(1);
         let serial = self.serial;
-        let key: Rc<[u8]> = Rc::from(key.as_ref());
+        let key: Rc<[u8]> = Rc::from(key);
         if !self.entries.contains_key(&key) {
             if self.entries.len() >= self.capacity {
                 self.size_for_eviction();

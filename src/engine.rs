@@ -253,6 +253,13 @@ pub struct Engine {
     waiting: HashMap<u32, (Awaited, Job)>,
     /// Exchanged client-credentials tokens, by `Pending::ClientCredentials::cache_key`.
     tokens: TtlCache<String>,
+    /// SHA-256 (hex) of credentials that named something when last hashed (an API key of a
+    /// registered application; the cache key of an exchanged token), by the bytes hashed:
+    /// one presented again is looked up rather than hashed (the hash was most of the
+    /// module's work on such a request). It holds the credentials, as `verified` holds
+    /// tokens; bounded (`MAX_DIGESTS`, first in, first out), and wrong credentials are
+    /// never kept, so a stream of them evicts nothing.
+    digests: TtlCache<String>,
     /// Client credentials the token endpoint refused, by the same key, for `REFUSAL_TTL_MS`,
     /// with the IdP's error (a cache of their own: refusals never evict good tokens).
     refused_exchanges: TtlCache<String>,
@@ -292,6 +299,9 @@ pub struct Engine {
 
 /// How many applications' identities are kept built (each a few hundred bytes).
 const MAX_IDENTITIES: usize = 4096;
+
+/// How many credentials' digests are kept (each about 200 bytes with its credential).
+const MAX_DIGESTS: usize = 1024;
 
 /// A remembered verification: what the request needs to be allowed again without redoing
 /// the work, valid until the token's `exp` and only with the key set it was verified with.
@@ -353,6 +363,7 @@ impl Engine {
             issuers,
             waiting: HashMap::new(),
             tokens: TtlCache::new(capacity),
+            digests: TtlCache::new(MAX_DIGESTS),
             refused_exchanges: TtlCache::new(capacity),
             token_flights: Flights::default(),
             introspections: TtlCache::new(capacity),
@@ -482,7 +493,13 @@ impl Engine {
                         _ => None,
                     });
                     if let Some(first) = first {
-                        let hash = sha256_hex(key.as_bytes());
+                        let registered = |e: &Self, hash: &str| {
+                            e.config
+                                .applications
+                                .as_ref()
+                                .is_some_and(|apps| apps.find(hash).is_some())
+                        };
+                        let hash = self.credential_digest(key.as_bytes(), registered, now_ms);
                         let ka = self.key_auth_strategy(policy, first, (&name, &key), &hash, req);
                         return done(
                             Method::KeyAuth,
@@ -670,7 +687,7 @@ impl Engine {
                     // the secret cannot shift into another field. The strategy: two of one
                     // issuer may request different scopes, and a token got for one is not
                     // the other's (one id never names two strategies).
-                    let cache_key = sha256_hex_of(&[
+                    let line = [
                         issuer.as_bytes(),
                         b"\n",
                         strategy.id.as_bytes(),
@@ -678,7 +695,10 @@ impl Engine {
                         client_id.as_bytes(),
                         b"\n",
                         client_secret.as_bytes(),
-                    ]);
+                    ]
+                    .concat();
+                    let exchanged = |e: &Self, key: &str| e.tokens.get(key, now_ms).is_some();
+                    let cache_key = self.credential_digest(&line, exchanged, now_ms);
                     let pending = Pending::ClientCredentials {
                         client_id,
                         client_secret,
@@ -940,6 +960,25 @@ impl Engine {
             }
         }
         Some((v.method, Rc::clone(&v.allow)))
+    }
+
+    /// SHA-256 (hex) of a credential: from `digests` if it named something when last
+    /// hashed; otherwise hashed, and kept if `known` finds what the digest names.
+    fn credential_digest(
+        &mut self,
+        credential: &[u8],
+        known: impl FnOnce(&Self, &str) -> bool,
+        now_ms: u64,
+    ) -> String {
+        if let Some(digest) = self.digests.get(credential, now_ms) {
+            return digest.clone();
+        }
+        let digest = sha256_hex(credential);
+        if known(self, &digest) {
+            self.digests
+                .insert(credential, digest.clone(), u64::MAX, now_ms);
+        }
+        digest
     }
 
     /// A bearer token answered from what was remembered of it.

@@ -990,6 +990,41 @@ fn key_auth_maps_the_key_hash_to_an_application() {
     );
 }
 
+/// A registered key is hashed once, then looked up (by the whole key); a key no
+/// application has is never kept, so a stream of wrong keys evicts nothing.
+#[test]
+fn a_registered_keys_hash_is_looked_up_and_a_wrong_keys_never_kept() {
+    let mut e = engine();
+    let with_key =
+        |e: &mut Engine, key: &str| request_on(e, 1, ROUTE, "/orders", &[("apikey", key)], T0);
+    let a = allowed(&with_key(&mut e, "secret-key-1"));
+    assert_eq!(header(&a, "x-application-id"), Some("app-key"));
+    assert_eq!(e.digests.len(), 1);
+    for n in 0..50 {
+        let wrong = format!("secret-key-{n}x");
+        assert_eq!(
+            denied(&with_key(&mut e, &wrong)),
+            Denial::UnknownApplication
+        );
+    }
+    for wrong in [
+        "secret-key-",
+        "secret-key-11",
+        "Secret-key-1",
+        "ecret-key-1",
+    ] {
+        assert_eq!(denied(&with_key(&mut e, wrong)), Denial::UnknownApplication);
+    }
+    assert_eq!(e.digests.len(), 1, "wrong keys kept");
+    let a = allowed(&with_key(&mut e, "secret-key-1"));
+    assert_eq!(header(&a, "x-application-id"), Some("app-key"));
+    // What is kept is what is used: a key whose kept digest names app-key is app-key's.
+    e.digests
+        .insert(b"planted", sha256_hex(b"secret-key-1"), u64::MAX, T0);
+    let a = allowed(&with_key(&mut e, "planted"));
+    assert_eq!(header(&a, "x-application-id"), Some("app-key"));
+}
+
 #[test]
 fn a_key_auth_request_cannot_bring_a_header_another_strategy_forwards_a_claim_under() {
     // orders-v1's s-oidc forwards `sub` as X-Subject: the upstream reads it as a verified
@@ -1310,6 +1345,26 @@ mod methods {
             basic(&mut e, 6, "Basic client-1:wrong", T0 + 20),
             Step::Wait(Some(_))
         ));
+    }
+
+    /// A cached exchange's key is hashed once, then looked up: kept once its token is in
+    /// the cache, never for a secret that got none (a wrong secret evicts nothing).
+    #[test]
+    fn a_cached_exchanges_key_is_hashed_once_and_a_wrong_secrets_never_kept() {
+        let mut e = warm_cc();
+        let c = callout(&basic(&mut e, 2, "Basic client-1:s3cret", T0));
+        assert_eq!(e.digests.len(), 0, "nothing exchanged yet");
+        let token = rs_token(&claims_with(json!({"exp": NOW + 60})));
+        e.on_callout_response(c.id, token_answer(&token), T0 + 10);
+        allowed(&basic(&mut e, 3, "Basic client-1:s3cret", T0 + 20));
+        assert_eq!(e.digests.len(), 1);
+        for (ctx, secret) in (4..).zip(["wrong", "s3cre", "s3cret1", "S3CRET"]) {
+            let step = basic(&mut e, ctx, &format!("Basic client-1:{secret}"), T0 + 30);
+            assert!(matches!(step, Step::Wait(Some(_))), "{secret:?}: {step:?}");
+        }
+        assert_eq!(e.digests.len(), 1, "wrong secrets kept");
+        let a = allowed(&basic(&mut e, 9, "Basic client-1:s3cret", T0 + 40));
+        assert_eq!(header(&a, "x-application-id"), Some("app-cc"));
     }
 
     /// An engine on `config`, counting, with keys loaded through the orders route.
