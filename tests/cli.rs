@@ -205,20 +205,25 @@ fn explain_waits_for_a_callout_as_long_as_the_filter_would() {
     );
 }
 
-/// A loopback server answering every request with `answer(request)`: (status, extra header
-/// lines, JSON body). For two minutes at most.
+/// A loopback server answering every request with `answer(base, request)`: (status, extra
+/// header lines, JSON body), `base` being its own URL, which it returns. For two minutes at
+/// most.
 fn tiny_server(
-    answer: impl Fn(&loopback::Request) -> (u16, String, String) + Send + Sync + 'static,
-) -> u16 {
+    answer: impl Fn(&str, &loopback::Request) -> (u16, String, String) + Send + Sync + 'static,
+) -> String {
     let stop = std::sync::Arc::default();
-    loopback::serve(
+    let port = loopback::serve(
         std::time::Duration::from_secs(120),
         stop,
         move |mut stream| {
             let Some(request) = loopback::read_request(&mut stream) else {
                 return;
             };
-            let (status, extra, body) = answer(&request);
+            let base = stream
+                .local_addr()
+                .map(|a| format!("http://{a}"))
+                .unwrap_or_default();
+            let (status, extra, body) = answer(&base, &request);
             loopback::respond(
                 &mut stream,
                 status,
@@ -227,7 +232,8 @@ fn tiny_server(
                 body.as_bytes(),
             );
         },
-    )
+    );
+    format!("http://127.0.0.1:{port}")
 }
 
 #[test]
@@ -237,11 +243,10 @@ fn explain_does_not_follow_redirects_the_filter_does_not_follow() {
     let dir = scratch();
     let idp = fake_idp::FakeIdp::start();
     let keys = format!("{}/jwks", idp.issuer("a"));
-    let port = tiny_server(move |request| match request.path.as_str() {
+    let issuer = tiny_server(move |_, request| match request.path.as_str() {
         "/jwks" => (302, format!("location: {keys}\r\n"), String::new()),
         _ => (200, String::new(), String::new()),
     });
-    let issuer = format!("http://127.0.0.1:{port}");
     let discovery = dir.join("discovery.json");
     std::fs::write(
         &discovery,
@@ -314,43 +319,35 @@ fn register_app(issuer: &str) -> (i32, String, String) {
 /// (its own `/register` unless given), which answers `client` (201) to a JSON request with
 /// the initial access token as a bearer token, and 401 `invalid_token` otherwise.
 fn registration_server(client: serde_json::Value, endpoint: Option<&str>) -> String {
-    let base = std::sync::Arc::new(std::sync::OnceLock::<String>::new());
     let endpoint = endpoint.map(str::to_owned);
-    let me = base.clone();
-    let port = tiny_server(move |request| {
-        let base = me.get().cloned().unwrap_or_default();
-        match request.path.as_str() {
-            "/.well-known/openid-configuration" => {
-                let reg = endpoint.clone().unwrap_or(format!("{base}/register"));
-                let doc = json!({"issuer": base, "registration_endpoint": reg});
-                (200, String::new(), doc.to_string())
-            }
-            "/register" => {
-                let bearer = request
-                    .header("authorization")
-                    .and_then(|v| v.split_once(' '))
-                    .is_some_and(|(scheme, token)| {
-                        scheme.eq_ignore_ascii_case("bearer") && token == INITIAL_ACCESS_TOKEN
-                    });
-                let json_body = request.header("content-type") == Some("application/json")
-                    && serde_json::from_str::<serde_json::Value>(&request.body)
-                        .is_ok_and(|b| b["client_name"].is_string());
-                if bearer && json_body {
-                    (201, String::new(), client.to_string())
-                } else {
-                    (
-                        401,
-                        String::new(),
-                        json!({"error": "invalid_token"}).to_string(),
-                    )
-                }
-            }
-            _ => (404, String::new(), "{}".into()),
+    tiny_server(move |base, request| match request.path.as_str() {
+        "/.well-known/openid-configuration" => {
+            let reg = endpoint.clone().unwrap_or(format!("{base}/register"));
+            let doc = json!({"issuer": base, "registration_endpoint": reg});
+            (200, String::new(), doc.to_string())
         }
-    });
-    let url = format!("http://127.0.0.1:{port}");
-    base.set(url.clone()).unwrap();
-    url
+        "/register" => {
+            let bearer = request
+                .header("authorization")
+                .and_then(|v| v.split_once(' '))
+                .is_some_and(|(scheme, token)| {
+                    scheme.eq_ignore_ascii_case("bearer") && token == INITIAL_ACCESS_TOKEN
+                });
+            let json_body = request.header("content-type") == Some("application/json")
+                && serde_json::from_str::<serde_json::Value>(&request.body)
+                    .is_ok_and(|b| b["client_name"].is_string());
+            if bearer && json_body {
+                (201, String::new(), client.to_string())
+            } else {
+                (
+                    401,
+                    String::new(),
+                    json!({"error": "invalid_token"}).to_string(),
+                )
+            }
+        }
+        _ => (404, String::new(), "{}".into()),
+    })
 }
 
 #[test]
@@ -487,20 +484,16 @@ fn recording_server(
     other: impl Fn(&str, &str) -> (u16, String, String) + Send + Sync + 'static,
 ) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let base = std::sync::Arc::new(std::sync::OnceLock::<String>::new());
-    let (me, log) = (base.clone(), seen.clone());
-    let port = tiny_server(move |request| {
-        let base = me.get().cloned().unwrap_or_default();
+    let log = seen.clone();
+    let url = tiny_server(move |base, request| {
         if request.path == "/register" {
             let auth = request.header("authorization").unwrap_or("").to_owned();
             log.lock().unwrap().push(auth);
             let client = json!({"client_id": "c-9", "client_secret": "s-9"});
             return (201, String::new(), client.to_string());
         }
-        other(&base, &request.path)
+        other(base, &request.path)
     });
-    let url = format!("http://127.0.0.1:{port}");
-    base.set(url.clone()).unwrap();
     (url, seen)
 }
 
@@ -528,11 +521,10 @@ fn register_follows_no_redirect_from_discovery() {
         }
         _ => (404, String::new(), "{}".into()),
     });
-    let port = tiny_server(move |request| {
+    let own = tiny_server(move |_, request| {
         let location = format!("location: {elsewhere}{}\r\n", request.path);
         (307, location, String::new())
     });
-    let own = format!("http://127.0.0.1:{port}");
     issuer.set(own.clone()).unwrap();
     let (code, out, err) = register_app(&own);
     assert_eq!(code, 2, "{out}{err}");
@@ -545,25 +537,17 @@ fn register_follows_no_redirect_from_the_registration_endpoint() {
     // The registration endpoint answers 307 to another server, which answers any request
     // with a client: a client the issuer never registered, not one to add.
     let (elsewhere, seen) = recording_server(|_, _| (404, String::new(), "{}".into()));
-    let base = std::sync::Arc::new(std::sync::OnceLock::<String>::new());
-    let me = base.clone();
-    let port = tiny_server(move |request| {
-        let base = me.get().cloned().unwrap_or_default();
-        match request.path.as_str() {
-            "/.well-known/openid-configuration" => {
-                let doc =
-                    json!({"issuer": base, "registration_endpoint": format!("{base}/register")});
-                (200, String::new(), doc.to_string())
-            }
-            _ => (
-                307,
-                format!("location: {elsewhere}/register\r\n"),
-                String::new(),
-            ),
+    let issuer = tiny_server(move |base, request| match request.path.as_str() {
+        "/.well-known/openid-configuration" => {
+            let doc = json!({"issuer": base, "registration_endpoint": format!("{base}/register")});
+            (200, String::new(), doc.to_string())
         }
+        _ => (
+            307,
+            format!("location: {elsewhere}/register\r\n"),
+            String::new(),
+        ),
     });
-    let issuer = format!("http://127.0.0.1:{port}");
-    base.set(issuer.clone()).unwrap();
     let (code, out, err) = register_app(&issuer);
     assert_eq!(code, 1, "{out}{err}");
     assert!(err.contains("registration refused: HTTP 307"), "{err}");
@@ -610,27 +594,19 @@ fn register_refuses_a_discovery_document_of_another_issuer() {
 fn register_prints_no_refusal_body_but_its_oauth_error() {
     // RFC 7591 §3.2.2: a refusal says `error` and `error_description`. Whatever else the body
     // holds (an echo of the request's Authorization header, terminal escapes) is not printed.
-    let base = std::sync::Arc::new(std::sync::OnceLock::<String>::new());
-    let me = base.clone();
-    let port = tiny_server(move |request| {
-        let base = me.get().cloned().unwrap_or_default();
-        match request.path.as_str() {
-            "/.well-known/openid-configuration" => {
-                let doc =
-                    json!({"issuer": base, "registration_endpoint": format!("{base}/register")});
-                (200, String::new(), doc.to_string())
-            }
-            _ => {
-                let echoed = request.header("authorization").unwrap_or("").to_owned();
-                let body = json!({"error": "invalid_client_metadata",
+    let issuer = tiny_server(move |base, request| match request.path.as_str() {
+        "/.well-known/openid-configuration" => {
+            let doc = json!({"issuer": base, "registration_endpoint": format!("{base}/register")});
+            (200, String::new(), doc.to_string())
+        }
+        _ => {
+            let echoed = request.header("authorization").unwrap_or("").to_owned();
+            let body = json!({"error": "invalid_client_metadata",
                     "error_description": format!("scope not allowed for {echoed}\u{1b}[2J"),
                     "request": {"authorization": echoed}});
-                (400, String::new(), body.to_string())
-            }
+            (400, String::new(), body.to_string())
         }
     });
-    let issuer = format!("http://127.0.0.1:{port}");
-    base.set(issuer.clone()).unwrap();
     let (code, out, err) = register_app(&issuer);
     assert_eq!(code, 1, "{out}{err}");
     assert!(err.contains("registration refused: HTTP 400"), "{err}");
