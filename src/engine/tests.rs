@@ -808,6 +808,31 @@ fn a_remembered_token_is_hidden_wherever_the_request_carries_it() {
     // The other order, header first, is hide_credentials_strips_header_and_query.
 }
 
+/// A token remembered from a header that the allow already strips is answered with that
+/// same allow: `authorization` is removed once, not once more on every hit.
+#[test]
+fn a_token_remembered_from_a_header_is_stripped_once_per_hit() {
+    let mut e = warm();
+    let token = rs_token(&claims_with(json!({"client_id": "client-3"})));
+    let auth = format!("Bearer {token}");
+    for (ctx, at) in [(1, T0), (2, T0 + 1), (3, T0 + 2)] {
+        let a = allowed(&request_on(
+            &mut e,
+            ctx,
+            "other",
+            "/o",
+            &[("authorization", &auth)],
+            at,
+        ));
+        let stripped = a
+            .remove_headers
+            .iter()
+            .filter(|h| h.eq_ignore_ascii_case("authorization"))
+            .count();
+        assert_eq!(stripped, 1, "request {ctx}: {a:?}");
+    }
+}
+
 /// Konnect's key_auth strategies all default to `key_names: ["apikey"]`: a product version
 /// offered under two of them reads the same header for both. The key's application names its
 /// strategy (as a JWT's does among bearer strategies): the first strategy that finds the key
@@ -1365,6 +1390,30 @@ mod methods {
         assert_eq!(e.digests.len(), 1, "wrong secrets kept");
         let a = allowed(&basic(&mut e, 9, "Basic client-1:s3cret", T0 + 40));
         assert_eq!(header(&a, "x-application-id"), Some("app-cc"));
+    }
+
+    /// The token an exchange got is remembered for that exchange: the same client and
+    /// secret again are answered from what was remembered, its signature not checked again.
+    #[test]
+    fn a_cached_exchanges_token_is_answered_without_verifying_it_again() {
+        let (mut e, counters) = counted(config());
+        let c = callout(&basic(&mut e, 2, "Basic client-1:s3cret", T0));
+        let token = rs_token(&claims_with(json!({"exp": NOW + 60})));
+        let p = e.on_callout_response(c.id, token_answer(&token), T0 + 10);
+        assert!(
+            matches!(p.settled.as_slice(), [(2, _, Outcome::Allow(_))]),
+            "{p:?}"
+        );
+        let checked = counters.get(metrics::SIGNATURES_CHECKED);
+        for (ctx, at) in [(3, T0 + 20), (4, T0 + 30)] {
+            let a = allowed(&basic(&mut e, ctx, "Basic client-1:s3cret", at));
+            assert_eq!(header(&a, "x-application-id"), Some("app-cc"));
+        }
+        assert_eq!(
+            counters.get(metrics::SIGNATURES_CHECKED),
+            checked,
+            "verified again"
+        );
     }
 
     /// An engine on `config`, counting, with keys loaded through the orders route.
