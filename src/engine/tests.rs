@@ -1416,6 +1416,57 @@ mod methods {
         );
     }
 
+    /// A token answer is read up to `limits.max_response_bytes` and no further: one byte
+    /// over (however well-formed) is a failed exchange, a 503; exactly that many is read.
+    #[test]
+    fn a_token_answer_over_max_response_bytes_is_a_failed_exchange() {
+        let mut c = config();
+        c["limits"] = json!({"max_response_bytes": 2048});
+        let body = json!({"access_token": rs_token(&claims()), "token_type": "Bearer",
+            "expires_in": 600})
+        .to_string();
+        assert!(body.len() < 2048);
+        for (ctx, size, allows) in [(2, 2048, true), (3, 2049, false)] {
+            let mut e = warm_cc_with(c.clone());
+            let co = callout(&basic(&mut e, ctx, "Basic client-1:s3cret", T0));
+            // JSON may carry any amount of trailing whitespace.
+            let padded = format!("{body}{}", " ".repeat(size - body.len()));
+            let p = e.on_callout_response(co.id, ok(&padded), T0 + 10);
+            let [(_, Method::ClientCredentials, outcome)] = p.settled.as_slice() else {
+                panic!("{size}: {p:?}")
+            };
+            match outcome {
+                Outcome::Allow(_) => assert!(allows, "{size} bytes read"),
+                Outcome::Deny(d) => {
+                    assert!(!allows, "{size}: {d:?}");
+                    assert_eq!(
+                        d.denial,
+                        Denial::IdpUnavailable("token endpoint unavailable")
+                    );
+                }
+            }
+        }
+    }
+
+    /// An exchanged token is used until a tenth of its life before it expires (at most 5 s
+    /// before): a token with 20 s to live, until 2 s before its `exp`.
+    #[test]
+    fn a_short_lived_exchanged_token_is_used_until_a_tenth_of_its_life_remains() {
+        let mut e = warm_cc();
+        let co = callout(&basic(&mut e, 2, "Basic client-1:s3cret", T0));
+        let token = rs_token(&claims_with(json!({"exp": NOW + 20})));
+        let p = e.on_callout_response(co.id, token_answer(&token), T0);
+        assert!(
+            matches!(p.settled.as_slice(), [(2, _, Outcome::Allow(_))]),
+            "{p:?}"
+        );
+        allowed(&basic(&mut e, 3, "Basic client-1:s3cret", T0 + 17_999));
+        assert!(matches!(
+            basic(&mut e, 4, "Basic client-1:s3cret", T0 + 18_000),
+            Step::Wait(Some(_))
+        ));
+    }
+
     /// An engine on `config`, counting, with keys loaded through the orders route.
     fn counted(config: Value) -> (Engine, Rc<crate::metrics::Recording>) {
         let (parsed, _) = Config::parse(config.to_string().as_bytes()).unwrap();
