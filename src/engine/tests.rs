@@ -719,6 +719,21 @@ fn expired_tokens_are_refused_before_any_fetch() {
     assert_eq!(denied(&step), Denial::InvalidToken(TokenError::Expired));
 }
 
+/// A token its strategy refused is denied under that strategy and the token's short hash
+/// (what the deny log line correlates by), never the token itself.
+#[test]
+fn a_refused_token_names_its_strategy_and_its_short_hash() {
+    let mut e = engine();
+    let token = rs_token(&claims_with(json!({"exp": NOW - 5})));
+    let step = bearer(&mut e, 1, &token, T0);
+    let Step::Done(Method::Bearer, Outcome::Deny(d)) = &step else {
+        panic!("{step:?}")
+    };
+    assert_eq!(d.strategy_id.as_deref(), Some("s-oidc"));
+    assert_eq!(d.credential_hash, Some(short_hash(&token)));
+    assert_eq!(short_hash(&token), sha256_hex(token.as_bytes())[..8]);
+}
+
 #[test]
 fn an_issuer_given_by_its_discovery_url_may_call_itself_with_a_trailing_slash() {
     // Auth0's issuers end with a slash; the strategy gives the discovery URL.
@@ -2915,6 +2930,28 @@ fn an_application_forwards_one_shared_identity() {
     let a = allowed(&bearer(&mut e, 3, &rs_token(&claims()), T0));
     assert_eq!(header(&a, "x-application-id"), Some("app-1"));
     assert_eq!(header(&a, "x-subject"), Some("client-1"));
+}
+
+/// A verified token whose strategy adds nothing to the application's identity (no claim
+/// headers, nothing hidden) forwards that shared identity itself, not a copy per token.
+#[test]
+fn a_token_that_adds_nothing_forwards_the_shared_identity() {
+    let mut c = config_value();
+    let oidc = &mut c["policies"]["orders-v1"]["strategies"][0]["configs"]["openid-connect"];
+    oidc["upstream_headers_claims"] = json!([]);
+    oidc["upstream_headers_names"] = json!([]);
+    let mut e = engine_with(c);
+    let first = bearer(&mut e, 1, &rs_token(&claims()), T0);
+    let settled = serve_keys(&mut e, &callout(&first), &jwks(), T0);
+    let [(1, _, Outcome::Allow(one))] = settled.as_slice() else {
+        panic!("{settled:?}")
+    };
+    let other = rs_token(&claims_with(json!({"jti": "second"})));
+    let Step::Done(_, Outcome::Allow(two)) = bearer(&mut e, 2, &other, T0) else {
+        panic!("not allowed")
+    };
+    assert_eq!(header(one, "x-application-id"), Some("app-1"));
+    assert!(Rc::ptr_eq(one, &two), "copied per token: {two:?}");
 }
 
 #[test]
