@@ -920,6 +920,33 @@ fn keys_under_two_strategies_names_are_a_duplicate() {
     }
 }
 
+/// A key is taken by the strategy that reads it under the name it came by: an application's
+/// key presented under another key_auth strategy's name (on the same route) is refused, not
+/// allowed as if it had come under its own strategy's name.
+#[test]
+fn a_key_under_another_strategys_name_is_not_its_own_strategys() {
+    let mut c = config_value();
+    c["policies"]["orders-v1"]["strategies"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"id": "s-key-b", "strategy_type": "key_auth", "configs": {"key-auth": {"key_names": ["x-key-b"]}}}));
+    c["applications"].as_array_mut().unwrap().push(
+        json!({"id": "app-key-b", "client_id": sha256_hex(b"key-b"), "auth_strategy_id": "s-key-b", "scopes": ["orders-v1"]}),
+    );
+    let mut e = engine_with(c);
+    for (name, key) in [("x-key-b", "secret-key-1"), ("apikey", "key-b")] {
+        let step = request_on(&mut e, 1, ROUTE, "/orders", &[(name, key)], T0);
+        assert_eq!(denied(&step), Denial::WrongStrategy, "{name}: {step:?}");
+    }
+    for (name, key, app) in [
+        ("apikey", "secret-key-1", "app-key"),
+        ("x-key-b", "key-b", "app-key-b"),
+    ] {
+        let a = allowed(&request_on(&mut e, 2, ROUTE, "/orders", &[(name, key)], T0));
+        assert_eq!(header(&a, "x-application-id"), Some(app));
+    }
+}
+
 /// Key names that differ only in case name one header (header names are case-insensitive):
 /// a single header is one key, not a duplicate; in the query string they are two parameters.
 #[test]
