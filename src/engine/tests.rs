@@ -1509,6 +1509,35 @@ mod methods {
         ));
     }
 
+    /// An introspection answer is read up to `limits.max_response_bytes` and no further:
+    /// one byte over (however well-formed) is a failed introspection; exactly that many is
+    /// read.
+    #[test]
+    fn an_introspection_answer_over_max_response_bytes_is_a_failed_introspection() {
+        let mut c = config();
+        c["limits"] = json!({"max_response_bytes": 1024});
+        let active = json!({"active": true, "client_id": "client-1", "scope": "orders:read",
+            "aud": AUD, "iss": ISS, "exp": NOW + 60})
+        .to_string();
+        for (ctx, size, allows) in [(2, 1024, true), (3, 1025, false)] {
+            let mut e = warm_cc_with(c.clone());
+            let auth = [("authorization", "Bearer opaque-1")];
+            let co = callout(&request_on(&mut e, ctx, "cc", "/cc", &auth, T0));
+            assert_eq!(co.path, "/token/introspection");
+            // JSON may carry any amount of trailing whitespace.
+            let padded = format!("{active}{}", " ".repeat(size - active.len()));
+            let p = e.on_callout_response(co.id, ok(&padded), T0 + 10);
+            let [(_, Method::Introspection, outcome)] = p.settled.as_slice() else {
+                panic!("{size}: {p:?}")
+            };
+            assert_eq!(
+                matches!(outcome, Outcome::Allow(_)),
+                allows,
+                "{size}: {outcome:?}"
+            );
+        }
+    }
+
     /// An engine on `config`, counting, with keys loaded through the orders route.
     fn counted(config: Value) -> (Engine, Rc<crate::metrics::Recording>) {
         let (parsed, _) = Config::parse(config.to_string().as_bytes()).unwrap();
@@ -2979,6 +3008,31 @@ fn a_token_that_adds_nothing_forwards_the_shared_identity() {
     };
     assert_eq!(header(one, "x-application-id"), Some("app-1"));
     assert!(Rc::ptr_eq(one, &two), "copied per token: {two:?}");
+}
+
+/// A key set is read up to `limits.max_response_bytes`: exactly that many bytes is taken,
+/// one more is a failed fetch.
+#[test]
+fn a_key_set_of_exactly_max_response_bytes_is_read() {
+    let keys = jwks();
+    let limit = keys.len().max(1024);
+    for (size, allows) in [(limit, true), (limit + 1, false)] {
+        let mut c = config_value();
+        c["limits"] = json!({"max_response_bytes": limit});
+        let mut e = engine_with(c);
+        let first = bearer(&mut e, 1, &rs_token(&claims()), T0);
+        // JSON may carry any amount of trailing whitespace.
+        let padded = format!("{keys}{}", " ".repeat(size - keys.len()));
+        let settled = serve_keys(&mut e, &callout(&first), &padded, T0);
+        let [(1, _, outcome)] = settled.as_slice() else {
+            panic!("{size}: {settled:?}")
+        };
+        assert_eq!(
+            matches!(outcome, Outcome::Allow(_)),
+            allows,
+            "{size}: {outcome:?}"
+        );
+    }
 }
 
 #[test]
