@@ -3010,6 +3010,73 @@ fn a_token_that_adds_nothing_forwards_the_shared_identity() {
     assert!(Rc::ptr_eq(one, &two), "copied per token: {two:?}");
 }
 
+/// The requests still waiting are the ones the host must settle when it replaces the
+/// engine: each waiting one, and none decided.
+#[test]
+fn waiting_contexts_are_the_requests_still_undecided() {
+    let mut e = engine();
+    assert!(e.waiting_contexts().is_empty());
+    let first = bearer(&mut e, 7, &rs_token(&claims()), T0);
+    assert_eq!(
+        bearer(&mut e, 9, &rs_token(&claims()), T0),
+        Step::Wait(None)
+    );
+    let mut waiting = e.waiting_contexts();
+    waiting.sort_unstable();
+    assert_eq!(waiting, [7, 9]);
+    assert_eq!(serve_keys(&mut e, &callout(&first), &jwks(), T0).len(), 2);
+    assert!(e.waiting_contexts().is_empty());
+}
+
+/// The host's signature backend, once set, is the one that decides the signatures it can
+/// check: a host that finds every signature bad refuses a token the pure-Rust path accepts.
+#[test]
+fn the_hosts_signature_backend_decides_what_it_checks() {
+    #[derive(Debug)]
+    struct Refusing;
+    impl crate::jwt::native::SignatureBackend for Refusing {
+        fn verify(&self, _: &'static str, _: &[u8], _: &[u8], _: &[u8]) -> Option<bool> {
+            Some(false)
+        }
+    }
+    let mut e = warm();
+    allowed(&bearer(
+        &mut e,
+        2,
+        &rs_token(&claims_with(json!({"jti": "a"}))),
+        T0,
+    ));
+    e.set_signature_backend(Rc::new(Refusing));
+    let step = bearer(&mut e, 3, &rs_token(&claims_with(json!({"jti": "b"}))), T0);
+    assert_eq!(
+        denied(&step),
+        Denial::InvalidToken(TokenError::BadSignature)
+    );
+}
+
+/// The names deny (and allow) log lines give each method (`method=`).
+#[test]
+fn methods_are_named_in_log_lines_by_their_auth_method() {
+    let names = [
+        Method::None,
+        Method::Bearer,
+        Method::ClientCredentials,
+        Method::Introspection,
+        Method::KeyAuth,
+    ]
+    .map(Method::name);
+    assert_eq!(
+        names,
+        [
+            "none",
+            "bearer",
+            "client_credentials",
+            "introspection",
+            "key_auth"
+        ]
+    );
+}
+
 /// A key set is read up to `limits.max_response_bytes`: exactly that many bytes is taken,
 /// one more is a failed fetch.
 #[test]
