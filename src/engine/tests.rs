@@ -3673,6 +3673,28 @@ mod remembered_from_the_idp {
         );
     }
 
+    /// A key set another VM published of exactly the adopter's `limits.max_response_bytes`
+    /// is adopted, as that VM would have read the same answer from the IdP.
+    #[test]
+    fn a_key_set_of_exactly_the_adopters_limit_is_adopted() {
+        use crate::shared::MemoryStore;
+        let store = Rc::new(MemoryStore::default());
+        let keys = jwks();
+        let limit = keys.len().max(1024);
+        let vm = |max_response_bytes: usize| {
+            let mut c = config_value();
+            c["limits"] = json!({"max_response_bytes": max_response_bytes});
+            vm_sharing(&c, &store)
+        };
+        let (mut a, mut b) = (vm(256 * 1024), vm(limit));
+        let padded = format!("{keys}{}", " ".repeat(limit - keys.len()));
+        let c = a.on_tick(T0).callouts.remove(0);
+        serve_keys(&mut a, &c, &padded, T0 + 10);
+        allowed(&bearer(&mut a, 1, &rs_token(&claims()), T0 + 20));
+        b.on_tick(T0 + 200);
+        allowed(&bearer(&mut b, 2, &rs_token(&claims()), T0 + 300));
+    }
+
     /// The token endpoint hands two clients the same access token (a misbehaving IdP, or
     /// one that returns a fixed token): each request still goes upstream as the client
     /// that presented its credentials, never as the client the token was first seen for.
