@@ -848,20 +848,27 @@ fn a_token_remembered_from_a_header_is_stripped_once_per_hit() {
     }
 }
 
+/// The orders route with a second key_auth strategy, `s-key-b`, reading `key_name`, and its
+/// application `app-key-b` (key `key-b`).
+fn with_key_strategy_b(key_name: &str) -> Value {
+    let mut c = config_value();
+    c["policies"]["orders-v1"]["strategies"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"id": "s-key-b", "strategy_type": "key_auth", "configs": {"key-auth": {"key_names": [key_name]}}}));
+    c["applications"].as_array_mut().unwrap().push(
+        json!({"id": "app-key-b", "client_id": sha256_hex(b"key-b"), "auth_strategy_id": "s-key-b", "scopes": ["orders-v1"]}),
+    );
+    c
+}
+
 /// Konnect's key_auth strategies all default to `key_names: ["apikey"]`: a product version
 /// offered under two of them reads the same header for both. The key's application names its
 /// strategy (as a JWT's does among bearer strategies): the first strategy that finds the key
 /// does not refuse the second one's applications.
 #[test]
 fn two_key_auth_strategies_reading_one_key_name_each_serve_their_own_applications() {
-    let mut c = config_value();
-    c["policies"]["orders-v1"]["strategies"]
-        .as_array_mut()
-        .unwrap()
-        .push(json!({"id": "s-key-b", "strategy_type": "key_auth", "configs": {"key-auth": {"key_names": ["apikey"]}}}));
-    c["applications"].as_array_mut().unwrap().push(
-        json!({"id": "app-key-b", "client_id": sha256_hex(b"key-b"), "auth_strategy_id": "s-key-b", "scopes": ["orders-v1"]}),
-    );
+    let c = with_key_strategy_b("apikey");
     let mut e = engine_with(c);
     for (key, app) in [("secret-key-1", "app-key"), ("key-b", "app-key-b")] {
         let a = allowed(&request_on(
@@ -881,15 +888,8 @@ fn two_key_auth_strategies_reading_one_key_name_each_serve_their_own_application
 /// the second key went upstream unchecked (and, with hide_credentials, unstripped).
 #[test]
 fn keys_under_two_strategies_names_are_a_duplicate() {
-    let mut c = config_value();
+    let mut c = with_key_strategy_b("x-key-b");
     c["policies"]["orders-v1"]["hide_credentials"] = json!(true);
-    c["policies"]["orders-v1"]["strategies"]
-        .as_array_mut()
-        .unwrap()
-        .push(json!({"id": "s-key-b", "strategy_type": "key_auth", "configs": {"key-auth": {"key_names": ["x-key-b"]}}}));
-    c["applications"].as_array_mut().unwrap().push(
-        json!({"id": "app-key-b", "client_id": sha256_hex(b"key-b"), "auth_strategy_id": "s-key-b", "scopes": ["orders-v1"]}),
-    );
     let mut e = engine_with(c);
     for (path, headers) in [
         (
@@ -925,14 +925,7 @@ fn keys_under_two_strategies_names_are_a_duplicate() {
 /// allowed as if it had come under its own strategy's name.
 #[test]
 fn a_key_under_another_strategys_name_is_not_its_own_strategys() {
-    let mut c = config_value();
-    c["policies"]["orders-v1"]["strategies"]
-        .as_array_mut()
-        .unwrap()
-        .push(json!({"id": "s-key-b", "strategy_type": "key_auth", "configs": {"key-auth": {"key_names": ["x-key-b"]}}}));
-    c["applications"].as_array_mut().unwrap().push(
-        json!({"id": "app-key-b", "client_id": sha256_hex(b"key-b"), "auth_strategy_id": "s-key-b", "scopes": ["orders-v1"]}),
-    );
+    let c = with_key_strategy_b("x-key-b");
     let mut e = engine_with(c);
     for (name, key) in [("x-key-b", "secret-key-1"), ("apikey", "key-b")] {
         let step = request_on(&mut e, 1, ROUTE, "/orders", &[(name, key)], T0);
