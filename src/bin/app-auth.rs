@@ -539,9 +539,8 @@ mod cli {
         let token = match (opts.get("initial-access-token"), from_env.as_deref()) {
             (Some(token), _) | (None, Some(token)) => token,
             (None, None) => {
-                return Err(format!(
-                "--initial-access-token (or {TOKEN_ENV} in the environment) is required\n{USAGE}"
-            ))
+                let what = format!("--initial-access-token (or {TOKEN_ENV} in the environment)");
+                return Err(format!("{what} is required\n{USAGE}"));
             }
         };
         let name = opts.need("name")?;
