@@ -117,18 +117,28 @@ fn parse_authorization(value: &[u8], max_token_bytes: usize) -> Result<Credentia
     parse_authorization_by_rules(value, max_token_bytes)
 }
 
-/// The token of a request that can only mean `Bearer <token>` in its one `Authorization`
-/// header, *not yet checked* to be a token68: for a lookup among tokens that already passed
-/// [`extract`] (a match is then the same token, which passed), so that a repeated token is
-/// not validated byte by byte on every request. `None` whenever [`extract`] could read the
-/// request any other way: no or several `Authorization` headers, another scheme, a query
-/// string (which may carry `access_token`), or a value past the length limit. Bytes, not
-/// checked to be text either: a cache lookup compares bytes.
-pub fn bearer_candidate<'a>(
+/// A credential a cache may be asked about before the request is read by the rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Candidate<'a> {
+    /// `Bearer <token>`: the token, *not yet checked* to be a token68.
+    Bearer(&'a [u8]),
+    /// `Basic <credentials>`: the whole `Authorization` value as sent, not decoded (another
+    /// spelling of the same client and secret is another candidate).
+    Basic(&'a [u8]),
+}
+
+/// The credential of a request that can only mean `Bearer <token>` or `Basic ...` in its one
+/// `Authorization` header, *not yet checked* by the rules: for a lookup among credentials
+/// that already passed [`extract`] (a match is then the same bytes, which passed), so that a
+/// repeated credential is not validated byte by byte on every request. `None` whenever
+/// [`extract`] could read the request any other way: no or several `Authorization` headers,
+/// another scheme, a query string (which may carry `access_token`), or a value past the
+/// length limit. Bytes, not checked to be text either: a cache lookup compares bytes.
+pub fn cache_candidate<'a>(
     headers: &[Header<'a>],
     path: &str,
     max_token_bytes: usize,
-) -> Option<&'a [u8]> {
+) -> Option<Candidate<'a>> {
     if path.contains('?') {
         return None;
     }
@@ -136,7 +146,13 @@ pub fn bearer_candidate<'a>(
     if too_long(value, max_token_bytes) {
         return None;
     }
-    bearer_param(value)
+    if let Some(token) = bearer_param(value) {
+        return Some(Candidate::Bearer(token));
+    }
+    let scheme = value.get(..6)?;
+    scheme
+        .eq_ignore_ascii_case(b"basic ")
+        .then_some(Candidate::Basic(value))
 }
 
 /// Every rule in turn, each refusal with its reason.

@@ -5,7 +5,7 @@
 use crate::apps::Application;
 use crate::cache::{Flights, IssuerKeys, Memo, Stage, TtlCache};
 use crate::config::{Config, KeyAuthStrategy, OidcStrategy, Policy, Strategy};
-use crate::credential::{self, Credential, Header, Malformed, Source};
+use crate::credential::{self, Candidate, Credential, Header, Malformed, Source};
 use crate::jwt::native::{self, SignatureBackend};
 use crate::jwt::{
     self, claims, ClaimRules, HeaderMemo, KeySet, ParsedToken, TokenError, VerifiedClaims,
@@ -523,19 +523,39 @@ impl Engine {
         // The hot path: a token this policy already accepted, still valid. It is looked up
         // before it is validated: what is remembered passed `extract` when first seen, so an
         // exact match is that same well-formed token.
-        let candidate = credential::bearer_candidate(req.headers, req.path, limits.max_token_bytes);
-        if let Some(token) = candidate {
-            if let Some(hit) = self.remembered(
-                token,
-                policy_index,
-                req.path,
-                Source::Header,
-                BEARER,
-                None,
-                now_ms,
-            ) {
-                return self.remembered_bearer(hit);
+        let candidate = credential::cache_candidate(req.headers, req.path, limits.max_token_bytes);
+        match candidate {
+            Some(Candidate::Bearer(token)) => {
+                if let Some(hit) = self.remembered(
+                    token,
+                    policy_index,
+                    req.path,
+                    Source::Header,
+                    BEARER,
+                    None,
+                    now_ms,
+                ) {
+                    return self.remembered_bearer(hit);
+                }
             }
+            // Client credentials whose exchanged token is cached and verified: the exact
+            // `Authorization` value that was allowed with it, before it is decoded (see
+            // `remember_basic`).
+            Some(Candidate::Basic(value)) => {
+                if let Some((method, allow)) = self.remembered(
+                    value,
+                    policy_index,
+                    req.path,
+                    Source::Header,
+                    &[Method::ClientCredentials],
+                    None,
+                    now_ms,
+                ) {
+                    self.counters.add(metrics::CACHE_TOKEN_HIT);
+                    return done(method, Outcome::Allow(allow));
+                }
+            }
+            None => {}
         }
         let credential = match credential::extract(req.headers, req.path, limits.max_token_bytes) {
             Ok(Some(c)) => c,
@@ -572,7 +592,7 @@ impl Engine {
                     );
                 }
                 // A token the fast path above did not look up (from the query string).
-                if candidate.is_none() {
+                if !matches!(candidate, Some(Candidate::Bearer(_))) {
                     if let Some(hit) = self.remembered(
                         token.as_bytes(),
                         policy_index,
@@ -699,13 +719,23 @@ impl Engine {
                     .concat();
                     let exchanged = |e: &Self, key: &str| e.tokens.get(key, now_ms).is_some();
                     let cache_key = self.credential_digest(&line, exchanged, now_ms);
+                    let sent = match candidate {
+                        Some(Candidate::Basic(value)) => Some((value, cache_key.clone())),
+                        _ => None,
+                    };
                     let pending = Pending::ClientCredentials {
                         client_id,
                         client_secret,
                         cache_key,
                         retried: false,
                     };
-                    self.run(context_id, job(i, pending, Source::Header), now_ms)
+                    let step = self.run(context_id, job(i, pending, Source::Header), now_ms);
+                    if let (Some((value, cache_key)), Step::Done(_, Outcome::Allow(_))) =
+                        (sent, &step)
+                    {
+                        self.remember_basic(value, &cache_key, now_ms);
+                    }
+                    step
                 }
                 Err(d) => done(
                     Method::ClientCredentials,
@@ -979,6 +1009,32 @@ impl Engine {
                 .insert(credential, digest.clone(), u64::MAX, now_ms);
         }
         digest
+    }
+
+    /// Remembers the `Authorization` value of client credentials whose exchange just allowed
+    /// a request, as sent: the same value again is answered before it is decoded. As what
+    /// was remembered of the exchanged token (its allow, key set, policy; and for no other
+    /// method: a bearer token of these bytes is not taken), and no longer than that token is
+    /// used for the exchange: the two are answered alike until a new exchange.
+    fn remember_basic(&mut self, value: &[u8], cache_key: &str, now_ms: u64) {
+        let Some((token, used_until_ms)) = self.tokens.get_until(cache_key, now_ms) else {
+            return;
+        };
+        let Some((v, verified_until_ms)) = self.verified.get_until(token.as_bytes(), now_ms) else {
+            return;
+        };
+        // What was remembered of the token is this exchange's (the request was just allowed
+        // with it); another client's, had the IdP handed both the same token, never is.
+        if v.exchange.as_deref() != Some(cache_key) {
+            return;
+        }
+        let entry = Verified {
+            exchange: None,
+            allow: Rc::clone(&v.allow),
+            ..*v
+        };
+        let until_ms = used_until_ms.min(verified_until_ms);
+        self.verified.insert(value, entry, until_ms, now_ms);
     }
 
     /// A bearer token answered from what was remembered of it.

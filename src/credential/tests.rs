@@ -928,6 +928,14 @@ fn the_one_pass_bearer_path_agrees_with_the_rules() {
     assert!(candidates_valid > 300, "{candidates_valid}");
 }
 
+/// The bearer token of [`cache_candidate`], if it names one.
+fn bearer_candidate<'a>(headers: &[Header<'a>], path: &str, max: usize) -> Option<&'a [u8]> {
+    match cache_candidate(headers, path, max) {
+        Some(Candidate::Bearer(token)) => Some(token),
+        _ => None,
+    }
+}
+
 #[test]
 fn the_cache_candidate_is_none_wherever_the_rules_could_read_more() {
     let token = b"Bearer abc.def.ghi";
@@ -959,4 +967,43 @@ fn the_cache_candidate_is_none_wherever_the_rules_could_read_more() {
     let tab = [header("authorization", b"Bearer \tabc")];
     assert_eq!(bearer_candidate(&tab, "/", MAX), Some(b"\tabc".as_slice()));
     assert!(from_header(b"Bearer \tabc").is_err());
+}
+
+#[test]
+fn a_basic_cache_candidate_is_the_whole_value_as_sent_and_only_where_the_rules_read_it_alone() {
+    fn basic<'a>(value: &'a [u8], path: &str) -> Option<Candidate<'a>> {
+        cache_candidate(&[header("Authorization", value)], path, MAX)
+    }
+    // The whole value, scheme and spacing as sent: a cache keyed by it never takes another
+    // spelling of the same credentials for this one, nor these bytes for a bearer token.
+    for value in [
+        b"Basic Y2xpZW50OnNlY3JldA==".as_slice(),
+        b"basic  Y2xpZW50OnNlY3JldA==",
+        b"BASIC client:secret",
+    ] {
+        assert_eq!(basic(value, "/orders"), Some(Candidate::Basic(value)));
+        assert!(matches!(
+            from_header(value),
+            Ok(Some(Credential::Basic { .. }))
+        ));
+    }
+    // Not Basic: another scheme, a scheme that only starts like it, no parameter.
+    for value in [b"Basically x".as_slice(), b"Digest x", b"Basic", b"Basi x"] {
+        assert_eq!(
+            basic(value, "/"),
+            None,
+            "{}",
+            String::from_utf8_lossy(value)
+        );
+    }
+    // Wherever the rules could read more than this one value: a query string, a second
+    // Authorization header, a value past the limit.
+    assert_eq!(basic(b"Basic Y2xpZW50OnNlY3JldA==", "/orders?x=1"), None);
+    let two = [
+        header("authorization", b"Basic Y2xpZW50OnNlY3JldA=="),
+        header("AUTHORIZATION", b"Basic Y2xpZW50OnNlY3JldA=="),
+    ];
+    assert_eq!(cache_candidate(&two, "/", MAX), None);
+    let long = [b"Basic ".as_slice(), &[b'a'; MAX + 20]].concat();
+    assert_eq!(basic(&long, "/"), None);
 }

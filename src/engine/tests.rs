@@ -1451,6 +1451,82 @@ mod methods {
         );
     }
 
+    /// The `Authorization` value of client credentials whose exchange allowed a request is
+    /// remembered as sent: the same value again is answered before it is decoded or its
+    /// exchange's key looked up (nothing is hashed for it); another spelling of the same
+    /// client and secret is read by the rules, and allowed as well.
+    #[test]
+    fn a_basic_value_that_was_allowed_is_answered_before_it_is_decoded() {
+        let (mut e, counters) = counted(config());
+        let sent = "Basic client-1:s3cret";
+        let c = callout(&basic(&mut e, 2, sent, T0));
+        let token = rs_token(&claims_with(json!({"exp": NOW + 60})));
+        e.on_callout_response(c.id, token_answer(&token), T0 + 10);
+        assert_eq!(e.verified.len(), 1, "the exchanged token");
+        allowed(&basic(&mut e, 3, sent, T0 + 20));
+        assert_eq!(e.verified.len(), 2, "and the value it was allowed with");
+        // Nothing is hashed for a remembered value: the digest memo, emptied, stays empty.
+        e.digests = TtlCache::new(MAX_DIGESTS);
+        let hits = counters.get(metrics::CACHE_TOKEN_HIT);
+        for (ctx, at) in [(4, T0 + 30), (5, T0 + 40)] {
+            let a = allowed(&basic(&mut e, ctx, sent, at));
+            assert_eq!(header(&a, "x-application-id"), Some("app-cc"));
+            let forwarded = format!("Bearer {token}");
+            assert_eq!(header(&a, "authorization"), Some(forwarded.as_str()));
+        }
+        assert_eq!(e.digests.len(), 0, "decoded and hashed");
+        assert_eq!(counters.get(metrics::CACHE_TOKEN_HIT), hits + 2);
+        // The same credentials base64-encoded are another value: read by the rules.
+        let encoded = base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            "client-1:s3cret",
+        );
+        let a = allowed(&basic(&mut e, 6, &format!("Basic {encoded}"), T0 + 50));
+        assert_eq!(header(&a, "x-application-id"), Some("app-cc"));
+        assert_eq!(e.digests.len(), 1);
+    }
+
+    /// A remembered Basic value decides nothing the rules would not: not where the request
+    /// could carry more (a query string, a second `Authorization`), not on another route,
+    /// not as a bearer token of those bytes, and not past a key change (the exchanged token
+    /// is checked again, as it would be without the value remembered).
+    #[test]
+    fn a_remembered_basic_value_is_only_that_value_alone_on_its_route_with_its_keys() {
+        let (mut e, counters) = counted(config());
+        let sent = "Basic client-1:s3cret";
+        let c = callout(&basic(&mut e, 2, sent, T0));
+        let token = rs_token(&claims_with(json!({"exp": NOW + 60})));
+        e.on_callout_response(c.id, token_answer(&token), T0 + 10);
+        allowed(&basic(&mut e, 3, sent, T0 + 20));
+        let both = [("authorization", sent)];
+        let step = request_on(&mut e, 4, "cc", "/cc?access_token=abc", &both, T0 + 30);
+        assert!(
+            matches!(denied(&step), Denial::InvalidRequest(_)),
+            "{step:?}"
+        );
+        let twice = [("authorization", sent), ("Authorization", sent)];
+        let step = request_on(&mut e, 5, "cc", "/cc", &twice, T0 + 30);
+        assert!(
+            matches!(denied(&step), Denial::InvalidRequest(_)),
+            "{step:?}"
+        );
+        let step = request_on(&mut e, 6, "orders", "/orders", &both, T0 + 30);
+        assert!(matches!(step, Step::Done(_, Outcome::Deny(_))), "{step:?}");
+        let as_bearer = [("authorization", "Bearer Basic client-1:s3cret")];
+        let step = request_on(&mut e, 7, "cc", "/cc", &as_bearer, T0 + 30);
+        assert!(
+            matches!(denied(&step), Denial::InvalidRequest(_)),
+            "{step:?}"
+        );
+        // A new key set voids what the old one verified: the token is checked again.
+        let checked = counters.get(metrics::SIGNATURES_CHECKED);
+        e.verified_generation += 1;
+        allowed(&basic(&mut e, 8, sent, T0 + 40));
+        assert_eq!(counters.get(metrics::SIGNATURES_CHECKED), checked + 1);
+        allowed(&basic(&mut e, 9, sent, T0 + 50));
+        assert_eq!(counters.get(metrics::SIGNATURES_CHECKED), checked + 1);
+    }
+
     /// A token answer is read up to `limits.max_response_bytes` and no further: one byte
     /// over (however well-formed) is a failed exchange, a 503; exactly that many is read.
     #[test]
