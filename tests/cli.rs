@@ -477,6 +477,67 @@ fn explain_marks_the_api_key_check_failed_for_a_duplicate_key() {
     );
 }
 
+/// Headers, secrets among them, can come from standard input or a file instead of the
+/// command line (which `ps` shows): the same decision as with `--header`; a line that is
+/// not a header is refused by its number, not echoed.
+#[test]
+fn explain_reads_headers_from_standard_input_or_a_file() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let dir = scratch();
+    let config = json!({
+        "policy": {"scope": "orders-v1", "strategies": [{"id": "s-key", "strategy_type": "key_auth",
+            "configs": {"key-auth": {"key_names": ["apikey"]}}}]},
+        "applications": [{"id": "app-k", "client_id": app_auth_filter::engine::sha256_hex(b"k1"),
+            "auth_strategy_id": "s-key", "scopes": ["orders-v1"]}],
+    });
+    let path = dir.join("keys.json");
+    std::fs::write(&path, config.to_string()).unwrap();
+    let path = path.to_str().unwrap();
+    let with_stdin = |input: &str| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_app-auth"))
+            .args(["explain", "--config", path, "--headers-from", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run app-auth");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = with_stdin("\r\nApiKey: k1\r\n");
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("decision  ALLOW (key_auth)"), "{out}");
+    // Read after any --header: two keys are a duplicate, as two --header would be.
+    let file = dir.join("headers.txt");
+    std::fs::write(&file, "apikey: k2\n").unwrap();
+    let (code, out, err) = app_auth(&[
+        "explain",
+        "--config",
+        path,
+        "--header",
+        "apikey: k1",
+        "--headers-from",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("decision  DENY 401"), "{out}");
+    let (code, out, err) = with_stdin("apikey: k1\nsecret-without-a-name\n");
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("line 2 is not 'Name: value'"), "{err}");
+    assert!(!err.contains("secret-without-a-name"), "{err}");
+}
+
 /// A loopback server whose `/register` records the `Authorization` value of each request it
 /// gets (and answers 201 with client `c-9`), its other paths answered by `other(base, path)`.
 /// Returns its base URL and what `/register` saw.

@@ -3,7 +3,7 @@
 //! ```text
 //! app-auth validate CONFIG
 //! app-auth explain --config CONFIG [--route NAME] [--path PATH] --header 'Authorization: …'
-//!                  [--header 'Name: value' …] [--discovery FILE --jwks FILE]
+//!                  [--header 'Name: value' …] [--headers-from FILE|-] [--discovery FILE --jwks FILE]
 //! app-auth register --issuer URL [--initial-access-token TOKEN] --name NAME
 //!                   [--scope 'orders:read'] [--strategy-id ID] [--api-scope orders-v1]
 //! ```
@@ -38,7 +38,8 @@ mod cli {
 
     const USAGE: &str = "usage:
   app-auth validate CONFIG
-  app-auth explain --config CONFIG [--route NAME] [--path PATH] --header 'Name: value' ... [--discovery FILE --jwks FILE]
+  app-auth explain --config CONFIG [--route NAME] [--path PATH] --header 'Name: value' ... [--headers-from FILE|-] [--discovery FILE --jwks FILE]
+    (--headers-from: 'Name: value' lines from a file, or - for standard input: a secret on the command line is visible to ps)
   app-auth register --issuer URL [--initial-access-token TOKEN] --name NAME [--scope SCOPES] [--strategy-id ID] [--api-scope SCOPE]
     (the token from APP_AUTH_INITIAL_ACCESS_TOKEN when not given: the command line is visible to ps)";
 
@@ -60,7 +61,15 @@ mod cli {
         }
     }
 
-    const EXPLAIN_OPTIONS: &[&str] = &["config", "route", "path", "header", "discovery", "jwks"];
+    const EXPLAIN_OPTIONS: &[&str] = &[
+        "config",
+        "route",
+        "path",
+        "header",
+        "headers-from",
+        "discovery",
+        "jwks",
+    ];
     /// Where `register` finds the initial access token when no `--initial-access-token` is
     /// given.
     const TOKEN_ENV: &str = "APP_AUTH_INITIAL_ACCESS_TOKEN";
@@ -269,11 +278,30 @@ mod cli {
             Ok(c) => c,
             Err(code) => return Ok(code),
         };
+        let from = match opts.get("headers-from") {
+            Some("-") => std::io::read_to_string(std::io::stdin())
+                .map_err(|e| format!("--headers-from -: {e}"))?,
+            Some(path) => String::from_utf8(read(path)?)
+                .map_err(|_| format!("--headers-from {path}: not UTF-8"))?,
+            None => String::new(),
+        };
         let mut headers = Vec::new();
         for h in opts.all("header") {
             let (name, value) = h
                 .split_once(':')
                 .ok_or_else(|| format!("--header {h:?} is not 'Name: value'"))?;
+            headers.push((name.trim().to_ascii_lowercase(), value.trim().as_bytes()));
+        }
+        // The lines of --headers-from, after the --header ones; blank lines skipped. A
+        // line that is not a header is refused by its number: it may hold a secret.
+        for (n, line) in from.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let (name, value) = line.split_once(':').ok_or_else(|| {
+                let n = n.saturating_add(1);
+                format!("--headers-from: line {n} is not 'Name: value'")
+            })?;
             headers.push((name.trim().to_ascii_lowercase(), value.trim().as_bytes()));
         }
         let headers: Vec<_> = headers.iter().map(|(n, v)| (n.as_bytes(), *v)).collect();
