@@ -5,6 +5,8 @@
 //! Headers arrive as raw bytes: a client can send any byte, and a credential that is not
 //! printable ASCII is malformed, never a reason to crash.
 
+use std::borrow::Cow;
+
 /// A request header as the host hands it over: lower-case name, raw value, both borrowed
 /// from the host's buffer (see [`crate::header_map`]).
 pub type Header<'a> = (&'a [u8], &'a [u8]);
@@ -430,13 +432,13 @@ fn form_decode(s: &str) -> Result<String, Malformed> {
 
 /// key-auth: the single API key the request carries under any of `key_names` (headers
 /// first, then the query string). `Ok(None)` when none is present.
-pub fn extract_api_key(
-    headers: &[Header<'_>],
+pub fn extract_api_key<'n, 'h>(
+    headers: &[Header<'h>],
     path: &str,
-    key_names: &[String],
+    key_names: &'n [String],
     max_token_bytes: usize,
-) -> Result<Option<(String, String)>, Malformed> {
-    let mut found: Option<(String, String)> = None;
+) -> Result<Option<(&'n str, Cow<'h, str>)>, Malformed> {
+    let mut found: Option<(&'n str, Cow<'h, str>)> = None;
     for (i, name) in key_names.iter().enumerate() {
         // Names that differ only in case name one header: it is read under the first of
         // them (query parameters, by contrast, are case-sensitive).
@@ -452,12 +454,15 @@ pub fn extract_api_key(
                 if v.len() > max_token_bytes {
                     return Err(Malformed::TooLarge);
                 }
+                // Printable ASCII is text: no copy, checked once.
                 match std::str::from_utf8(v) {
-                    Ok(s) if s.bytes().all(|b| (0x21..0x7f).contains(&b)) => Ok(s.to_owned()),
+                    Ok(s) if s.bytes().all(|b| (0x21..0x7f).contains(&b)) => Ok(Cow::Borrowed(s)),
                     _ => Err(Malformed::InvalidRequest("API key is not printable ASCII")),
                 }
             });
-        let from_query = query_values(path, name)?.into_iter().map(Ok);
+        let from_query = query_values(path, name)?
+            .into_iter()
+            .map(|v| Ok(Cow::Owned(v)));
         for key in from_headers.chain(from_query) {
             let key = key?;
             if key.is_empty() {
@@ -473,7 +478,7 @@ pub fn extract_api_key(
             if found.is_some() {
                 return Err(Malformed::DuplicateApiKey);
             }
-            found = Some((name.clone(), key));
+            found = Some((name.as_str(), key));
         }
     }
     Ok(found)

@@ -489,7 +489,7 @@ impl Engine {
                 Ok(None) => {}
                 Ok(Some((name, key))) => {
                     let first = policy.strategies.iter().find_map(|s| match s {
-                        Strategy::KeyAuth(ka) if ka.key_names.contains(&name) => Some(ka),
+                        Strategy::KeyAuth(ka) if ka.key_names.iter().any(|n| n == name) => Some(ka),
                         _ => None,
                     });
                     if let Some(first) = first {
@@ -499,12 +499,13 @@ impl Engine {
                                 .as_ref()
                                 .is_some_and(|apps| apps.find(hash).is_some())
                         };
-                        let hash = self.credential_digest(key.as_bytes(), registered, now_ms);
-                        let ka = self.key_auth_strategy(policy, first, (&name, &key), &hash, req);
-                        return done(
-                            Method::KeyAuth,
-                            self.key_auth(policy, ka, &name, &hash, req),
-                        );
+                        let decide = |e: &Self, hash: &str| {
+                            let ka = e.key_auth_strategy(policy, first, (name, &key), hash, req);
+                            e.key_auth(policy, ka, name, hash, req)
+                        };
+                        let outcome =
+                            self.credential_digest(key.as_bytes(), registered, now_ms, decide);
+                        return done(Method::KeyAuth, outcome);
                     }
                 }
                 Err(m) => return done(Method::KeyAuth, malformed(m, realm, None)),
@@ -718,7 +719,8 @@ impl Engine {
                     ]
                     .concat();
                     let exchanged = |e: &Self, key: &str| e.tokens.get(key, now_ms).is_some();
-                    let cache_key = self.credential_digest(&line, exchanged, now_ms);
+                    let cache_key =
+                        self.credential_digest(&line, exchanged, now_ms, |_, d| d.to_owned());
                     let sent = match candidate {
                         Some(Candidate::Basic(value)) => Some((value, cache_key.clone())),
                         _ => None,
@@ -836,7 +838,7 @@ impl Engine {
                     // Only if it reads this key under the same name (what hide_credentials
                     // strips), once.
                     match credential::extract_api_key(req.headers, req.path, &k.key_names, max) {
-                        Ok(Some((n, found))) if found == key && n.eq_ignore_ascii_case(name) => {
+                        Ok(Some((n, found))) if *found == *key && n.eq_ignore_ascii_case(name) => {
                             Some(k)
                         }
                         _ => None,
@@ -992,23 +994,25 @@ impl Engine {
         Some((v.method, Rc::clone(&v.allow)))
     }
 
-    /// SHA-256 (hex) of a credential: from `digests` if it named something when last
-    /// hashed; otherwise hashed, and kept if `known` finds what the digest names.
-    fn credential_digest(
+    /// `then` given the SHA-256 (hex) of a credential: from `digests` if it named something
+    /// when last hashed (in place, not copied); otherwise hashed, and kept if `known` finds
+    /// what the digest names.
+    fn credential_digest<R>(
         &mut self,
         credential: &[u8],
         known: impl FnOnce(&Self, &str) -> bool,
         now_ms: u64,
-    ) -> String {
+        then: impl FnOnce(&Self, &str) -> R,
+    ) -> R {
         if let Some(digest) = self.digests.get(credential, now_ms) {
-            return digest.clone();
+            return then(self, digest);
         }
         let digest = sha256_hex(credential);
         if known(self, &digest) {
             self.digests
                 .insert(credential, digest.clone(), u64::MAX, now_ms);
         }
-        digest
+        then(self, &digest)
     }
 
     /// Remembers the `Authorization` value of client credentials whose exchange just allowed

@@ -66,7 +66,8 @@ fn keys(
     names: &[&str],
 ) -> Result<Option<(String, String)>, Malformed> {
     let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
-    extract_api_key(headers, path, &names, MAX)
+    let found = extract_api_key(headers, path, &names, MAX)?;
+    Ok(found.map(|(name, key)| (name.to_owned(), key.into_owned())))
 }
 
 fn key(name: &str, value: &str) -> Result<Option<(String, String)>, Malformed> {
