@@ -1,5 +1,5 @@
-//! `credential::extract`, `extract_api_key`, `query_param`, `query_values` and
-//! `strip_query_params` on an arbitrary request.
+//! `credential::extract`, `cache_candidate`, `extract_api_key`, `query_param`,
+//! `query_values` and `strip_query_params` on an arbitrary request.
 //!
 //! Input: lines separated by `\n`. The first line is the path (lossy UTF-8, as the host's
 //! `:path` is a string); each further line is a header `name:value`, the value raw bytes
@@ -7,7 +7,7 @@
 
 #![no_main]
 
-use app_auth_filter::credential::{self, Credential, Header, Source};
+use app_auth_filter::credential::{self, Candidate, Credential, Header, Source};
 use libfuzzer_sys::fuzz_target;
 
 const KEY_NAMES: [&str; 2] = ["apikey", "x-api-key"];
@@ -30,7 +30,35 @@ fuzz_target!(|data: &[u8]| {
 
     // A small limit too, so that the size checks are reachable with short inputs.
     for max in [16384, 24] {
-        match credential::extract(&headers, &path, max) {
+        let extracted = credential::extract(&headers, &path, max);
+        // What a cache is asked before the rules: a bearer candidate that the rules read as
+        // a token is exactly that token, from the header; a Basic candidate is the whole
+        // value of the one Authorization header, which the rules read as Basic or refuse.
+        match credential::cache_candidate(&headers, &path, max) {
+            Some(Candidate::Bearer(t)) => match &extracted {
+                Ok(Some(Credential::Bearer { token, source })) => {
+                    assert_eq!(token.as_bytes(), t, "the rules read another token");
+                    assert_eq!(*source, Source::Header);
+                }
+                Ok(Some(Credential::Basic { .. } | Credential::OtherScheme) | None) => {
+                    panic!("a bearer candidate the rules read otherwise: {extracted:?}")
+                }
+                Err(_) => {}
+            },
+            Some(Candidate::Basic(v)) => {
+                let mut values = headers
+                    .iter()
+                    .filter(|(n, _)| n.eq_ignore_ascii_case(b"authorization"));
+                assert_eq!(values.next().map(|(_, v)| *v), Some(v));
+                assert!(values.next().is_none(), "a candidate of several values");
+                assert!(
+                    matches!(extracted, Ok(Some(Credential::Basic { .. })) | Err(_)),
+                    "a Basic candidate the rules read otherwise: {extracted:?}"
+                );
+            }
+            None => {}
+        }
+        match extracted {
             Ok(Some(Credential::Bearer { token, .. })) => {
                 assert!(!token.is_empty(), "empty bearer token");
                 assert!(token.len() <= max, "bearer token over the limit");
@@ -55,7 +83,7 @@ fuzz_target!(|data: &[u8]| {
 
         if let Ok(Some((name, key))) = credential::extract_api_key(&headers, &path, &key_names, max)
         {
-            assert!(key_names.contains(&name));
+            assert!(key_names.iter().any(|n| n == name));
             assert!(
                 !key.is_empty() && key.len() <= max,
                 "API key length {}",
