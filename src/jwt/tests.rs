@@ -1204,3 +1204,38 @@ fn keys_named_or_carried_in_the_header_are_never_used() {
         );
     }
 }
+
+#[test]
+fn every_verified_algorithm_is_read_from_the_header_by_its_exact_name() {
+    for alg in [
+        Alg::RS256,
+        Alg::RS384,
+        Alg::RS512,
+        Alg::PS256,
+        Alg::PS384,
+        Alg::PS512,
+        Alg::ES256,
+        Alg::ES384,
+        Alg::EdDSA,
+        Alg::HS256,
+        Alg::HS384,
+        Alg::HS512,
+    ] {
+        assert_eq!(Alg::from_name(alg.name()), Some(alg), "{alg:?}");
+        let header = format!(r#"{{"alg":"{}","typ":"JWT"}}"#, alg.name());
+        let token = hs_raw(&header, &claims().to_string());
+        assert_eq!(ParsedToken::parse(&token, 16).unwrap().alg, alg, "{alg:?}");
+    }
+}
+
+#[test]
+fn a_token_error_displays_as_its_description() {
+    for e in [
+        TokenError::Expired,
+        TokenError::WrongAudience,
+        TokenError::BadSignature,
+    ] {
+        assert_eq!(e.to_string(), e.description());
+    }
+    assert_eq!(TokenError::Expired.to_string(), "token has expired");
+}
