@@ -555,6 +555,46 @@ fn every_flipped_signature_bit_is_refused() {
     }
 }
 
+/// Fast counterparts of `every_flipped_signature_bit_is_refused` for the MAC compare:
+/// a tag is the whole tag, and its every byte counts.
+#[test]
+fn an_hs_tag_verifies_only_whole_and_exact() {
+    let good = hs_with_payload(&claims().to_string());
+    assert!(check(&good).is_ok());
+    let (signed, tag) = good.rsplit_once('.').unwrap();
+    let tag = URL_SAFE_NO_PAD.decode(tag).unwrap();
+    let with_tag = |t: &[u8]| format!("{signed}.{}", b64(t));
+    // A prefix of the right tag, and the right tag with a byte more.
+    assert_eq!(
+        check(&with_tag(&tag[..16])).unwrap_err(),
+        TokenError::BadSignature
+    );
+    assert_eq!(
+        check(&with_tag(&tag[..1])).unwrap_err(),
+        TokenError::BadSignature
+    );
+    let longer = [tag.as_slice(), &[0]].concat();
+    assert_eq!(
+        check(&with_tag(&longer)).unwrap_err(),
+        TokenError::BadSignature
+    );
+    // One bit flipped in one byte, and the same bit flipped in two bytes (differences that
+    // cancel out if they were combined with XOR instead of OR).
+    let mut one = tag.clone();
+    one[5] ^= 0x10;
+    assert_eq!(
+        check(&with_tag(&one)).unwrap_err(),
+        TokenError::BadSignature
+    );
+    let mut two = tag.clone();
+    two[3] ^= 0x01;
+    two[9] ^= 0x01;
+    assert_eq!(
+        check(&with_tag(&two)).unwrap_err(),
+        TokenError::BadSignature
+    );
+}
+
 #[test]
 fn tampered_payload_is_refused() {
     let token = rs_token(&claims());
@@ -748,6 +788,144 @@ mod jwks {
         assert!(set.has_kid("rs-1") && !set.has_kid("small"));
         for kid in ["enc-2048", "oaep-2048", "ops-2048", "rsa-es256", "ec-rs256"] {
             assert!(!set.has_kid(kid), "{kid}");
+        }
+    }
+
+    #[test]
+    fn a_key_set_debugs_its_algorithms_never_its_secrets() {
+        let set = key_set();
+        let shown = format!("{set:?}");
+        assert!(shown.contains("Verifier(HS256)"), "{shown}");
+        assert!(shown.contains("Verifier(ES256)"), "{shown}");
+        // The oct key's bytes, in any form Debug could print them.
+        let secret = std::str::from_utf8(HS_SECRET).unwrap();
+        assert!(!shown.contains(secret), "{shown}");
+        assert!(!shown.contains(&format!("{HS_SECRET:?}")), "{shown}");
+        assert!(!shown.contains("48, 49, 50, 51"), "{shown}");
+    }
+
+    #[test]
+    fn a_set_fetched_again_takes_over_the_multiples_of_its_p384_keys_too() {
+        let p384 = ES384KeyPair::generate()
+            .public_key()
+            .public_key()
+            .to_bytes_uncompressed();
+        let set = || {
+            parse(
+                json!({"keys": [{"kty": "EC", "crv": "P-384", "kid": "es384",
+                                   "x": b64(&p384[1..49]), "y": b64(&p384[49..])}]}),
+            )
+            .unwrap()
+        };
+        let first = set();
+        first.make_ecdsa_multiples();
+        assert_eq!(first.ecdsa_multiples_made(), 1);
+        let again = set();
+        again.inherit(&first);
+        assert_eq!(again.ecdsa_multiples_made(), 1);
+    }
+
+    #[test]
+    fn a_set_of_exactly_max_keys_is_taken_one_more_is_refused() {
+        let k = keys();
+        let distinct = |n: usize| -> Value {
+            let keys: Vec<Value> = (0..n)
+                .map(|i| rsa_jwk(&k.rs, &format!("rs-{i}"), None))
+                .collect();
+            json!({ "keys": keys })
+        };
+        let full = parse(distinct(8)).unwrap();
+        assert_eq!(full.len(), 8);
+        assert!(!full.is_empty() && KeySet::default().is_empty());
+        let e = parse(distinct(9)).unwrap_err();
+        assert!(e.contains("more than the limit of 8"), "{e}");
+    }
+
+    #[test]
+    fn a_key_whose_key_ops_include_verify_is_taken() {
+        let mut verify_only = rsa_jwk(&keys().rs, "verify", None);
+        verify_only["key_ops"] = json!(["verify"]);
+        let mut both = rsa_jwk(&keys().rs_other, "both", None);
+        both["key_ops"] = json!(["sign", "verify"]);
+        let set = parse(json!({"keys": [verify_only, both]})).unwrap();
+        assert!(set.has_kid("verify") && set.has_kid("both"));
+    }
+
+    #[test]
+    fn an_rsa_key_without_alg_verifies_each_rsa_algorithm_as_itself() {
+        let set = parse(json!({"keys": [rsa_jwk(&keys().rs, "rs", None)]})).unwrap();
+        for alg in [
+            Alg::RS256,
+            Alg::RS384,
+            Alg::RS512,
+            Alg::PS256,
+            Alg::PS384,
+            Alg::PS512,
+        ] {
+            let selected = set.select(Some("rs"), alg).unwrap();
+            assert_eq!(selected.verifier.alg(), alg);
+        }
+    }
+
+    #[test]
+    fn an_even_rsa_modulus_refuses_the_set() {
+        let mut n = keys().rs.public_key().to_components().n;
+        *n.last_mut().unwrap() &= 0xfe;
+        let jwk = json!({"kty": "RSA", "kid": "even", "n": b64(&n), "e": "AQAB"});
+        let e = parse(json!({"keys": [rsa_jwk(&keys().rs, "rs", None), jwk]})).unwrap_err();
+        assert!(e.contains("Invalid public key"), "{e}");
+    }
+
+    #[test]
+    fn okp_keys_of_other_curves_are_skipped_never_read_as_ed25519() {
+        let good = rsa_jwk(&keys().rs, "rs", None);
+        let (set, parsed) = KeySet::parse(
+            json!({"keys": [
+                good,
+                {"kty": "OKP", "crv": "X25519", "kid": "x25519", "x": b64(&keys().ed.public_key().to_bytes())},
+                {"kty": "OKP", "crv": "Ed448", "kid": "ed448", "x": b64(&[9u8; 57])},
+            ]})
+            .to_string()
+            .as_bytes(),
+            8,
+            16,
+        )
+        .unwrap();
+        assert_eq!(parsed.skipped, 2);
+        assert!(!set.has_kid("x25519") && !set.has_kid("ed448"));
+    }
+
+    #[test]
+    fn ec_coordinates_must_each_be_of_the_curve_size() {
+        let point = keys().es.public_key().public_key().to_bytes_uncompressed();
+        let (x, y) = (&point[1..33], &point[33..65]);
+        let long_y = [y, &[0]].concat();
+        for (x, y) in [(x, &y[..31]), (&x[..31], y), (x, long_y.as_slice())] {
+            let jwk = json!({"kty": "EC", "crv": "P-256", "kid": "es", "x": b64(x), "y": b64(y)});
+            let e = parse(json!({"keys": [jwk]})).unwrap_err();
+            assert!(e.contains("coordinates of the wrong length"), "{e}");
+        }
+    }
+
+    #[test]
+    fn oct_keys_under_32_bytes_are_skipped() {
+        let (set, parsed) = KeySet::parse(
+            json!({"keys": [
+                {"kty": "oct", "kid": "short", "k": b64(&[7u8; 31])},
+                {"kty": "oct", "kid": "tiny", "k": b64(&[7u8; 1])},
+                {"kty": "oct", "kid": "enough", "k": b64(&[7u8; 32])},
+            ]})
+            .to_string()
+            .as_bytes(),
+            8,
+            16,
+        )
+        .unwrap();
+        assert_eq!(parsed.skipped, 2);
+        assert!(set.has_kid("enough") && !set.has_kid("short") && !set.has_kid("tiny"));
+        for alg in [Alg::HS256, Alg::HS384, Alg::HS512] {
+            let selected = set.select(Some("enough"), alg).unwrap();
+            assert_eq!(selected.verifier.alg(), alg);
         }
     }
 
