@@ -434,9 +434,9 @@ fn register_says_when_the_client_secret_expires() {
     );
 }
 
-#[test]
-fn explain_marks_the_api_key_check_failed_for_a_duplicate_key() {
-    let dir = scratch();
+/// A configuration with one key_auth strategy (`apikey`) and the application of key `k1`,
+/// written into `dir`; its path.
+fn key_auth_config(dir: &std::path::Path) -> String {
     let config = json!({
         "policy": {"scope": "orders-v1", "strategies": [{"id": "s-key", "strategy_type": "key_auth",
             "configs": {"key-auth": {"key_names": ["apikey"]}}}]},
@@ -445,7 +445,14 @@ fn explain_marks_the_api_key_check_failed_for_a_duplicate_key() {
     });
     let path = dir.join("keys.json");
     std::fs::write(&path, config.to_string()).unwrap();
-    let path = path.to_str().unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+#[test]
+fn explain_marks_the_api_key_check_failed_for_a_duplicate_key() {
+    let dir = scratch();
+    let path = key_auth_config(&dir);
+    let path = path.as_str();
     let (code, out, err) = app_auth(&["explain", "--config", path, "--header", "apikey: k1"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("decision  ALLOW (key_auth)"), "{out}");
@@ -485,15 +492,8 @@ fn explain_reads_headers_from_standard_input_or_a_file() {
     use std::io::Write;
     use std::process::Stdio;
     let dir = scratch();
-    let config = json!({
-        "policy": {"scope": "orders-v1", "strategies": [{"id": "s-key", "strategy_type": "key_auth",
-            "configs": {"key-auth": {"key_names": ["apikey"]}}}]},
-        "applications": [{"id": "app-k", "client_id": app_auth_filter::engine::sha256_hex(b"k1"),
-            "auth_strategy_id": "s-key", "scopes": ["orders-v1"]}],
-    });
-    let path = dir.join("keys.json");
-    std::fs::write(&path, config.to_string()).unwrap();
-    let path = path.to_str().unwrap();
+    let path = key_auth_config(&dir);
+    let path = path.as_str();
     let with_stdin = |input: &str| {
         let mut child = Command::new(env!("CARGO_BIN_EXE_app-auth"))
             .args(["explain", "--config", path, "--headers-from", "-"])

@@ -300,7 +300,16 @@ fn bytes(jwk: &Map<String, Value>, name: &str) -> Result<Vec<u8>, String> {
         .map_err(|_| format!("{name} is not base64url"))
 }
 
-/// The verifiers of one JWK. Empty when the key is not a signing key we can use.
+/// Every algorithm an RSA key verifies (one of them, when the JWK names its `alg`).
+pub(crate) const RSA_ALGS: [Alg; 6] = [
+    Alg::RS256,
+    Alg::RS384,
+    Alg::RS512,
+    Alg::PS256,
+    Alg::PS384,
+    Alg::PS512,
+];
+
 /// The verifiers of one JWK and, for RSA and EC keys, its DER SubjectPublicKeyInfo.
 fn verifiers(jwk: &Map<String, Value>) -> Result<(Vec<Verifier>, Option<Vec<u8>>), String> {
     let verifiers = verifiers_of(jwk)?;
@@ -320,6 +329,7 @@ fn verifiers(jwk: &Map<String, Value>) -> Result<(Vec<Verifier>, Option<Vec<u8>>
     Ok((verifiers, spki))
 }
 
+/// The verifiers of one JWK. Empty when the key is not a signing key we can use.
 fn verifiers_of(jwk: &Map<String, Value>) -> Result<Vec<Verifier>, String> {
     let kty = member(jwk, "kty")?.ok_or("has no kty")?;
     if let Some(use_) = member(jwk, "use")? {
@@ -358,14 +368,7 @@ fn verifiers_of(jwk: &Map<String, Value>) -> Result<Vec<Verifier>, String> {
             if !(2048..=4096).contains(&modulus_bits) || e != [1, 0, 1] {
                 return Ok(Vec::new());
             }
-            let algs = wanted(&[
-                Alg::RS256,
-                Alg::RS384,
-                Alg::RS512,
-                Alg::PS256,
-                Alg::PS384,
-                Alg::PS512,
-            ]);
+            let algs = wanted(&RSA_ALGS);
             if algs.is_empty() {
                 return Ok(Vec::new());
             }
