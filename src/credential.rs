@@ -454,11 +454,10 @@ pub fn extract_api_key<'n, 'h>(
                 if v.len() > max_token_bytes {
                     return Err(Malformed::TooLarge);
                 }
-                // Printable ASCII is text: no copy, checked once.
-                match std::str::from_utf8(v) {
-                    Ok(s) if s.bytes().all(|b| (0x21..0x7f).contains(&b)) => Ok(Cow::Borrowed(s)),
-                    _ => Err(Malformed::InvalidRequest("API key is not printable ASCII")),
-                }
+                // Borrowed, not copied; held to printable ASCII below, with the query's.
+                std::str::from_utf8(v)
+                    .map(Cow::Borrowed)
+                    .map_err(|_| Malformed::InvalidRequest("API key is not printable ASCII"))
             });
         let from_query = query_values(path, name)?
             .into_iter()
@@ -471,7 +470,7 @@ pub fn extract_api_key<'n, 'h>(
             if key.len() > max_token_bytes {
                 return Err(Malformed::TooLarge);
             }
-            // Query values are percent-decoded: hold them to the same rule as header values.
+            // One rule for header values and percent-decoded query values.
             if !key.bytes().all(|b| (0x21..0x7f).contains(&b)) {
                 return Err(Malformed::InvalidRequest("API key is not printable ASCII"));
             }
