@@ -124,8 +124,9 @@ fn parse_authorization(value: &[u8], max_token_bytes: usize) -> Result<Credentia
 pub enum Candidate<'a> {
     /// `Bearer <token>`: the token, *not yet checked* to be a token68.
     Bearer(&'a [u8]),
-    /// `Basic <credentials>`: the whole `Authorization` value as sent, not decoded (another
-    /// spelling of the same client and secret is another candidate).
+    /// `Basic <credentials>`: the whole `Authorization` value as sent, not decoded, and only
+    /// with the scheme spelt `Basic` and one space ([`plain_basic`]: the one spelling that is
+    /// ever remembered).
     Basic(&'a [u8]),
 }
 
@@ -151,10 +152,34 @@ pub fn cache_candidate<'a>(
     if let Some(token) = bearer_param(value) {
         return Some(Candidate::Bearer(token));
     }
-    let scheme = value.get(..6)?;
-    scheme
-        .eq_ignore_ascii_case(b"basic ")
-        .then_some(Candidate::Basic(value))
+    basic_param(value).map(|_| Candidate::Basic(value))
+}
+
+/// The parameter of a Basic value spelt `Basic`, one space, the parameter (no space at
+/// either end).
+fn basic_param(value: &[u8]) -> Option<&[u8]> {
+    let param = value.strip_prefix(b"Basic ")?;
+    let spaced = |b: Option<&u8>| b.is_none_or(|b| *b == b' ');
+    (!spaced(param.first()) && !spaced(param.last())).then_some(param)
+}
+
+/// Whether a Basic value the rules accepted is its client and secret's plain spelling, the
+/// only one a cache may keep as sent (see `Engine::remember_basic`): the scheme as in
+/// [`basic_param`], and a pair with nothing form-encoded (no `%XX`, whose hex digits come in
+/// two cases, no `+` for a space), or a raw `client_id:client_secret`, which is not decoded.
+/// Any client holding one valid secret can spell it a thousand ways that end alike; kept, they
+/// would share their hash in a cache that hashes keys by their tails
+/// ([`crate::cache::TailHash`]), and each lookup among them would compare them all.
+pub fn plain_basic(value: &[u8]) -> bool {
+    use base64::Engine as _;
+    let Some(param) = basic_param(value) else {
+        return false;
+    };
+    match base64::engine::general_purpose::STANDARD.decode(param) {
+        Ok(pair) => !pair.iter().any(|b| matches!(b, b'%' | b'+')),
+        // Not base64: a raw pair, read as it is.
+        Err(_) => true,
+    }
 }
 
 /// Every rule in turn, each refusal with its reason.

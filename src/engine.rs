@@ -722,7 +722,9 @@ impl Engine {
                     let cache_key =
                         self.credential_digest(&line, exchanged, now_ms, |_, d| d.to_owned());
                     let sent = match candidate {
-                        Some(Candidate::Basic(value)) => Some((value, cache_key.clone())),
+                        Some(Candidate::Basic(value)) if credential::plain_basic(value) => {
+                            Some((value, cache_key.clone()))
+                        }
                         _ => None,
                     };
                     let pending = Pending::ClientCredentials {
@@ -1019,7 +1021,8 @@ impl Engine {
     /// a request, as sent: the same value again is answered before it is decoded. As what
     /// was remembered of the exchanged token (its allow, key set, policy; and for no other
     /// method: a bearer token of these bytes is not taken), and no longer than that token is
-    /// used for the exchange: the two are answered alike until a new exchange.
+    /// used for the exchange: the two are answered alike until a new exchange. Only its plain
+    /// spelling ([`credential::plain_basic`]): one value for each client and secret.
     fn remember_basic(&mut self, value: &[u8], cache_key: &str, now_ms: u64) {
         let Some((token, used_until_ms)) = self.tokens.get_until(cache_key, now_ms) else {
             return;

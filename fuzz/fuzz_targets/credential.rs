@@ -55,6 +55,24 @@ fuzz_target!(|data: &[u8]| {
                     matches!(extracted, Ok(Some(Credential::Basic { .. })) | Err(_)),
                     "a Basic candidate the rules read otherwise: {extracted:?}"
                 );
+                // The plain spelling (the one remembered) is a function of the client and
+                // secret: base64 of the pair, or the pair as it is.
+                if let Ok(Some(Credential::Basic {
+                    client_id,
+                    client_secret,
+                })) = &extracted
+                {
+                    if credential::plain_basic(v) {
+                        use base64::Engine as _;
+                        let pair = format!("{client_id}:{client_secret}");
+                        let encoded = base64::engine::general_purpose::STANDARD.encode(&pair);
+                        assert!(
+                            v == format!("Basic {encoded}").as_bytes()
+                                || v == format!("Basic {pair}").as_bytes(),
+                            "another plain spelling of {pair:?}"
+                        );
+                    }
+                }
             }
             None => {}
         }

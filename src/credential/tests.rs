@@ -970,17 +970,49 @@ fn the_cache_candidate_is_none_wherever_the_rules_could_read_more() {
     assert!(from_header(b"Bearer \tabc").is_err());
 }
 
+/// One spelling of a client and secret is plain: `Basic`, one space, and base64 of a pair
+/// with nothing form-encoded (or the raw pair, which is not decoded).
+#[test]
+fn the_plain_spelling_of_basic_credentials_is_one_for_each_client_and_secret() {
+    let b64 = |pair: &str| base64::engine::general_purpose::STANDARD.encode(pair);
+    let plain = format!("Basic {}", b64("client-1:s3cret"));
+    assert!(plain_basic(plain.as_bytes()));
+    assert!(plain_basic(b"Basic client-1:s3cret"), "a raw pair");
+    for other in [
+        format!("basic {}", b64("client-1:s3cret")),
+        format!("Basic  {}", b64("client-1:s3cret")),
+        format!("Basic {} ", b64("client-1:s3cret")),
+        format!("Basic {}", b64("client%2D1:s3cret")),
+        format!("Basic {}", b64("client%2d1:s3cret")),
+        format!("Basic {}", b64("client-1:s3cr%65t")),
+        format!("Basic {}", b64("client+1:s3cret")),
+        "Basic ".to_owned(),
+        "Bearer abc".to_owned(),
+    ] {
+        assert!(!plain_basic(other.as_bytes()), "{other}");
+    }
+    // Each other spelling is still the same client and secret to the rules.
+    for other in [
+        format!("Basic {}", b64("client%2D1:s3cret")),
+        format!("Basic {}", b64("client%2d1:s3cret")),
+    ] {
+        assert!(matches!(
+            from_header(other.as_bytes()),
+            Ok(Some(Credential::Basic { client_id, .. })) if client_id == "client-1"
+        ));
+    }
+}
+
 #[test]
 fn a_basic_cache_candidate_is_the_whole_value_as_sent_and_only_where_the_rules_read_it_alone() {
     fn basic<'a>(value: &'a [u8], path: &str) -> Option<Candidate<'a>> {
         cache_candidate(&[header("Authorization", value)], path, MAX)
     }
-    // The whole value, scheme and spacing as sent: a cache keyed by it never takes another
-    // spelling of the same credentials for this one, nor these bytes for a bearer token.
+    // The whole value as sent: a cache keyed by it never takes another spelling of the same
+    // credentials for this one, nor these bytes for a bearer token.
     for value in [
         b"Basic Y2xpZW50OnNlY3JldA==".as_slice(),
-        b"basic  Y2xpZW50OnNlY3JldA==",
-        b"BASIC client:secret",
+        b"Basic client:secret",
     ] {
         assert_eq!(basic(value, "/orders"), Some(Candidate::Basic(value)));
         assert!(matches!(
@@ -988,8 +1020,27 @@ fn a_basic_cache_candidate_is_the_whole_value_as_sent_and_only_where_the_rules_r
             Ok(Some(Credential::Basic { .. }))
         ));
     }
+    // Basic for the rules, but not spelt `Basic` and one space: never remembered, so never
+    // looked up.
+    for value in [
+        b"basic Y2xpZW50OnNlY3JldA==".as_slice(),
+        b"Basic  Y2xpZW50OnNlY3JldA==",
+        b"BASIC client:secret",
+    ] {
+        assert_eq!(basic(value, "/orders"), None);
+        assert!(matches!(
+            from_header(value),
+            Ok(Some(Credential::Basic { .. }))
+        ));
+    }
     // Not Basic: another scheme, a scheme that only starts like it, no parameter.
-    for value in [b"Basically x".as_slice(), b"Digest x", b"Basic", b"Basi x"] {
+    for value in [
+        b"Basically x".as_slice(),
+        b"Digest x",
+        b"Basic",
+        b"Basic ",
+        b"Basi x",
+    ] {
         assert_eq!(
             basic(value, "/"),
             None,

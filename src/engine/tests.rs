@@ -1497,6 +1497,57 @@ mod methods {
         assert_eq!(e.digests.len(), 1);
     }
 
+    /// Only the plain spelling of client credentials is remembered: the scheme as `Basic`
+    /// and one space, nothing form-encoded. A client holding one valid secret has many
+    /// other spellings of it (`%2D` or `%2d`, `basic`, ...) that end alike, so would share
+    /// their hash in the cache (which hashes a key's tail) and make every lookup among them
+    /// compare them all. Each is allowed, decoded every time, and remembered never.
+    #[test]
+    fn only_the_plain_spelling_of_client_credentials_is_remembered() {
+        let (mut e, counters) = counted(config());
+        let b64 =
+            |pair: &str| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, pair);
+        exchanged(&mut e, &format!("Basic {}", b64("client-1:s3cret")));
+        assert_eq!(e.verified.len(), 1, "the exchanged token");
+        // Every spelling of `client-1` with `-`, `l` and `n` percent-encoded in either case,
+        // and the scheme in other cases.
+        let mut spellings = Vec::new();
+        for case in 0..8u8 {
+            let hex = |c: &str, bit: u8| {
+                if case & bit == 0 {
+                    c.to_owned()
+                } else {
+                    c.to_lowercase()
+                }
+            };
+            let id = format!("c%6{}i%65%6{}t%2{}1", hex("C", 1), hex("E", 2), hex("D", 4));
+            spellings.push(format!("Basic {}", b64(&format!("{id}:s3cret"))));
+        }
+        spellings.push(format!("basic {}", b64("client-1:s3cret")));
+        spellings.push(format!("BASIC {}", b64("client-1:s3cret")));
+        let hits = counters.get(metrics::CACHE_TOKEN_HIT);
+        let mut ctx = 3;
+        for sent in &spellings {
+            for _ in 0..2 {
+                ctx += 1;
+                let a = allowed(&basic(&mut e, ctx, sent, T0 + 20));
+                assert_eq!(header(&a, "x-application-id"), Some("app-cc"), "{sent}");
+            }
+        }
+        assert_eq!(
+            e.verified.len(),
+            1,
+            "no spelling but the plain one is remembered"
+        );
+        // Each was answered from the exchange's cached token (hashed, decoded), none from
+        // a remembered value.
+        assert_eq!(counters.get(metrics::CACHE_TOKEN_HIT) - hits, 2 * 10);
+        // The plain spelling is.
+        let plain = format!("Basic {}", b64("client-1:s3cret"));
+        allowed(&basic(&mut e, 40, &plain, T0 + 30));
+        assert_eq!(e.verified.len(), 2, "the plain spelling");
+    }
+
     /// A remembered Basic value decides nothing the rules would not: not where the request
     /// could carry more (a query string, a second `Authorization`), not on another route,
     /// not as a bearer token of those bytes, and not past a key change (the exchanged token
