@@ -366,7 +366,9 @@ fn refresh_at(fetched_ms: u64, expires_ms: u64) -> u64 {
 /// signatures (or random strings, or SHA-256 digests): hashing the tail spreads them as well
 /// as hashing all of it, at a fraction of the cost on every request. Equality still compares
 /// whole keys, so two tokens that share a tail are never confused; and only tokens that
-/// passed verification are ever inserted, so their tails are not the client's to choose.
+/// passed verification are ever inserted, so their tails are not the client's to choose
+/// (nor are a client's credentials: a Basic value is kept in its plain spelling only,
+/// `credential::plain_basic`, not in the many that end alike).
 #[derive(Debug, Default, Clone)]
 pub struct TailHash(std::collections::hash_map::RandomState);
 

@@ -125,8 +125,8 @@ pub enum Candidate<'a> {
     /// `Bearer <token>`: the token, *not yet checked* to be a token68.
     Bearer(&'a [u8]),
     /// `Basic <credentials>`: the whole `Authorization` value as sent, not decoded, and only
-    /// with the scheme spelt `Basic` and one space ([`plain_basic`]: the one spelling that is
-    /// ever remembered).
+    /// with the scheme spelt `Basic` and one space (as [`plain_basic`] spells the values that
+    /// are ever remembered).
     Basic(&'a [u8]),
 }
 
@@ -163,8 +163,8 @@ fn basic_param(value: &[u8]) -> Option<&[u8]> {
     (!spaced(param.first()) && !spaced(param.last())).then_some(param)
 }
 
-/// Whether a Basic value the rules accepted is its client and secret's plain spelling, the
-/// only one a cache may keep as sent (see `Engine::remember_basic`): the scheme as in
+/// Whether a Basic value the rules accepted is its client and secret's plain spelling (base64
+/// or raw, at most two for each client and secret), the only one a cache may keep as sent (see `Engine::remember_basic`): the scheme as in
 /// [`basic_param`], and a pair with nothing form-encoded (no `%XX`, whose hex digits come in
 /// two cases, no `+` for a space), or a raw `client_id:client_secret`, which is not decoded.
 /// Any client holding one valid secret can spell it a thousand ways that end alike; kept, they

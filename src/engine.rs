@@ -1022,7 +1022,8 @@ impl Engine {
     /// was remembered of the exchanged token (its allow, key set, policy; and for no other
     /// method: a bearer token of these bytes is not taken), and no longer than that token is
     /// used for the exchange: the two are answered alike until a new exchange. Only its plain
-    /// spelling ([`credential::plain_basic`]): one value for each client and secret.
+    /// spelling ([`credential::plain_basic`]): at most two values (base64, raw) for each
+    /// client and secret.
     fn remember_basic(&mut self, value: &[u8], cache_key: &str, now_ms: u64) {
         let Some((token, used_until_ms)) = self.tokens.get_until(cache_key, now_ms) else {
             return;
