@@ -164,9 +164,10 @@ fn basic_param(value: &[u8]) -> Option<&[u8]> {
 }
 
 /// Whether a Basic value the rules accepted is its client and secret's plain spelling (base64
-/// or raw, at most two for each client and secret), the only one a cache may keep as sent (see `Engine::remember_basic`): the scheme as in
-/// `basic_param`, and a pair with nothing form-encoded (no `%XX`, whose hex digits come in
-/// two cases, no `+` for a space), or a raw `client_id:client_secret`, which is not decoded.
+/// or raw: at most two for each client and secret), the only one a cache may keep as sent
+/// (see `Engine::remember_basic`): the scheme as in `basic_param`, and a pair with nothing
+/// form-encoded (no `%XX`, whose hex digits come in two cases, no `+` for a space), or a raw
+/// `client_id:client_secret`, which is not decoded.
 /// Any client holding one valid secret can spell it a thousand ways that end alike; kept, they
 /// would share their hash in a cache that hashes keys by their tails
 /// ([`crate::cache::TailHash`]), and each lookup among them would compare them all.
