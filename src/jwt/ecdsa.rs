@@ -46,8 +46,7 @@ impl Curve for p256::NistP256 {
     }
 
     fn point(sec1: &[u8]) -> Option<p256::ProjectivePoint> {
-        let key = p256::PublicKey::from_sec1_bytes(sec1).ok()?;
-        Some(key.to_projective())
+        uncompressed::<Self>(sec1)
     }
 }
 
@@ -57,9 +56,27 @@ impl Curve for p384::NistP384 {
     }
 
     fn point(sec1: &[u8]) -> Option<p384::ProjectivePoint> {
-        let key = p384::PublicKey::from_sec1_bytes(sec1).ok()?;
-        Some(key.to_projective())
+        uncompressed::<Self>(sec1)
     }
+}
+
+/// The point of an uncompressed SEC 1 encoding (`04 ‖ x ‖ y`, what a JWK's `x` and `y`
+/// make), if it is on the curve. The identity has no such encoding. Compressed encodings are
+/// refused: no JWK makes one, and taking them would bring square roots into the module
+/// (17 KB of `.wasm`, through `PublicKey::from_sec1_bytes`).
+fn uncompressed<C: CurveArithmetic>(sec1: &[u8]) -> Option<C::ProjectivePoint> {
+    let coordinates = sec1.strip_prefix(&[0x04])?;
+    let half = coordinates.len() / 2;
+    let (x, y) = coordinates.split_at(half);
+    let size = FieldBytes::<C>::default().len();
+    if x.len() != size || y.len() != size {
+        return None;
+    }
+    let point = C::AffinePoint::from_coordinates(
+        &FieldBytes::<C>::try_from(x).ok()?,
+        &FieldBytes::<C>::try_from(y).ok()?,
+    );
+    Option::<C::AffinePoint>::from(point).map(Into::into)
 }
 
 /// A public key and, once it has verified a signature, its multiples.
@@ -305,6 +322,62 @@ mod tests {
     fn the_multiples_give_the_products_the_group_gives() {
         same_products::<p256::NistP256>(0x2545_f491_4f6c_dd1d);
         same_products::<p384::NistP384>(0x2545_f491_4f6c_dd1e);
+    }
+
+    /// A key's point is read as the curve crate reads an uncompressed SEC 1 encoding
+    /// (`theirs`); a point off the curve, the wrong length, another tag and compressed
+    /// encodings (which no JWK makes) are refused. `encode`: a point's SEC 1 encoding,
+    /// compressed or not.
+    fn reads_points_as_the_curve_crate<C: Curve>(
+        seed: u64,
+        encode: impl Fn(&C::ProjectivePoint, bool) -> Vec<u8>,
+        theirs: impl Fn(&[u8]) -> Option<C::ProjectivePoint>,
+    ) {
+        let mut rng = Rng(seed);
+        let size = FieldBytes::<C>::default().len();
+        for _ in 0..8 {
+            let q = C::ProjectivePoint::mul_by_generator_vartime(&reduced::<C>(&random_bytes(
+                &mut rng, size,
+            )));
+            let plain = encode(&q, false);
+            assert!(C::point(&plain).expect("a point of the curve") == q);
+            assert!(theirs(&plain).expect("a point of the curve") == q);
+            // Compressed: the curve crate takes it, this module does not.
+            let compressed = encode(&q, true);
+            assert!(theirs(&compressed).is_some());
+            assert!(C::point(&compressed).is_none());
+            // y + 1 is off the curve (y and y + 1 cannot both square to x³ + ax + b).
+            let mut off = plain.clone();
+            let last = off.len() - 1;
+            off[last] = off[last].wrapping_add(1);
+            assert!(theirs(&off).is_none());
+            assert!(C::point(&off).is_none());
+            let mut tagged = plain.clone();
+            tagged[0] = 0x06;
+            assert!(C::point(&tagged).is_none());
+            assert!(C::point(&plain[..plain.len() - 1]).is_none());
+            assert!(C::point(&[plain.as_slice(), &[0]].concat()).is_none());
+        }
+        assert!(C::point(&[0x00]).is_none());
+        assert!(C::point(&[]).is_none());
+        let zeros = [&[0x04][..], &vec![0; 2 * size]].concat();
+        assert!(theirs(&zeros).is_none());
+        assert!(C::point(&zeros).is_none());
+    }
+
+    #[test]
+    fn points_are_read_as_the_curve_crates_read_them() {
+        use p256::elliptic_curve::sec1::ToSec1Point as _;
+        reads_points_as_the_curve_crate::<p256::NistP256>(
+            0x51ce_0001,
+            |q, compress| q.to_affine().to_sec1_point(compress).as_bytes().to_vec(),
+            |b| Some(p256::PublicKey::from_sec1_bytes(b).ok()?.to_projective()),
+        );
+        reads_points_as_the_curve_crate::<p384::NistP384>(
+            0x51ce_0002,
+            |q, compress| q.to_affine().to_sec1_point(compress).as_bytes().to_vec(),
+            |b| Some(p384::PublicKey::from_sec1_bytes(b).ok()?.to_projective()),
+        );
     }
 
     /// Compares `verify_digest` with the ecdsa crate's verification for signatures of a key,
