@@ -6,6 +6,7 @@ use crate::apps::Application;
 use crate::cache::{Flights, IssuerKeys, Memo, Stage, TtlCache};
 use crate::config::{Config, KeyAuthStrategy, OidcStrategy, Policy, Strategy};
 use crate::credential::{self, Candidate, Credential, Header, Malformed, Source};
+use crate::json::Json;
 use crate::jwt::native::{self, SignatureBackend};
 use crate::jwt::{
     self, claims, ClaimRules, HeaderMemo, KeySet, ParsedToken, TokenError, VerifiedClaims,
@@ -14,6 +15,7 @@ use crate::metrics::{self, Counters};
 use crate::oidc::{self, Url};
 use crate::response::{Denial, Reply};
 use crate::shared::{Ended, KeyRecord, Lease, Refusal, SharedStore, Slots};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::rc::Rc;
 
@@ -233,7 +235,7 @@ enum Awaited {
 #[derive(Debug, Clone)]
 enum Introspected {
     /// Shared with each request it answers (claims are checked again, never copied).
-    Active(Rc<serde_json::Map<String, serde_json::Value>>),
+    Active(Rc<crate::json::Object>),
     Inactive,
 }
 
@@ -628,22 +630,20 @@ impl Engine {
                     None => {
                         // A JWT the filter refuses to parse still names its issuer: it is not
                         // an opaque token that the first introspection endpoint may be shown.
-                        let unparsed;
                         let iss = match &parsed {
-                            Ok(t) => Some(t.claims.get("iss").and_then(serde_json::Value::as_str)),
-                            Err(_) => {
-                                unparsed =
-                                    jwt::token::claimed_issuer(&token, limits.max_json_depth);
-                                unparsed.as_ref().map(Option::as_deref)
-                            }
+                            Ok(t) => Some(t.claims.get("iss").and_then(Json::as_str)),
+                            Err(_) => jwt::token::claimed_issuer(&token, limits.max_json_depth)
+                                .map(|iss| iss.map(Cow::Owned)),
                         };
                         policy.strategies.iter().position(|s| match s {
-                            Strategy::OpenIdConnect(o) if o.auth_methods.introspection => match iss
-                            {
-                                None => true,
-                                Some(iss) => iss
-                                    .is_some_and(|iss| o.issuers_allowed.iter().any(|a| a == iss)),
-                            },
+                            Strategy::OpenIdConnect(o) if o.auth_methods.introspection => {
+                                match &iss {
+                                    None => true,
+                                    Some(iss) => iss.as_ref().is_some_and(|iss| {
+                                        o.issuers_allowed.iter().any(|a| a == iss.as_ref())
+                                    }),
+                                }
+                            }
                             _ => false,
                         })
                     }
@@ -760,6 +760,7 @@ impl Engine {
     /// that strategy only. A strategy of another issuer never takes the token.
     fn bearer_strategy(&self, policy: &Policy, token: &ParsedToken) -> Option<usize> {
         let iss = token.claims.get("iss")?.as_str()?;
+        let iss = iss.as_ref();
         let candidates = policy
             .strategies
             .iter()
@@ -791,7 +792,7 @@ impl Engine {
                 // that names one.
                 let app_strategy = claims::credential_values(&token.claims, &o.credential_claim)
                     .ok()
-                    .and_then(|values| values.into_iter().find_map(|v| apps.find(v)))
+                    .and_then(|values| values.iter().find_map(|v| apps.find(v)))
                     .map(|a| a.auth_strategy_id.as_str());
                 app_strategy == Some(o.id.as_str())
             })
@@ -1601,7 +1602,7 @@ impl Engine {
         // client_id): whatever client the IdP's token names, the request goes upstream as
         // the client that presented the secret.
         let values = match &job.pending {
-            Pending::ClientCredentials { client_id, .. } => vec![client_id.as_str()],
+            Pending::ClientCredentials { client_id, .. } => vec![Cow::Borrowed(client_id.as_str())],
             _ => match verified.credential_values(&strategy.credential_claim) {
                 Ok(v) => v,
                 Err(e) => return fail(Denial::InvalidToken(e)),
@@ -1626,7 +1627,7 @@ impl Engine {
             Some(app) => Allow::clone(&self.identity(app, policy)),
             None => allow_for(
                 None,
-                values.first().copied().unwrap_or_default(),
+                values.first().map(AsRef::as_ref).unwrap_or_default(),
                 &policy.forwarded_headers,
             ),
         };
@@ -1660,7 +1661,7 @@ impl Engine {
         &'a self,
         policy: &Policy,
         strategy_id: &str,
-        values: &[&str],
+        values: &[Cow<'_, str>],
     ) -> Result<Option<&'a Application>, Denial> {
         let Some(apps) = &self.config.applications else {
             return Ok(None);
@@ -1695,7 +1696,7 @@ impl Engine {
                 Some(hash.get(..8).unwrap_or_default().to_owned()),
             )
         };
-        let app = match self.application(policy, &strategy.id, &[hash]) {
+        let app = match self.application(policy, &strategy.id, &[Cow::Borrowed(hash)]) {
             Ok(Some(app)) => app,
             Ok(None) => return fail(Denial::UnknownApplication),
             Err(d) => return fail(d),
@@ -1965,7 +1966,7 @@ impl Engine {
                 // cache_ttl.
                 let exp_ms = ParsedToken::parse(&access_token, limits.max_json_depth)
                     .ok()
-                    .and_then(|t| t.claims.get("exp").and_then(serde_json::Value::as_u64))
+                    .and_then(|t| t.claims.get("exp").and_then(Json::as_u64))
                     .map(|s| s.saturating_mul(1000))
                     .or_else(|| expires_in.map(|s| now_ms.saturating_add(s.saturating_mul(1000))));
                 if let Some(exp_ms) = exp_ms {
@@ -2039,7 +2040,7 @@ impl Engine {
             Ok(oidc::Introspection::Active(claims)) => {
                 let exp_ms = claims
                     .get("exp")
-                    .and_then(serde_json::Value::as_u64)
+                    .and_then(Json::as_u64)
                     .map_or(u64::MAX, |s| s.saturating_mul(1000));
                 // As for exchanged tokens: every hit re-checks exp, so a short floor is safe.
                 let until = exp_ms

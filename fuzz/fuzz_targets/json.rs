@@ -1,5 +1,7 @@
 //! `json::parse_strict` on arbitrary bytes. A document it takes is one serde_json takes
 //! too, with the same value; it is no deeper than the limit; and it survives a round trip.
+//! `json::Object::parse` (a JWT payload's reader) takes exactly the objects it takes, and
+//! reads every member as it does.
 //!
 //! The round trip is exact except for floats: serde_json without its `float_roundtrip`
 //! feature (the filter does not enable it) parses some decimals a few ulp away from the
@@ -45,8 +47,47 @@ fn same(a: &Value, b: &Value) -> bool {
     }
 }
 
+/// A member read through `json::Json` as serde_json reads it.
+fn same_reading(json: json::Json<'_>, value: &Value) {
+    assert_eq!(json.as_str().as_deref(), value.as_str(), "{json:?}");
+    assert_eq!(json.as_u64(), value.as_u64(), "{json:?}");
+    assert_eq!(json.as_bool(), value.as_bool(), "{json:?}");
+    assert_eq!(json.is_null(), value.is_null(), "{json:?}");
+    assert_eq!(json.is_string(), value.is_string(), "{json:?}");
+    assert_eq!(json.is_number(), value.is_number(), "{json:?}");
+    let number = value.as_number().map(ToString::to_string);
+    assert_eq!(json.number_text(), number, "{json:?}");
+    match (json.items(), value.as_array()) {
+        (Some(items), Some(values)) => {
+            assert_eq!(items.len(), values.len(), "{json:?}");
+            for (item, v) in items.into_iter().zip(values) {
+                same_reading(item, v);
+            }
+        }
+        (None, None) => {}
+        _ => panic!("array or not: {json:?}"),
+    }
+    if let Some(map) = value.as_object() {
+        for (name, v) in map {
+            same_reading(json.get(name).expect("a member it has"), v);
+        }
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
-    let Ok(value) = json::parse_strict(data, MAX_DEPTH) else {
+    let strict = json::parse_strict(data, MAX_DEPTH);
+    match (json::Object::parse(data.to_vec(), MAX_DEPTH), &strict) {
+        (Ok(object), Ok(Value::Object(map))) => {
+            assert_eq!(&object.to_value(), strict.as_ref().unwrap());
+            for (name, v) in map {
+                same_reading(object.get(name).expect("a member it has"), v);
+            }
+        }
+        (Err(_), Ok(Value::Object(_))) => panic!("Object refused what parse_strict took"),
+        (Ok(_), _) => panic!("Object took what parse_strict refused or read as no object"),
+        (Err(_), _) => {}
+    }
+    let Ok(value) = strict else {
         return;
     };
     assert!(depth(&value) <= MAX_DEPTH, "deeper than the limit");

@@ -2,7 +2,8 @@
 //! credential claim, each on a parsed but not yet trusted token.
 
 use super::{ParsedToken, TokenError};
-use serde_json::{Map, Value};
+use crate::json::{Json, Object};
+use std::borrow::Cow;
 use std::rc::Rc;
 
 /// Largest time claim accepted (year 5138): keeps arithmetic far from overflow.
@@ -62,7 +63,7 @@ pub fn check<'t>(
 }
 
 pub fn check_claims(
-    c: &Map<String, Value>,
+    c: &Object,
     rules: &ClaimRules<'_>,
     now_s: u64,
     origin: Origin,
@@ -91,7 +92,10 @@ pub fn check_claims(
     }
     // Exact string equality: no prefix, suffix, case or trailing-slash tolerance.
     match (c.get("iss"), origin) {
-        (Some(Value::String(iss)), _) if rules.issuers_allowed.iter().any(|a| a == iss) => {}
+        (Some(iss), _)
+            if iss
+                .as_str()
+                .is_some_and(|iss| rules.issuers_allowed.iter().any(|a| *a == iss)) => {}
         (None, Origin::Introspection) => {}
         _ => return Err(TokenError::WrongIssuer),
     }
@@ -106,10 +110,10 @@ pub fn check_claims(
 
 /// A NumericDate: a whole, non-negative number of seconds. Strings, booleans, null,
 /// fractions, negatives and absurdly large values are malformed.
-fn time_claim(claims: &Map<String, Value>, name: &str) -> Result<Option<u64>, TokenError> {
+fn time_claim(claims: &Object, name: &str) -> Result<Option<u64>, TokenError> {
     match claims.get(name) {
         None => Ok(None),
-        Some(Value::Number(n)) => match n.as_u64() {
+        Some(n) if n.is_number() => match n.as_u64() {
             Some(t) if t <= MAX_TIME => Ok(Some(t)),
             _ => Err(TokenError::BadTimeClaim),
         },
@@ -118,11 +122,11 @@ fn time_claim(claims: &Map<String, Value>, name: &str) -> Result<Option<u64>, To
 }
 
 /// The value at a claim path (`["realm_access", "roles"]`).
-pub fn claim_at<'a>(claims: &'a Map<String, Value>, path: &[String]) -> Option<&'a Value> {
+pub fn claim_at<'a>(claims: &'a Object, path: &[String]) -> Option<Json<'a>> {
     let (first, rest) = path.split_first()?;
     let mut value = claims.get(first)?;
     for key in rest {
-        value = value.as_object()?.get(key)?;
+        value = value.get(key)?;
     }
     Some(value)
 }
@@ -132,16 +136,19 @@ pub fn claim_at<'a>(claims: &'a Map<String, Value>, path: &[String]) -> Option<&
 /// upstream. Read the same way from a token not yet verified, to choose the strategy that
 /// will verify it.
 pub fn credential_values<'a>(
-    claims: &'a Map<String, Value>,
+    claims: &'a Object,
     path: &[String],
-) -> Result<Vec<&'a str>, TokenError> {
-    let found = match claim_at(claims, path) {
-        Some(Value::String(s)) => vec![s.as_str()],
-        Some(Value::Array(items)) if !items.is_empty() => items
-            .iter()
-            .map(|v| v.as_str().ok_or(TokenError::BadCredentialClaim))
-            .collect::<Result<Vec<_>, _>>()?,
-        _ => return Err(TokenError::BadCredentialClaim),
+) -> Result<Vec<Cow<'a, str>>, TokenError> {
+    let claim = claim_at(claims, path).ok_or(TokenError::BadCredentialClaim)?;
+    let found = match claim.as_str() {
+        Some(s) => vec![s],
+        None => match claim.items() {
+            Some(items) if !items.is_empty() => items
+                .into_iter()
+                .map(|v| v.as_str().ok_or(TokenError::BadCredentialClaim))
+                .collect::<Result<Vec<_>, _>>()?,
+            _ => return Err(TokenError::BadCredentialClaim),
+        },
     };
     if found.iter().any(|v| !is_header_safe(v)) {
         return Err(TokenError::BadCredentialClaim);
@@ -151,22 +158,39 @@ pub fn credential_values<'a>(
 
 /// The string values of a claim that may be a string or an array of strings. With
 /// `split_spaces`, a string is a space-separated list (the OAuth `scope` form).
-fn values(claim: Option<&Value>, split_spaces: bool) -> Vec<&str> {
-    match claim {
-        Some(Value::String(s)) if split_spaces => s.split(' ').filter(|v| !v.is_empty()).collect(),
-        Some(Value::String(s)) => vec![s.as_str()],
-        Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).collect(),
-        _ => Vec::new(),
+fn values(claim: Option<Json<'_>>, split_spaces: bool) -> Vec<Cow<'_, str>> {
+    let Some(claim) = claim else {
+        return Vec::new();
+    };
+    match claim.as_str() {
+        Some(Cow::Borrowed(s)) if split_spaces => words(s).map(Cow::Borrowed).collect(),
+        Some(Cow::Owned(s)) if split_spaces => words(&s).map(|w| Cow::Owned(w.into())).collect(),
+        Some(s) => vec![s],
+        None => claim
+            .items()
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(Json::as_str)
+            .collect(),
     }
+}
+
+/// The words of a space-separated list.
+fn words(s: &str) -> impl Iterator<Item = &str> {
+    s.split(' ').filter(|v| !v.is_empty())
+}
+
+/// Whether `present` holds every value of one of the `required` sets.
+fn holds_a_set(present: &[Cow<'_, str>], required: &[Vec<String>]) -> bool {
+    required
+        .iter()
+        .any(|set| set.iter().all(|r| present.iter().any(|p| p == r)))
 }
 
 /// Kong's rule: `required` lists alternatives (OR), each a set that must all be present
 /// (AND). Exact, case-sensitive matches.
-fn satisfies(claim: Option<&Value>, required: &[Vec<String>]) -> bool {
-    let present = values(claim, false);
-    required
-        .iter()
-        .any(|set| set.iter().all(|r| present.contains(&r.as_str())))
+fn satisfies(claim: Option<Json<'_>>, required: &[Vec<String>]) -> bool {
+    holds_a_set(&values(claim, false), required)
 }
 
 /// Whether verified claims carry the scopes a strategy requires.
@@ -178,10 +202,10 @@ pub fn has_scopes(
     if required.is_empty() {
         return true;
     }
-    let present = values(claim_at(&claims.claims, scopes_claim), true);
-    required
-        .iter()
-        .any(|set| set.iter().all(|r| present.contains(&r.as_str())))
+    holds_a_set(
+        &values(claim_at(&claims.claims, scopes_claim), true),
+        required,
+    )
 }
 
 /// Claims of a token whose signature and claim rules were checked. Only
@@ -190,12 +214,12 @@ pub fn has_scopes(
 #[derive(Debug, Clone)]
 pub struct VerifiedClaims {
     /// Shared with the parsed token they came from: no copy of the claims per token.
-    claims: Rc<Map<String, Value>>,
+    claims: Rc<Object>,
     exp: u64,
 }
 
 impl VerifiedClaims {
-    pub(super) fn new(claims: Rc<Map<String, Value>>, exp: u64) -> VerifiedClaims {
+    pub(super) fn new(claims: Rc<Object>, exp: u64) -> VerifiedClaims {
         VerifiedClaims { claims, exp }
     }
 
@@ -204,29 +228,31 @@ impl VerifiedClaims {
     }
 
     /// The credential claim's values ([`credential_values`]).
-    pub fn credential_values(&self, path: &[String]) -> Result<Vec<&str>, TokenError> {
+    pub fn credential_values(&self, path: &[String]) -> Result<Vec<Cow<'_, str>>, TokenError> {
         credential_values(&self.claims, path)
     }
 
     /// A claim rendered as an upstream header value: strings as they are, numbers and
     /// booleans as JSON, arrays of those joined with commas. `Ok(None)` when absent or empty.
     pub fn header_value(&self, path: &[String]) -> Result<Option<String>, TokenError> {
-        let scalar = |v: &Value| -> Result<String, TokenError> {
-            match v {
-                Value::String(s) => Ok(s.clone()),
-                Value::Number(n) => Ok(n.to_string()),
-                Value::Bool(b) => Ok(b.to_string()),
-                _ => Err(TokenError::BadForwardedClaim),
-            }
+        let scalar = |v: Json<'_>| -> Result<String, TokenError> {
+            v.as_str()
+                .map(Cow::into_owned)
+                .or_else(|| v.number_text())
+                .or_else(|| v.as_bool().map(|b| b.to_string()))
+                .ok_or(TokenError::BadForwardedClaim)
         };
         let text = match claim_at(&self.claims, path) {
-            None | Some(Value::Null) => return Ok(None),
-            Some(Value::Array(items)) => items
-                .iter()
-                .map(scalar)
-                .collect::<Result<Vec<_>, _>>()?
-                .join(","),
-            Some(v) => scalar(v)?,
+            None => return Ok(None),
+            Some(v) if v.is_null() => return Ok(None),
+            Some(v) => match v.items() {
+                Some(items) => items
+                    .into_iter()
+                    .map(scalar)
+                    .collect::<Result<Vec<_>, _>>()?
+                    .join(","),
+                None => scalar(v)?,
+            },
         };
         // Nothing to forward (`""`, `[]`): the header stays unset (the client's copy is still
         // removed). Kong never refuses a token over a claim it only forwards, and an optional

@@ -5,6 +5,7 @@
 //! `BadPayload`.
 
 use super::Alg;
+use crate::json::Object;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde_json::{Map, Value};
@@ -43,20 +44,22 @@ pub fn header_ok(b64_len: usize, header: &Map<String, Value>, alg: Alg) -> bool 
 /// The payload rules: `sub`, `jti` and `nonce` strings (or null); `aud` a string or an array
 /// of strings; and the clock at least `leeway` seconds past the
 /// epoch (jwt-simple subtracted the leeway from it to check `exp`).
-pub fn claims_ok(claims: &Map<String, Value>, now_s: u64, leeway: u64) -> bool {
+pub fn claims_ok(claims: &Object, now_s: u64, leeway: u64) -> bool {
     let string_or_null = |name: &&str| {
-        matches!(
-            claims.get(*name),
-            None | Some(Value::Null) | Some(Value::String(_))
-        )
+        claims
+            .get(name)
+            .is_none_or(|v| v.is_null() || v.is_string())
     };
     if !["sub", "jti", "nonce"].iter().all(string_or_null) {
         return false;
     }
     match claims.get("aud") {
-        None | Some(Value::String(_)) => {}
-        Some(Value::Array(items)) if items.iter().all(Value::is_string) => {}
-        Some(_) => return false,
+        None => {}
+        Some(aud) if aud.is_string() => {}
+        Some(aud) => match aud.items() {
+            Some(items) if items.iter().all(|v| v.is_string()) => {}
+            _ => return false,
+        },
     }
     // (Its JSON depth limit, serde_json's, is the one `json::parse_strict` meets first.)
     now_s >= leeway

@@ -258,7 +258,7 @@ fn verify_by_host(
 /// JWT's. The IdP vouched for the token, so there is no signature to check; `inactive` and
 /// anything but a JSON `true` in `active` never reach here.
 pub fn introspected(
-    claims: Rc<serde_json::Map<String, serde_json::Value>>,
+    claims: Rc<crate::json::Object>,
     rules: &ClaimRules<'_>,
     now_s: u64,
 ) -> Result<VerifiedClaims, TokenError> {

@@ -3,10 +3,10 @@
 
 use super::{Alg, TokenError};
 use crate::cache::Memo;
-use crate::json;
+use crate::json::{self, Object};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::rc::Rc;
 
 /// Longest `kid` accepted: it is only ever a map key, but an unbounded one is a free
@@ -21,7 +21,7 @@ pub struct ParsedToken {
     pub kid: Option<Rc<str>>,
     /// `typ` is `at+jwt` or `application/at+jwt`: a JWT access token by RFC 9068.
     pub at_jwt: bool,
-    pub claims: Rc<Map<String, Value>>,
+    pub claims: Rc<Object>,
     /// The decoded signature segment.
     pub signature: Vec<u8>,
 }
@@ -95,9 +95,7 @@ impl ParsedToken {
                 read
             }
         };
-        let Ok(Value::Object(claims)) = json::parse_strict(&payload, max_json_depth) else {
-            return Err(TokenError::BadPayload);
-        };
+        let claims = Object::parse(payload, max_json_depth).map_err(|_| TokenError::BadPayload)?;
         Ok(ParsedToken {
             raw: token.to_owned(),
             alg,
