@@ -361,43 +361,71 @@ fn refresh_at(fetched_ms: u64, expires_ms: u64) -> u64 {
     expires_ms.saturating_sub(expires_ms.saturating_sub(fetched_ms) / 10)
 }
 
-/// Hashes the last [`TailHash::BYTES`] bytes of a key and its length, with the standard
-/// library's keyed SipHash. The keys here are tokens, a kilobyte long, whose tails are
-/// signatures (or random strings, or SHA-256 digests): hashing the tail spreads them as well
-/// as hashing all of it, at a fraction of the cost on every request. Equality still compares
-/// whole keys, so two tokens that share a tail are never confused; and only tokens that
-/// passed verification are ever inserted, so their tails are not the client's to choose
-/// (nor are a client's credentials: a Basic value is kept in its plain spelling only,
-/// `credential::plain_basic`, not in the many that end alike).
-#[derive(Debug, Default, Clone)]
-pub struct TailHash(std::collections::hash_map::RandomState);
+/// Hashes the last [`TailHash::BYTES`] bytes of a key and its length, with foldhash keyed
+/// once per cache from the standard library's random keys (on wasm32-wasip1, the host's
+/// `random_get`). The keys here are tokens, a kilobyte long, whose tails are signatures (or
+/// random strings, or SHA-256 digests): hashing the tail spreads them as well as hashing all
+/// of it, at a fraction of the cost on every request. Equality still compares whole keys, so
+/// two tokens that share a tail are never confused; and only tokens that passed verification
+/// are ever inserted, so their tails are not the client's to choose (nor are a client's
+/// credentials: a Basic value is kept in its plain spelling only, `credential::plain_basic`,
+/// not in the many that end alike). So the hash need not be a cryptographic one, and
+/// foldhash is much the cheaper: measured natively against SipHash, 305 fewer instructions
+/// per repeated token (a quarter of the engine's work on one) and 1,460 per new one.
+#[derive(Debug, Clone)]
+pub struct TailHash(foldhash::fast::FixedState);
 
 impl TailHash {
     pub const BYTES: usize = 32;
+}
+
+impl Default for TailHash {
+    fn default() -> TailHash {
+        use std::hash::BuildHasher as _;
+        let key = std::collections::hash_map::RandomState::new().hash_one(0_u8);
+        TailHash(foldhash::fast::FixedState::with_seed(key))
+    }
 }
 
 impl std::hash::BuildHasher for TailHash {
     type Hasher = TailHasher;
 
     fn build_hasher(&self) -> TailHasher {
-        TailHasher(self.0.build_hasher())
+        TailHasher {
+            key: self.0.clone(),
+            hash: 0,
+        }
     }
 }
 
-pub struct TailHasher(std::collections::hash_map::DefaultHasher);
+/// A key's hash is its last write's (a slice's length, written first, is in it anyway).
+pub struct TailHasher {
+    key: foldhash::fast::FixedState,
+    hash: u64,
+}
 
 impl std::hash::Hasher for TailHasher {
     fn write(&mut self, bytes: &[u8]) {
-        let tail = bytes
-            .get(bytes.len().saturating_sub(TailHash::BYTES)..)
-            .unwrap_or(bytes);
-        self.0.write(tail);
-        self.0.write_usize(bytes.len());
+        self.hash = tail_hash(&self.key, bytes);
     }
 
     fn finish(&self) -> u64 {
-        self.0.finish()
+        self.hash
     }
+}
+
+/// One copy in the module, not one inlined into each cache's lookup and insert (3 KB of
+/// `.wasm`).
+#[inline(never)]
+fn tail_hash(key: &foldhash::fast::FixedState, bytes: &[u8]) -> u64 {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    let tail = bytes
+        .get(bytes.len().saturating_sub(TailHash::BYTES)..)
+        .unwrap_or(bytes);
+    let mut hasher = key.build_hasher();
+    hasher.write(tail);
+    hasher.write_usize(bytes.len());
+    hasher.finish()
 }
 
 /// A [`TtlCache`] value and what decides how long it is kept.
