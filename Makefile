@@ -38,13 +38,14 @@ fuzz: setup
 	bash fuzz/run.sh $${FUZZ_SECONDS:-60}
 
 # The benchmark (bench/README.md): `make bench` is the full comparison with Envoy's
-# jwt_authn; the smoke mode (every case ~1 s, fails unless every case answers 2xx) is part
-# of `make test` so the benchmark cannot rot.
+# jwt_authn; the smoke mode (every case ~1 s, fails unless every case answers 2xx; then one
+# case's instruction count under callgrind) is part of `make test` so the benchmark cannot rot.
 bench: build
 	bash bench/run.sh $${BENCH_ARGS:-}
 
 bench-smoke: build
 	bash bench/run.sh --smoke
+	bash bench/run.sh --smoke --callgrind 100 --cases filter-rs256-repeat
 
 test: build lint
 	cargo test --all-targets

