@@ -1081,6 +1081,22 @@ def count_instructions(case, kind, load, filters, idp_port, workdir, procs, envo
             "counted_s": round(t_counted, 1), "seconds": round(time.time() - t, 1)}
 
 
+def against_jwt_authn(values, digits, intro):
+    """The table of each filter case beside jwt_authn and the floor on the same requests
+    (AGAINST_JWT_AUTHN), from `values` (case: CPU µs or instructions per request); no lines
+    when no pair was run."""
+    against = [(f, j, fl, w) for f, j, fl, w in AGAINST_JWT_AUTHN if f in values and j in values]
+    if not against:
+        return []
+    lines = [intro, "", "| what | filter | jwt_authn | jwt_authn ÷ filter | floor | jwt_authn ÷ floor |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for f, j, fl, what in against:
+        vf, vj, vfl = values[f], values[j], values.get(fl)
+        lines.append(f"| {what} (`{f}`, `{j}`) | {fmt(vf, digits)} | {fmt(vj, digits)} | {ratio(vj, vf)} | "
+                     f"{fmt(vfl, digits)} | {ratio(vj, vfl)} |")
+    return lines + [""]
+
+
 def render_instructions(meta, results):
     """The --callgrind run's report."""
     counted = {case: r for case, r in results.items() if r.get("per_request")}
@@ -1118,17 +1134,8 @@ def render_instructions(meta, results):
                      f"{r['v8_code_per_request']:,.0f} | {ratio(noop, r['per_request'])} | "
                      f"{ratio(ident, r['per_request'])} | {fmt(delta, 0)} | {r['non2xx']:,} | {r['counted_s']} |")
     lines.append("")
-    against = [(f, j, fl, w) for f, j, fl, w in AGAINST_JWT_AUTHN if f in per and j in per]
-    if against:
-        lines.append("Against jwt_authn on the same requests (instructions per request; ratio = jwt_authn ÷ case, "
-                     "higher is better; floor as in the CPU table):")
-        lines.append("")
-        lines.append("| what | filter | jwt_authn | jwt_authn ÷ filter | floor | jwt_authn ÷ floor |")
-        lines.append("|---|---:|---:|---:|---:|---:|")
-        for f, j, fl, what in against:
-            lines.append(f"| {what} (`{f}`, `{j}`) | {per[f]:,.0f} | {per[j]:,.0f} | {ratio(per[j], per[f])} | "
-                         f"{fmt(per.get(fl), 0)} | {ratio(per[j], per.get(fl))} |")
-        lines.append("")
+    lines += against_jwt_authn(per, 0, "Against jwt_authn on the same requests (instructions per request; "
+                               "ratio = jwt_authn ÷ case, higher is better; floor as in the CPU table):")
     growth = [(g, b, w) for g, b, w in GROWTH if g in per and b in per]
     if growth:
         lines.append("Cost growth (growth case ÷ base case; > 1 means it costs more):")
@@ -1255,21 +1262,11 @@ def render(meta, results, summary):
     lines.append("Requests: " + " · ".join(f"`{case}` {data['load']} (Envoy: {data['envoy']})"
                                           for case, data in results.items()))
     lines.append("")
-    against = [(f, j, fl, w) for f, j, fl, w in AGAINST_JWT_AUTHN if f in summary and j in summary]
-    if against:
-        lines.append("Against jwt_authn on the same requests (CPU µs per request, medians; ratio = jwt_authn ÷ "
-                     "case, higher is better). Floor: the least any proxy-wasm filter pays there, the no-op "
-                     "that adds the identity headers (`noop-wasm-identity`) and, for new RS256 tokens, also "
-                     "calls Envoy's `verify_signature` once (`noop-wasm-verify`):")
-        lines.append("")
-        lines.append("| what | filter | jwt_authn | jwt_authn ÷ filter | floor | jwt_authn ÷ floor |")
-        lines.append("|---|---:|---:|---:|---:|---:|")
-        for f, j, fl, what in against:
-            cf, cj = summary[f]["cpu_us_per_req"], summary[j]["cpu_us_per_req"]
-            cfl = summary[fl]["cpu_us_per_req"] if fl in summary else None
-            lines.append(f"| {what} (`{f}`, `{j}`) | {fmt(cf, 1)} | {fmt(cj, 1)} | {ratio(cj, cf)} | "
-                         f"{fmt(cfl, 1)} | {ratio(cj, cfl)} |")
-        lines.append("")
+    lines += against_jwt_authn({case: s["cpu_us_per_req"] for case, s in summary.items()}, 1,
+                               "Against jwt_authn on the same requests (CPU µs per request, medians; ratio = "
+                               "jwt_authn ÷ case, higher is better). Floor: the least any proxy-wasm filter pays "
+                               "there, the no-op that adds the identity headers (`noop-wasm-identity`) and, for new "
+                               "RS256 tokens, also calls Envoy's `verify_signature` once (`noop-wasm-verify`):")
     growth = [(g, b, w) for g, b, w in GROWTH if g in summary and b in summary]
     if growth:
         lines.append("Cost growth (growth case ÷ base case; CPU > 1 and req/s < 1 mean it costs more):")
