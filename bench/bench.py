@@ -24,7 +24,7 @@ only. Method:
 
 With --callgrind N, instead of the timed rounds: each case once more in an Envoy under valgrind's
 callgrind, and the instructions that Envoy executes per request over N requests after a warm-up
-(steady to about 0.01 % between runs, where CPU time moves by 10 % and more); written to
+(steady to about 0.1 % between runs, where CPU time moves by 10 % and more); written to
 callgrind.md and callgrind.json.
 
 Writes bench/results/latest.md and bench/results/latest.json. With --smoke: 1 round of ~1 s per
@@ -911,7 +911,7 @@ def probe(envoy, load):
 # valgrind's callgrind: a warm-up, then N requests one after another on one keep-alive
 # connection, and callgrind's count of the instructions the whole process executed meanwhile
 # (every thread: Envoy, the Wasm module as V8 compiled it, BoringSSL, libc), divided by N. Two
-# runs of one case agree to 0.01 %. Instructions are not time (a cache miss costs more than an
+# runs of one case agree to about 0.1 %. Instructions are not time (a cache miss costs more than an
 # add, and the kernel's share is not counted), but the filter's own cost and that of each host
 # call it makes show in them whatever else the machine is doing.
 
@@ -1112,7 +1112,7 @@ def render_instructions(meta, results):
                  f"Envoy build (sha256 {meta['wasm_sha256'][:12]}) · noop_filter.wasm: {meta['noop_wasm_bytes']:,} bytes")
     lines.append("")
     lines.append("Instructions: callgrind's count for the whole Envoy process (all threads) while the counted "
-                 "requests were served, ÷ their number; the same on every run to about 0.01 %, whatever else the "
+                 "requests were served, ÷ their number; the same on every run to about 0.1 %, whatever else the "
                  "machine is doing (CPU time per request moves by 10 % and more between identical rounds here). "
                  "Not time: a cache miss costs more than an add, and the kernel's part is not counted. V8 code: "
                  "the part in code V8 compiled (the Wasm module, and V8's wrappers around each call between it and "
