@@ -904,6 +904,44 @@ def probe(envoy, load):
     return status, headers.get("www-authenticate"), body.strip()[:200]
 
 
+def forged_token(token):
+    """`token` with its signature's tail changed: every filter must answer it 401."""
+    return token[:-6] + ("AAAAAA" if not token.endswith("AAAAAA") else "BBBBBB")
+
+
+def ready_for_load(envoy, case, load, forged, limit_s):
+    """Waits (at most limit_s) for the case's 200 and checks a forged token's 401; returns why
+    the gate is open (a --compare experiment), or None."""
+    last = {}
+
+    def allowed():
+        status, www, body = probe(envoy, load)
+        last["answer"] = (status, www, body)
+        return status == 200
+    try:
+        wait_until(f"{envoy.case}: a 200 for its request", limit_s, allowed, envoy.proc, envoy.log_path)
+    except BenchError as e:
+        raise BenchError(f"{e}\nlast answer: {last.get('answer')}")
+    envoy.rss_ready_kb = vm_rss_kb(envoy.pid)
+    if envoy.kind in BASELINES:
+        return None
+    # A benchmark of a filter that lets everything through would be meaningless too.
+    status, headers, body = request(envoy.port, PATH, headers={"Authorization": f"Bearer {forged}"},
+                                    timeout=60)
+    if status != 401 and "@" in case:
+        # A --compare build may be a stripped-down experiment (say, one that skips the
+        # engine to price a host call): measured, but flagged in the table.
+        open_gate = f"answered a forged token {status}: an experiment, not a filter"
+        log(f"warning: {envoy.case}: {open_gate}")
+        return open_gate
+    if status != 401:
+        raise BenchError(f"{envoy.case}: a forged token was answered {status}, not 401 "
+                         f"(www-authenticate: {headers.get('www-authenticate')}, body: {body[:200]!r}); "
+                         f"is {WASM} the filter?"
+                         f" log tail:\n{tail(envoy.log_path)}")
+    return None
+
+
 # ---- instructions (--callgrind) ----------------------------------------------------------
 #
 # CPU time per request moves with the neighbours on a shared machine; the instructions Envoy
@@ -1042,19 +1080,7 @@ def count_instructions(case, kind, load, filters, idp_port, workdir, procs, envo
                   {"idp_port": idp_port, "http_filters": filters}, wrapper=wrapper)
     try:
         envoy.wait_ready(600)
-        last = {}
-
-        def allowed():
-            last["answer"] = probe(envoy, load)
-            return last["answer"][0] == 200
-        try:
-            wait_until(f"{envoy.case}: a 200 for its request", 300, allowed, envoy.proc, envoy.log_path)
-        except BenchError as e:
-            raise BenchError(f"{e}\nlast answer: {last.get('answer')}")
-        if kind not in BASELINES:
-            status, _, _ = request(envoy.port, PATH, headers={"Authorization": f"Bearer {forged}"}, timeout=60)
-            if status != 401:
-                raise BenchError(f"{envoy.case}: a forged token was answered {status}, not 401")
+        open_gate = ready_for_load(envoy, case, load, forged, 300)
         warmup = warmups[1] if load.kind == "distinct" and kind.startswith("filter") else warmups[0]
         first = load.offset
         non2xx = sequential_requests(envoy.port, load, warmup, first)
@@ -1076,7 +1102,7 @@ def count_instructions(case, kind, load, filters, idp_port, workdir, procs, envo
                 envoy.proc.wait(timeout=120)
             except subprocess.TimeoutExpired:
                 envoy.proc.kill()
-    return {"requests": requests, "warmup": warmup, "non2xx": non2xx,
+    return {"requests": requests, "warmup": warmup, "non2xx": non2xx, "open_gate": open_gate,
             "instructions": total, "per_request": total / requests, "v8_code_per_request": jit / requests,
             "counted_s": round(t_counted, 1), "seconds": round(time.time() - t, 1)}
 
@@ -1130,7 +1156,8 @@ def render_instructions(meta, results):
         noop = per.get(same_request(case, "noop", per))
         ident = per.get(same_request(case, "noop-identity", per))
         delta = r["per_request"] - base if base is not None else None
-        lines.append(f"| {'⚠ ' if r['non2xx'] else ''}{case} | {r['per_request']:,.0f} | "
+        flag = "⚠ " if r["non2xx"] or r.get("open_gate") else ""
+        lines.append(f"| {flag}{case} | {r['per_request']:,.0f} | "
                      f"{r['v8_code_per_request']:,.0f} | {ratio(noop, r['per_request'])} | "
                      f"{ratio(ident, r['per_request'])} | {fmt(delta, 0)} | {r['non2xx']:,} | {r['counted_s']} |")
     lines.append("")
@@ -1544,10 +1571,11 @@ def main():
         log(f"tokens ready in {time.time() - t:.1f} s")
         rsa_0 = next(k for k in fx["jwks"]["keys"] if k.get("kid") == "rsa-0")
         fx["noop_verify"] = verify_signature_arguments(tokens["rs256-repeat"], rsa_0)
+        forged = forged_token(tokens["rs256-repeat"])
 
         if args.callgrind:
-            status = instructions_run(args, cases, fx, tokens, idp_port, wasm, variant_wasm, noop_wasm, workdir,
-                                      procs, envoy_bin, wasm_log_level, out_dir, started)
+            status = instructions_run(args, cases, fx, tokens, forged, idp_port, wasm, variant_wasm, noop_wasm,
+                                      workdir, procs, envoy_bin, wasm_log_level, out_dir, started)
             ok = status == 0
             return status
 
@@ -1584,43 +1612,8 @@ def main():
         # first request), then optionally some unmeasured load.
         results = {}
 
-        def ready_for_load(case, envoy):
-            """Waits for the case's 200 and checks a forged token's 401; returns why the gate is
-            open (a --compare experiment), or None."""
-            load = loads[case]
-            last = {}
-
-            def allowed():
-                status, www, body = probe(envoy, load)
-                last["answer"] = (status, www, body)
-                return status == 200
-            try:
-                wait_until(f"{envoy.case}: a 200 for its request", 30, allowed, envoy.proc, envoy.log_path)
-            except BenchError as e:
-                raise BenchError(f"{e}\nlast answer: {last.get('answer')}")
-            envoy.rss_ready_kb = vm_rss_kb(envoy.pid)
-            if envoy.kind in BASELINES:
-                return None
-            # A benchmark of a filter that lets everything through would be meaningless too.
-            forged = tokens["rs256-repeat"][:-6] + ("AAAAAA" if not tokens["rs256-repeat"].endswith("AAAAAA")
-                                                    else "BBBBBB")
-            status, headers, body = request(envoy.port, PATH, headers={"Authorization": f"Bearer {forged}"},
-                                            timeout=10)
-            if status != 401 and "@" in case:
-                # A --compare build may be a stripped-down experiment (say, one that skips the
-                # engine to price a host call): measured, but flagged in the table.
-                open_gate = f"answered a forged token {status}: an experiment, not a filter"
-                log(f"warning: {envoy.case}: {open_gate}")
-                return open_gate
-            if status != 401:
-                raise BenchError(f"{envoy.case}: a forged token was answered {status}, not 401 "
-                                 f"(www-authenticate: {headers.get('www-authenticate')}, body: {body[:200]!r}); "
-                                 f"is {WASM} the filter?"
-                                 f" log tail:\n{tail(envoy.log_path)}")
-            return None
-
         for case, instances in envoys.items():
-            gates = [ready_for_load(case, envoy) for envoy in instances]
+            gates = [ready_for_load(envoy, case, loads[case], forged, 30) for envoy in instances]
             results[case] = {"envoy": instances[0].kind, "load": loads[case].describe(),
                              "tokens": loads[case].tokens_count,
                              "ready_s": max(e.ready_s for e in instances),
@@ -1793,7 +1786,7 @@ def main():
             log(f"(logs kept in {workdir})")
 
 
-def instructions_run(args, cases, fx, tokens, idp_port, wasm, variant_wasm, noop_wasm, workdir, procs,
+def instructions_run(args, cases, fx, tokens, forged, idp_port, wasm, variant_wasm, noop_wasm, workdir, procs,
                      envoy_bin, wasm_log_level, out_dir, started):
     """The --callgrind run: every case's instructions per request, one case after another."""
     for tool in ("valgrind", "callgrind_control"):
@@ -1801,7 +1794,6 @@ def instructions_run(args, cases, fx, tokens, idp_port, wasm, variant_wasm, noop
             raise BenchError(f"{tool} is not installed (bench/run.sh installs valgrind)")
     if args.callgrind < 100:
         raise BenchError("--callgrind N: N must be at least 100 requests")
-    forged = tokens["rs256-repeat"][:-6] + ("AAAAAA" if not tokens["rs256-repeat"].endswith("AAAAAA") else "BBBBBB")
     results = {}
     for case, kind, (load_kind, what) in cases:
         load = Load(load_kind, what, fx, tokens)
