@@ -4,7 +4,7 @@
 //! application is found by its `client_id` (for key-auth, the SHA-256 hex of the key), it was
 //! registered under one auth strategy, and it is approved for a set of API scopes.
 
-use std::collections::HashMap;
+use crate::cache::KeyedMap;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Application {
@@ -26,7 +26,7 @@ impl Application {
 /// Applications indexed by `client_id`.
 #[derive(Debug, Default)]
 pub struct Applications {
-    by_client_id: HashMap<String, Application>,
+    by_client_id: KeyedMap<String, Application>,
 }
 
 impl Applications {
@@ -34,7 +34,7 @@ impl Applications {
     /// one `client_id` are an error, reported with where the second one was read: a credential
     /// must name exactly one application.
     pub fn new<At>(apps: Vec<(At, Application)>) -> Result<Applications, (At, String)> {
-        let mut by_client_id = HashMap::with_capacity(apps.len());
+        let mut by_client_id = KeyedMap::with_capacity_and_hasher(apps.len(), Default::default());
         for (at, app) in apps {
             if let Some(prev) = by_client_id.get(&app.client_id) {
                 let prev: &Application = prev;

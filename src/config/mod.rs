@@ -57,7 +57,7 @@ pub const MAX_TIMEOUT_MS: u64 = 600_000;
 #[derive(Debug)]
 pub struct Config {
     pub policies: Vec<Policy>,
-    routes: HashMap<String, usize>,
+    routes: crate::cache::KeyedMap<String, usize>,
     default_policy: Option<usize>,
     /// Present when the configuration lists applications: then every allowed request must map
     /// to an approved application.
@@ -311,7 +311,7 @@ fn compile(p: &mut Problems, doc: &Value, listed: Option<Listed>) -> Option<Conf
     b.timeout_default = 10_000;
 
     let mut policies = Vec::new();
-    let mut routes = HashMap::new();
+    let mut routes = crate::cache::KeyedMap::default();
     let mut default_policy = None;
     let single = top.get("policy");
     let multi = top.get("policies");

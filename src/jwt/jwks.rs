@@ -9,7 +9,6 @@ use base64::Engine as _;
 use hmac_sha256::Hash as Sha256;
 use hmac_sha512::sha384::Hash as Sha384;
 use serde_json::{Map, Value};
-use std::collections::HashMap;
 
 /// A verifying key for exactly one algorithm: the key types and calls of the crates
 /// jwt-simple's pure-Rust backend used (ed25519-compact, HMAC with a constant-time compare),
@@ -123,7 +122,7 @@ impl Key {
 #[derive(Debug, Default)]
 pub struct KeySet {
     keys: Vec<Key>,
-    by_kid: HashMap<String, usize>,
+    by_kid: crate::cache::KeyedMap<String, usize>,
 }
 
 /// The members of an RSA, EC or OKP JWK that are its private key (RFC 7518 §6.2.2, §6.3.2;
