@@ -239,10 +239,6 @@ fn verify_by_host(
     spki: &[u8],
     backend: &dyn native::SignatureBackend,
 ) -> Result<Option<bool>, TokenError> {
-    let (signed, _) = token
-        .raw()
-        .rsplit_once('.')
-        .ok_or(TokenError::NotCompactJws)?;
     let der;
     let signature = match token.alg {
         Alg::ES256 | Alg::ES384 => {
@@ -251,7 +247,7 @@ fn verify_by_host(
         }
         _ => &token.signature,
     };
-    Ok(backend.verify(hash, spki, signed.as_bytes(), signature))
+    Ok(backend.verify(hash, spki, token.signed(), signature))
 }
 
 /// Checks the claims of an active introspection answer (RFC 7662) with the same rules as a

@@ -62,6 +62,16 @@ fn good_tokens_of_every_algorithm_verify() {
 }
 
 #[test]
+fn the_signed_part_is_the_first_two_segments_as_received() {
+    for token in [rs_token(&claims()), es_token(&claims())] {
+        let parsed = ParsedToken::parse(&token, 16).unwrap();
+        let (signed, _) = token.rsplit_once('.').unwrap();
+        assert_eq!(parsed.signed(), signed.as_bytes());
+        assert_eq!(parsed.raw(), token);
+    }
+}
+
+#[test]
 fn hs_tokens_need_hs_enabled() {
     let issuers = vec![ISS.to_owned()];
     let mut rules = rules_with(&issuers, &[], &[]);

@@ -17,6 +17,8 @@ const MAX_KID_LEN: usize = 256;
 #[derive(Debug, Clone)]
 pub struct ParsedToken {
     raw: String,
+    /// Where the signature's segment starts, less its dot: the signed part is `raw[..this]`.
+    signed_len: usize,
     pub alg: Alg,
     pub kid: Option<Rc<str>>,
     /// `typ` is `at+jwt` or `application/at+jwt`: a JWT access token by RFC 9068.
@@ -86,6 +88,7 @@ impl ParsedToken {
             None => Some(decode(header)?),
         };
         let payload = decode(payload)?;
+        let signature_len = signature.len();
         let signature = decode(signature)?;
         let JoseHeader { alg, kid, at_jwt } = match known {
             Some(known) => known,
@@ -98,6 +101,7 @@ impl ParsedToken {
         let claims = Object::parse(payload, max_json_depth).map_err(|_| TokenError::BadPayload)?;
         Ok(ParsedToken {
             raw: token.to_owned(),
+            signed_len: token.len().saturating_sub(signature_len).saturating_sub(1),
             alg,
             kid,
             at_jwt,
@@ -113,8 +117,10 @@ impl ParsedToken {
 
     /// The signed part: the first two segments, as received.
     pub fn signed(&self) -> &[u8] {
-        let end = self.raw.rfind('.').unwrap_or(0);
-        self.raw.as_bytes().get(..end).unwrap_or_default()
+        self.raw
+            .as_bytes()
+            .get(..self.signed_len)
+            .unwrap_or_default()
     }
 }
 
