@@ -1,6 +1,7 @@
 //! JSON Web Tokens: strict parsing (`token`), key sets (`jwks`), claim rules (`claims`), and
 //! the one function that turns a parsed token into [`VerifiedClaims`].
 
+mod base64url;
 pub mod claims;
 mod compat;
 mod ecdsa;

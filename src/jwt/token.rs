@@ -210,7 +210,5 @@ fn is_at_jwt(typ: &str) -> bool {
 /// Canonical unpadded base64url only: no `=`, no `+` or `/`, no whitespace, no stray
 /// trailing bits (so one token has exactly one spelling).
 fn decode(segment: &str) -> Result<Vec<u8>, TokenError> {
-    URL_SAFE_NO_PAD
-        .decode(segment)
-        .map_err(|_| TokenError::BadEncoding)
+    super::base64url::decode(segment.as_bytes()).ok_or(TokenError::BadEncoding)
 }
