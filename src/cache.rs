@@ -555,12 +555,11 @@ impl<V> TtlCache<V> {
                 let Some((old, old_serial)) = self.order.pop_front() else {
                     break;
                 };
-                if self
-                    .entries
-                    .get(&old)
-                    .is_some_and(|e| e.serial == old_serial)
-                {
-                    self.entries.remove(&old);
+                // One lookup: the position is stale if the key was overwritten since.
+                if let std::collections::hash_map::Entry::Occupied(e) = self.entries.entry(old) {
+                    if e.get().serial == old_serial {
+                        e.remove();
+                    }
                 }
             }
         }
