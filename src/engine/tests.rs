@@ -4254,3 +4254,82 @@ mod clock_steps {
         );
     }
 }
+
+/// The engine's work on a stream of new RS256 tokens, natively, for a profiler: the bench's
+/// policy (key-auth, then OpenID Connect, no upstream claim headers), each token with its own
+/// `jti` and signature, 20,000 of them (twice the verified-token cache, so that half the
+/// inserts evict), the signature verdict given by the host (a backend that says yes, as
+/// Envoy's `verify_signature` would). Only `profile_new_tokens_loop` is the engine's work:
+///
+/// ```text
+/// CARGO_PROFILE_RELEASE_STRIP=false cargo test --release --lib --no-run
+/// valgrind --tool=callgrind --dump-instr=yes --toggle-collect='*profile_new_tokens_loop*' \
+///     target/release/deps/app_auth_filter-HASH profile_new_tokens --ignored
+/// ```
+#[test]
+#[ignore = "a profiling harness: run by hand (see above)"]
+fn profile_new_tokens() {
+    #[derive(Debug)]
+    struct HostSaysYes;
+    impl crate::jwt::native::SignatureBackend for HostSaysYes {
+        fn verify(&self, _: &'static str, _: &[u8], _: &[u8], _: &[u8]) -> Option<bool> {
+            Some(true)
+        }
+    }
+    let mut config = config_value();
+    let strategies = config["policies"]["orders-v1"]["strategies"]
+        .as_array_mut()
+        .unwrap();
+    strategies.reverse();
+    let oidc = strategies[1]["configs"]["openid-connect"]
+        .as_object_mut()
+        .unwrap();
+    oidc.remove("upstream_headers_claims");
+    oidc.remove("upstream_headers_names");
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
+    let mut e = engine_with(config);
+    let step = bearer(&mut e, 1, &rs_token(&claims()), T0);
+    assert_eq!(serve_keys(&mut e, &callout(&step), &jwks(), T0).len(), 1);
+    e.set_signature_backend(Rc::new(HostSaysYes));
+
+    let model = rs_token(&claims());
+    let [header, payload, signature]: [&str; 3] =
+        model.split('.').collect::<Vec<_>>().try_into().unwrap();
+    let mut payload: Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+    let mut signature = URL_SAFE_NO_PAD.decode(signature).unwrap();
+    let end = signature.len();
+    let values: Vec<String> = (0..20_000u64)
+        .map(|i| {
+            payload["jti"] = json!(format!("jti-{i:012}"));
+            // Tokens differ in their tails, as real signatures do (the cache hashes the tail).
+            signature[end - 8..].copy_from_slice(&i.to_be_bytes());
+            format!(
+                "Bearer {header}.{}.{}",
+                URL_SAFE_NO_PAD.encode(payload.to_string()),
+                URL_SAFE_NO_PAD.encode(&signature)
+            )
+        })
+        .collect();
+    assert_eq!(profile_new_tokens_loop(&mut e, &values), values.len());
+}
+
+/// The requests of [`profile_new_tokens`]; how many were allowed.
+#[inline(never)]
+fn profile_new_tokens_loop(e: &mut Engine, authorizations: &[String]) -> usize {
+    let mut allowed = 0;
+    for (i, value) in authorizations.iter().enumerate() {
+        let headers = [
+            (":authority", "api.example.com"),
+            (":path", "/orders/1"),
+            (":method", "GET"),
+            ("user-agent", "wrk"),
+            ("x-request-id", "6d3e1b8e-1f5c-4b8a-9a4e-0c2f5d7e8a91"),
+            ("authorization", value.as_str()),
+        ];
+        let step = request_on(e, 10 + i as u32, ROUTE, "/orders/1", &headers, T0);
+        allowed += usize::from(matches!(step, Step::Done(_, Outcome::Allow(_))));
+    }
+    allowed
+}
