@@ -24,8 +24,9 @@ only. Method:
 
 With --callgrind N, instead of the timed rounds: each case once more in an Envoy under valgrind's
 callgrind, and the instructions that Envoy executes per request over N requests after a warm-up
-(steady to about 0.1 % between runs, where CPU time moves by 10 % and more); written to
-callgrind.md and callgrind.json.
+(steady to about 0.1 % between runs, where CPU time moves by 10 % and more), with the code a
+request runs (KB of 64-byte lines); with --cache-sim also the misses of this CPU's L1 and L2
+caches as callgrind simulates them; written to callgrind.md and callgrind.json.
 
 Writes bench/results/latest.md and bench/results/latest.json. With --smoke: 1 round of ~1 s per
 case, results in bench/.cache/smoke/ (the committed full results stay), and the exit status is
@@ -994,15 +995,23 @@ def file_mappings(pid):
 
 
 def callgrind_counts(path, file_ranges):
-    """A callgrind dump's instructions: in all (its `summary:` line), and those of code V8
-    compiled (the Wasm module, and V8's wrappers around its calls), summed from the dump's cost
-    lines: code callgrind finds in no object file, at an address no file is mapped at (callgrind
-    also names some of Envoy's own code that way)."""
+    """A callgrind dump's events (instructions `Ir`; with --cache-sim also the misses, `I1mr`,
+    `ILmr`...): in all (its `summary:` line) and in code V8 compiled (the Wasm module, and V8's
+    wrappers around its calls); and how many 64-byte lines of code were run (all of them, and
+    V8's), from the dump's cost lines (`--dump-instr=yes`: one per instruction address). V8's
+    code: code callgrind finds in no object file, at an address no file is mapped at (callgrind
+    also names some of Envoy's own code that way). The same requests run the same code, so the
+    lines over N requests are those of each one: the code a request brings into the caches.
+    Returns ({event: total}, {event: in V8's code}, code lines, V8's code lines)."""
+    events = ["Ir"]
     total = None
-    jit = 0
+    jit = {}
+    lines_all, lines_jit = set(), set()
     names = {"ob": {}, "fn": {}}
     ob = fn = None
     skip_next = False
+    positions = 1
+    address = 0
     pattern = re.compile(r"^(c?ob|c?fn)=(?:\((\d+)\))?\s*(.*)$")
 
     def compiled(ob, fn):
@@ -1013,8 +1022,14 @@ def callgrind_counts(path, file_ranges):
     in_jit = False
     with open(path, errors="replace") as f:
         for line in f:
+            if line.startswith("positions:"):
+                positions = len(line.split()) - 1
+                continue
+            if line.startswith("events:"):
+                events = line.split()[1:]
+                continue
             if line.startswith(("summary:", "totals:")) and total is None:
-                total = int(line.split()[1])
+                total = dict(zip(events, map(int, line.split()[1:])))
                 continue
             m = pattern.match(line)
             if m:
@@ -1034,15 +1049,29 @@ def callgrind_counts(path, file_ranges):
                 skip_next = True  # the next cost line is the call's, the callee's inclusive cost
                 continue
             if line[:1].isdigit() or line[:1] in "+-*":
+                parts = line.split()
+                if len(parts) <= positions:
+                    continue
+                if positions > 1:  # the first position is the instruction's address
+                    a = parts[0]
+                    if a[0] in "+-":
+                        address += int(a[1:], 0) * (1 if a[0] == "+" else -1)
+                    elif a != "*":
+                        address = int(a, 0)
                 if skip_next:
                     skip_next = False
-                elif in_jit:
-                    parts = line.split()
-                    if len(parts) >= 2 and parts[1].isdigit():
-                        jit += int(parts[1])
-    if total is None:
+                    continue
+                if positions > 1:
+                    lines_all.add(address >> 6)
+                    if in_jit:
+                        lines_jit.add(address >> 6)
+                if in_jit:
+                    for event, value in zip(events, parts[positions:]):
+                        if value.isdigit():
+                            jit[event] = jit.get(event, 0) + int(value)
+    if total is None or "Ir" not in total:
         raise BenchError(f"{path}: no instruction total in the callgrind dump")
-    return total, jit
+    return total, jit, len(lines_all), len(lines_jit)
 
 
 def envoy_executable(envoy_bin):
@@ -1068,13 +1097,39 @@ def callgrind_warmups(smoke):
     return (100, 100) if smoke else (CALLGRIND_WARMUP, max(CALLGRIND_WARMUP, FILTER_CACHE_ENTRIES + 1_000))
 
 
+def cache_levels():
+    """valgrind's cache simulation settings for this CPU: its L1 caches, and its L2 as the last
+    level (callgrind simulates two levels; the L2 is the one a request's code and data outgrow
+    here). From sysfs; the machine kind's caches when it does not say."""
+    def level(index, default):
+        base = f"/sys/devices/system/cpu/cpu0/cache/index{index}"
+        try:
+            with open(f"{base}/size") as f:
+                size = f.read().strip()
+            with open(f"{base}/ways_of_associativity") as f:
+                ways = int(f.read())
+            with open(f"{base}/coherency_line_size") as f:
+                line = int(f.read())
+            size = int(size[:-1]) * 1024 if size.endswith("K") else int(size)
+            return f"{size},{ways},{line}"
+        except (OSError, ValueError):
+            return default
+    return {"I1": level(1, "32768,8,64"), "D1": level(0, "32768,8,64"), "LL": level(2, "524288,8,64")}
+
+
+CACHE_EVENTS = ("I1mr", "ILmr", "D1mr", "D1mw", "DLmr", "DLmw")
+
+
 def count_instructions(case, kind, load, filters, idp_port, workdir, procs, envoy_bin, wasm_log_level,
-                       requests, warmups, forged):
+                       requests, warmups, forged, cache_sim=None):
     """One case's Envoy under callgrind: its instructions per request (see above)."""
     out = os.path.join(workdir, f"{case}.callgrind", "callgrind.out")
     os.makedirs(os.path.dirname(out), exist_ok=True)
     # --smc-check: V8 writes the code it compiles into memory valgrind must watch.
-    wrapper = ["valgrind", "--tool=callgrind", "--smc-check=all-non-file", f"--callgrind-out-file={out}"]
+    wrapper = ["valgrind", "--tool=callgrind", "--smc-check=all-non-file", "--dump-instr=yes",
+               f"--callgrind-out-file={out}"]
+    if cache_sim:
+        wrapper += ["--cache-sim=yes"] + [f"--{name}={value}" for name, value in cache_sim.items()]
     t = time.time()
     envoy = Envoy(f"{case}.callgrind", kind, workdir, procs, envoy_executable(envoy_bin), wasm_log_level,
                   {"idp_port": idp_port, "http_filters": filters}, wrapper=wrapper)
@@ -1094,7 +1149,7 @@ def count_instructions(case, kind, load, filters, idp_port, workdir, procs, envo
         r = subprocess.run(control + ["--dump", str(envoy.pid)], capture_output=True, text=True, timeout=120)
         if r.returncode != 0 or "Error" in r.stdout + r.stderr or not os.path.exists(out + ".1"):
             raise BenchError(f"callgrind_control --dump: {r.stderr.strip() or r.stdout.strip()}")
-        total, jit = callgrind_counts(out + ".1", file_mappings(envoy.pid))
+        totals, jit, code_lines, v8_lines = callgrind_counts(out + ".1", file_mappings(envoy.pid))
     finally:
         if envoy.alive():
             envoy.proc.terminate()
@@ -1103,7 +1158,11 @@ def count_instructions(case, kind, load, filters, idp_port, workdir, procs, envo
             except subprocess.TimeoutExpired:
                 envoy.proc.kill()
     return {"requests": requests, "warmup": warmup, "non2xx": non2xx, "open_gate": open_gate,
-            "instructions": total, "per_request": total / requests, "v8_code_per_request": jit / requests,
+            "instructions": totals["Ir"], "per_request": totals["Ir"] / requests,
+            "v8_code_per_request": jit.get("Ir", 0) / requests,
+            "code_kb": code_lines * 64 / 1024, "v8_code_kb": v8_lines * 64 / 1024,
+            "misses_per_request": {e: totals[e] / requests for e in CACHE_EVENTS if e in totals} or None,
+            "v8_misses_per_request": {e: jit.get(e, 0) / requests for e in CACHE_EVENTS if e in totals} or None,
             "counted_s": round(t_counted, 1), "seconds": round(time.time() - t, 1)}
 
 
@@ -1120,6 +1179,31 @@ def against_jwt_authn(values, digits, intro):
         vf, vj, vfl = values[f], values[j], values.get(fl)
         lines.append(f"| {what} (`{f}`, `{j}`) | {fmt(vf, digits)} | {fmt(vj, digits)} | {ratio(vj, vf)} | "
                      f"{fmt(vfl, digits)} | {ratio(vj, vfl)} |")
+    return lines + [""]
+
+
+def cache_misses_table(meta, counted):
+    """The --cache-sim table: each case's simulated cache misses per request."""
+    sim = meta.get("cache_sim")
+    rows = [(case, r["misses_per_request"], r["v8_misses_per_request"]) for case, r in counted.items()
+            if r.get("misses_per_request")]
+    if not sim or not rows:
+        return []
+    lines = [f"Cache misses per request, simulated by callgrind (`--cache-sim=yes`, this CPU's caches: "
+             f"I1 {sim['I1']}, D1 {sim['D1']}, and its L2 {sim['LL']} as the last level: size in bytes, "
+             "ways, line). A line that misses the L2 comes from L3 at some 40 cycles; the same on every "
+             "run, where CPU time moves. \"of which V8\": misses in code V8 compiled, or of its loads and "
+             "stores.", "",
+             "| case | L1 instruction misses (of which V8) | L2 instruction misses (of which V8) | "
+             "L1 data misses (of which V8) | L2 data misses (of which V8) | L2 misses in all |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for case, m, v8 in rows:
+        def pair(*events):
+            return (f"{fmt(sum(m.get(e, 0) for e in events), 0)} "
+                    f"({fmt(sum(v8.get(e, 0) for e in events), 0)})")
+        l2 = sum(m.get(e, 0) for e in ("ILmr", "DLmr", "DLmw"))
+        lines.append(f"| {case} | {pair('I1mr')} | {pair('ILmr')} | {pair('D1mr', 'D1mw')} | "
+                     f"{pair('DLmr', 'DLmw')} | {fmt(l2, 0)} |")
     return lines + [""]
 
 
@@ -1142,27 +1226,31 @@ def render_instructions(meta, results):
                  "machine is doing (CPU time per request moves by 10 % and more between identical rounds here). "
                  "Not time: a cache miss costs more than an add, and the kernel's part is not counted. V8 code: "
                  "the part in code V8 compiled (the Wasm module, and V8's wrappers around each call between it and "
-                 "Envoy). Ratios: the no-op (or the no-op that adds the five identity headers) on the same requests "
-                 "÷ the case, higher is better, as in the CPU table.")
+                 "Envoy). Code KB: the 64-byte lines of code the counted requests ran (each runs the same), all "
+                 "of them and V8's: what a request brings into the CPU's caches (this machine kind's L2 holds "
+                 "512 KB, code and data). Ratios: the no-op (or the no-op that adds the five identity headers) on "
+                 "the same requests ÷ the case, higher is better, as in the CPU table.")
     lines.append("")
-    lines.append("| case | instructions per request | V8 code | noop ÷ case | noop+id ÷ case | Δ vs no-filter | "
-                 "non-2xx | counted in s |")
-    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+    lines.append("| case | instructions per request | V8 code | code KB | V8 code KB | noop ÷ case | noop+id ÷ case | "
+                 "Δ vs no-filter | non-2xx | counted in s |")
+    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     base = per.get("no-filter")
     for case, r in results.items():
         if "error" in r:
-            lines.append(f"| {case} | **{r['error']}** | | | | | | |")
+            lines.append(f"| {case} | **{r['error']}** | | | | | | | | |")
             continue
         noop = per.get(same_request(case, "noop", per))
         ident = per.get(same_request(case, "noop-identity", per))
         delta = r["per_request"] - base if base is not None else None
         flag = "⚠ " if r["non2xx"] or r.get("open_gate") else ""
         lines.append(f"| {flag}{case} | {r['per_request']:,.0f} | "
-                     f"{r['v8_code_per_request']:,.0f} | {ratio(noop, r['per_request'])} | "
+                     f"{r['v8_code_per_request']:,.0f} | {fmt(r.get('code_kb'), 0)} | {fmt(r.get('v8_code_kb'), 0)} | "
+                     f"{ratio(noop, r['per_request'])} | "
                      f"{ratio(ident, r['per_request'])} | {fmt(delta, 0)} | {r['non2xx']:,} | {r['counted_s']} |")
     lines.append("")
     lines += against_jwt_authn(per, 0, "Against jwt_authn on the same requests (instructions per request; "
                                "ratio = jwt_authn ÷ case, higher is better; floor as in the CPU table):")
+    lines += cache_misses_table(meta, counted)
     growth = [(g, b, w) for g, b, w in GROWTH if g in per and b in per]
     if growth:
         lines.append("Cost growth (growth case ÷ base case; > 1 means it costs more):")
@@ -1413,6 +1501,9 @@ def main():
                     help="also run every selected filter case with this build of the filter, as case "
                          "CASE@NAME, interleaved with the others (repeatable): two builds side by side "
                          "in one run; the build runs as given, so the full module shows what the Envoy build saves")
+    ap.add_argument("--cache-sim", action="store_true",
+                    help="with --callgrind: also simulate this CPU's L1 and L2 caches (valgrind's --cache-sim, "
+                         "the L2 as the last level) and add a table of misses per request; about twice as slow")
     ap.add_argument("--processes", type=int, default=None,
                     help="Envoy processes per case, the rounds rotating over them (default 3; smoke 1): "
                     "identical Envoys differ by up to 10 %% in CPU per request, one process per case would "
@@ -1452,6 +1543,8 @@ def main():
     out_dir = args.out or (os.path.join(CACHE, "smoke") if smoke else RESULTS)
     if rounds < 1 or seconds < 1 or n_tokens < 1 or processes < 1:
         raise BenchError("--rounds, --seconds, --tokens and --processes must be at least 1")
+    if args.cache_sim and not args.callgrind:
+        raise BenchError("--cache-sim goes with --callgrind N")
     if processes > rounds:
         raise BenchError(f"--processes {processes} > --rounds {rounds}: a process would not be measured")
     wrk_seconds = max(1, int(round(seconds)))
@@ -1802,9 +1895,12 @@ def instructions_run(args, cases, fx, tokens, forged, idp_port, wasm, variant_wa
         entry = {"envoy": kind, "load": load.describe()}
         try:
             entry.update(count_instructions(case, kind, load, filters, idp_port, workdir, procs, envoy_bin,
-                                            wasm_log_level, args.callgrind, callgrind_warmups(args.smoke), forged))
+                                            wasm_log_level, args.callgrind, callgrind_warmups(args.smoke), forged,
+                                            cache_levels() if args.cache_sim else None))
+            misses = entry.get("misses_per_request") or {}
+            l2 = f"; L2 misses {sum(misses.get(e, 0) for e in ('ILmr', 'DLmr', 'DLmw')):,.0f}" if misses else ""
             log(f"{case:34s} {entry['per_request']:>12,.0f} instructions/request  (V8 code "
-                f"{entry['v8_code_per_request']:,.0f}; {entry['seconds']:.0f} s)")
+                f"{entry['v8_code_per_request']:,.0f}; code {entry['code_kb']:,.0f} KB{l2}; {entry['seconds']:.0f} s)")
         except BenchError as e:
             entry["error"] = str(e).splitlines()[0][:300]
             log(f"{case}: {e}")
@@ -1814,6 +1910,7 @@ def instructions_run(args, cases, fx, tokens, forged, idp_port, wasm, variant_wa
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "envoy_version": envoy_version(envoy_bin), "valgrind": version, "cpu_model": cpu_model(),
         "requests": args.callgrind, "warmups": callgrind_warmups(args.smoke),
+        "cache_sim": cache_levels() if args.cache_sim else None,
         "wasm_bytes": os.path.getsize(WASM), "wasm_sha256": sha256_file(wasm),
         "noop_wasm_bytes": os.path.getsize(noop_wasm),
         "git": f"BENCH_WASM={os.environ['BENCH_WASM']}" if os.environ.get("BENCH_WASM") else git_describe(),
