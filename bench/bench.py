@@ -1191,8 +1191,9 @@ def cache_misses_table(meta, counted):
         return []
     lines = [f"Cache misses per request, simulated by callgrind (`--cache-sim=yes`, this CPU's caches: "
              f"I1 {sim['I1']}, D1 {sim['D1']}, and its L2 {sim['LL']} as the last level: size in bytes, "
-             "ways, line). A line that misses the L2 comes from L3 at some 40 cycles; the same on every "
-             "run, where CPU time moves. \"of which V8\": misses in code V8 compiled, or of its loads and "
+             "ways, line). A line that misses the L2 comes from L3 at some 40 cycles. Misses move with where "
+             "the process's memory lands (up to a tenth between runs of one case; CPU time moves more): "
+             "compare within a run. \"of which V8\": misses in code V8 compiled, or of its loads and "
              "stores.", "",
              "| case | L1 instruction misses (of which V8) | L2 instruction misses (of which V8) | "
              "L1 data misses (of which V8) | L2 data misses (of which V8) | L2 misses in all |",
