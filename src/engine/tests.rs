@@ -3154,17 +3154,20 @@ fn waiting_contexts_are_the_requests_still_undecided() {
     assert!(e.waiting_contexts().is_empty());
 }
 
+/// A host's `verify_signature` that gives one verdict on every signature.
+#[derive(Debug)]
+struct HostVerdict(bool);
+
+impl crate::jwt::native::SignatureBackend for HostVerdict {
+    fn verify(&self, _: &'static str, _: &[u8], _: &[u8], _: &[u8]) -> Option<bool> {
+        Some(self.0)
+    }
+}
+
 /// The host's signature backend, once set, is the one that decides the signatures it can
 /// check: a host that finds every signature bad refuses a token the pure-Rust path accepts.
 #[test]
 fn the_hosts_signature_backend_decides_what_it_checks() {
-    #[derive(Debug)]
-    struct Refusing;
-    impl crate::jwt::native::SignatureBackend for Refusing {
-        fn verify(&self, _: &'static str, _: &[u8], _: &[u8], _: &[u8]) -> Option<bool> {
-            Some(false)
-        }
-    }
     let mut e = warm();
     allowed(&bearer(
         &mut e,
@@ -3172,7 +3175,7 @@ fn the_hosts_signature_backend_decides_what_it_checks() {
         &rs_token(&claims_with(json!({"jti": "a"}))),
         T0,
     ));
-    e.set_signature_backend(Rc::new(Refusing));
+    e.set_signature_backend(Rc::new(HostVerdict(false)));
     let step = bearer(&mut e, 3, &rs_token(&claims_with(json!({"jti": "b"}))), T0);
     assert_eq!(
         denied(&step),
@@ -4269,13 +4272,6 @@ mod clock_steps {
 #[test]
 #[ignore = "a profiling harness: run by hand (see above)"]
 fn profile_new_tokens() {
-    #[derive(Debug)]
-    struct HostSaysYes;
-    impl crate::jwt::native::SignatureBackend for HostSaysYes {
-        fn verify(&self, _: &'static str, _: &[u8], _: &[u8], _: &[u8]) -> Option<bool> {
-            Some(true)
-        }
-    }
     let mut config = config_value();
     let strategies = config["policies"]["orders-v1"]["strategies"]
         .as_array_mut()
@@ -4291,7 +4287,7 @@ fn profile_new_tokens() {
     let mut e = engine_with(config);
     let step = bearer(&mut e, 1, &rs_token(&claims()), T0);
     assert_eq!(serve_keys(&mut e, &callout(&step), &jwks(), T0).len(), 1);
-    e.set_signature_backend(Rc::new(HostSaysYes));
+    e.set_signature_backend(Rc::new(HostVerdict(true)));
 
     let model = rs_token(&claims());
     let [header, payload, signature]: [&str; 3] =
