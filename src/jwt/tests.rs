@@ -140,6 +140,14 @@ fn segment_counts_other_than_three_are_refused() {
     );
     assert_eq!(check("").unwrap_err(), TokenError::NotCompactJws);
     assert_eq!(check("..").unwrap_err(), TokenError::NotCompactJws);
+    // The number of segments is said first, whatever else is wrong with them.
+    assert_eq!(check("....").unwrap_err(), TokenError::Encrypted);
+    assert_eq!(check("!!.??.a.b.c").unwrap_err(), TokenError::Encrypted);
+    assert_eq!(check(".b.c.d").unwrap_err(), TokenError::NotCompactJws);
+    let bad_payload = format!("{}.!.x.y", parts[0]);
+    assert_eq!(check(&bad_payload).unwrap_err(), TokenError::NotCompactJws);
+    let bad_signature = format!("{}.{}.!.x.y", parts[0], parts[1]);
+    assert_eq!(check(&bad_signature).unwrap_err(), TokenError::Encrypted);
     for empty in 0..3 {
         let mut parts = parts.clone();
         parts[empty] = "";

@@ -66,30 +66,33 @@ impl ParsedToken {
         max_json_depth: usize,
         memo: &HeaderMemo,
     ) -> Result<ParsedToken, TokenError> {
-        let mut segments = token.split('.');
-        let (Some(header), Some(payload), Some(signature)) =
-            (segments.next(), segments.next(), segments.next())
-        else {
+        let Some((header, rest)) = token.split_once('.') else {
             return Err(TokenError::NotCompactJws);
         };
-        match segments.count() {
-            0 => {}
-            2 => return Err(TokenError::Encrypted),
-            _ => return Err(TokenError::NotCompactJws),
-        }
-        if header.is_empty() || payload.is_empty() || signature.is_empty() {
+        let Some((payload, signature)) = rest.split_once('.') else {
             return Err(TokenError::NotCompactJws);
+        };
+        // More segments than three show as dots in `signature`. No base64url text has one,
+        // so they are counted only for a refusal (not for every valid token): the number of
+        // segments is said before anything else (five: an encrypted token).
+        let shape = |refusal: TokenError| match signature.bytes().filter(|b| *b == b'.').count() {
+            0 => refusal,
+            2 => TokenError::Encrypted,
+            _ => TokenError::NotCompactJws,
+        };
+        if header.is_empty() || payload.is_empty() || signature.is_empty() {
+            return Err(shape(TokenError::NotCompactJws));
         }
         // Refusals keep their order whether the header is known or not: the segments'
         // encoding first, then the header's content (a known header has none to refuse).
         let known = memo.0.get(header);
         let header_json = match known {
             Some(_) => None,
-            None => Some(decode(header)?),
+            None => Some(decode(header).map_err(shape)?),
         };
-        let payload = decode(payload)?;
+        let payload = decode(payload).map_err(shape)?;
         let signature_len = signature.len();
-        let signature = decode(signature)?;
+        let signature = decode(signature).map_err(shape)?;
         let JoseHeader { alg, kid, at_jwt } = match known {
             Some(known) => known,
             None => {
