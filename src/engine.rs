@@ -761,7 +761,7 @@ impl Engine {
     fn bearer_strategy(&self, policy: &Policy, token: &ParsedToken) -> Option<usize> {
         let iss = token.claims.get("iss")?.as_str()?;
         let iss = iss.as_ref();
-        let candidates = policy
+        let mut candidates = policy
             .strategies
             .iter()
             .enumerate()
@@ -774,7 +774,14 @@ impl Engine {
                 }
                 _ => None,
             });
-        let candidates: Vec<(usize, &OidcStrategy)> = candidates.collect();
+        // One strategy takes this issuer's tokens (the usual route): no application to look
+        // up twice.
+        let first = candidates.next()?;
+        let Some(second) = candidates.next() else {
+            return Some(first.0);
+        };
+        let candidates: Vec<(usize, &OidcStrategy)> =
+            [first, second].into_iter().chain(candidates).collect();
         // Unless the application picks: one that introspects JWTs (it was configured to see
         // them), else the first.
         let fallback = candidates
@@ -1602,7 +1609,9 @@ impl Engine {
         // client_id): whatever client the IdP's token names, the request goes upstream as
         // the client that presented the secret.
         let values = match &job.pending {
-            Pending::ClientCredentials { client_id, .. } => vec![Cow::Borrowed(client_id.as_str())],
+            Pending::ClientCredentials { client_id, .. } => {
+                claims::Values::One(Cow::Borrowed(client_id.as_str()))
+            }
             _ => match verified.credential_values(&strategy.credential_claim) {
                 Ok(v) => v,
                 Err(e) => return fail(Denial::InvalidToken(e)),

@@ -138,15 +138,15 @@ pub fn claim_at<'a>(claims: &'a Object, path: &[String]) -> Option<Json<'a>> {
 pub fn credential_values<'a>(
     claims: &'a Object,
     path: &[String],
-) -> Result<Vec<Cow<'a, str>>, TokenError> {
+) -> Result<Values<'a>, TokenError> {
     let claim = claim_at(claims, path).ok_or(TokenError::BadCredentialClaim)?;
     let found = match claim.as_str() {
-        Some(s) => vec![s],
+        Some(s) => Values::One(s),
         None => match claim.items() {
             Some(items) if !items.is_empty() => items
                 .into_iter()
                 .map(|v| v.as_str().ok_or(TokenError::BadCredentialClaim))
-                .collect::<Result<Vec<_>, _>>()?,
+                .collect::<Result<Values<'_>, _>>()?,
             _ => return Err(TokenError::BadCredentialClaim),
         },
     };
@@ -156,16 +156,48 @@ pub fn credential_values<'a>(
     Ok(found)
 }
 
+/// A claim's string values. Most claims hold one (an `aud`, a `client_id`, a scope), kept
+/// without a list: a new token's claims are read several times over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Values<'a> {
+    One(Cow<'a, str>),
+    Many(Vec<Cow<'a, str>>),
+}
+
+impl<'a> std::ops::Deref for Values<'a> {
+    type Target = [Cow<'a, str>];
+
+    fn deref(&self) -> &[Cow<'a, str>] {
+        match self {
+            Values::One(value) => std::slice::from_ref(value),
+            Values::Many(values) => values,
+        }
+    }
+}
+
+impl<'a> FromIterator<Cow<'a, str>> for Values<'a> {
+    fn from_iter<I: IntoIterator<Item = Cow<'a, str>>>(iter: I) -> Values<'a> {
+        let mut iter = iter.into_iter();
+        let Some(first) = iter.next() else {
+            return Values::Many(Vec::new());
+        };
+        let Some(second) = iter.next() else {
+            return Values::One(first);
+        };
+        Values::Many([first, second].into_iter().chain(iter).collect())
+    }
+}
+
 /// The string values of a claim that may be a string or an array of strings. With
 /// `split_spaces`, a string is a space-separated list (the OAuth `scope` form).
-fn values(claim: Option<Json<'_>>, split_spaces: bool) -> Vec<Cow<'_, str>> {
+fn values(claim: Option<Json<'_>>, split_spaces: bool) -> Values<'_> {
     let Some(claim) = claim else {
-        return Vec::new();
+        return Values::Many(Vec::new());
     };
     match claim.as_str() {
         Some(Cow::Borrowed(s)) if split_spaces => words(s).map(Cow::Borrowed).collect(),
         Some(Cow::Owned(s)) if split_spaces => words(&s).map(|w| Cow::Owned(w.into())).collect(),
-        Some(s) => vec![s],
+        Some(s) => Values::One(s),
         None => claim
             .items()
             .unwrap_or_default()
@@ -228,7 +260,7 @@ impl VerifiedClaims {
     }
 
     /// The credential claim's values ([`credential_values`]).
-    pub fn credential_values(&self, path: &[String]) -> Result<Vec<Cow<'_, str>>, TokenError> {
+    pub fn credential_values(&self, path: &[String]) -> Result<Values<'_>, TokenError> {
         credential_values(&self.claims, path)
     }
 

@@ -1,4 +1,5 @@
 // Test code only: the parent module declares this file behind #[cfg(test)].
+use super::claims::Values;
 use super::fixtures::*;
 use super::*;
 use crate::jwt::jwks::RSA_ALGS;
@@ -7,6 +8,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use jwt_simple::prelude::*;
 use serde_json::{json, Value};
+use std::borrow::Cow;
 
 fn rules_with<'a>(
     issuers: &'a [String],
@@ -55,7 +57,7 @@ fn good_tokens_of_every_algorithm_verify() {
         let v = check(&token).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(v.exp(), NOW + 600, "{name}");
         assert_eq!(
-            v.credential_values(&["client_id".into()]).unwrap(),
+            v.credential_values(&["client_id".into()]).unwrap().to_vec(),
             vec!["client-1"]
         );
     }
@@ -670,11 +672,26 @@ fn ecdsa_signature_shapes_are_strict() {
 }
 
 #[test]
+fn one_claim_value_is_kept_without_a_list() {
+    let one: Values<'_> = ["a"].map(Cow::Borrowed).into_iter().collect();
+    assert_eq!(one, Values::One(Cow::Borrowed("a")));
+    let two: Values<'_> = ["a", "b"].map(Cow::Borrowed).into_iter().collect();
+    assert_eq!(two.to_vec(), vec!["a", "b"]);
+    let three: Values<'_> = ["a", "b", "c"].map(Cow::Borrowed).into_iter().collect();
+    assert_eq!(three.to_vec(), vec!["a", "b", "c"]);
+    let none: Values<'_> = std::iter::empty().collect();
+    assert!(none.is_empty());
+}
+
+#[test]
 fn credential_claim_shapes() {
     let path = vec!["client_id".to_owned()];
     let v = |c: Value| check(&rs_token(&claims_with(json!({ "client_id": c })))).unwrap();
     assert_eq!(
-        v(json!(["a", "b"])).credential_values(&path).unwrap(),
+        v(json!(["a", "b"]))
+            .credential_values(&path)
+            .unwrap()
+            .to_vec(),
         vec!["a", "b"]
     );
     for bad in [
