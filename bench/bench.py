@@ -36,6 +36,7 @@ non-zero unless every case answered only 2xx (denials are then summarised from E
 import argparse
 import base64
 import datetime
+import functools
 import hashlib
 import http.client
 import json
@@ -1594,6 +1595,7 @@ def main():
 
     signal.signal(signal.SIGTERM, on_signal)
     started = time.time()
+    git_describe()
     ok = False
     try:
         # The IdP, its keys and the tokens.
@@ -1939,8 +1941,11 @@ def sha256_file(path):
         return hashlib.sha256(f.read()).hexdigest()
 
 
+@functools.lru_cache(maxsize=None)
 def git_describe():
-    """HEAD's commit, and whether the work tree differs from it (src/ is often mid-edit)."""
+    """HEAD's commit, and whether the work tree differs from it (src/ is often mid-edit). Read
+    once, when the run starts (its build is of that tree): a long run outlasts commits made
+    meanwhile, which its report must not claim."""
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
                               timeout=10).stdout.strip()
