@@ -214,18 +214,20 @@ pub struct Object {
 const REGISTERED: usize = 10;
 const ABSENT: usize = usize::MAX;
 
+/// Byte patterns, not string ones: a decision on the length and then each byte, where string
+/// patterns compare whole names one after another.
 fn registered(name: &[u8]) -> Option<usize> {
-    Some(match name {
-        b"iss" => 0,
-        b"sub" => 1,
-        b"aud" => 2,
-        b"exp" => 3,
-        b"nbf" => 4,
-        b"iat" => 5,
-        b"jti" => 6,
-        b"nonce" => 7,
-        b"scope" => 8,
-        b"client_id" => 9,
+    Some(match *name {
+        [b'i', b's', b's'] => 0,
+        [b's', b'u', b'b'] => 1,
+        [b'a', b'u', b'd'] => 2,
+        [b'e', b'x', b'p'] => 3,
+        [b'n', b'b', b'f'] => 4,
+        [b'i', b'a', b't'] => 5,
+        [b'j', b't', b'i'] => 6,
+        [b'n', b'o', b'n', b'c', b'e'] => 7,
+        [b's', b'c', b'o', b'p', b'e'] => 8,
+        [b'c', b'l', b'i', b'e', b'n', b't', b'_', b'i', b'd'] => 9,
         _ => return None,
     })
 }
@@ -369,7 +371,13 @@ impl<'a> Json<'a> {
     /// A number serde_json reads as an unsigned integer (`Value::as_u64`): digits only, no
     /// fraction or exponent, at most `u64::MAX`.
     pub fn as_u64(self) -> Option<u64> {
-        if self.0.bytes().all(|b| b.is_ascii_digit()) {
+        let digits = self.0.as_bytes();
+        if digits.iter().all(u8::is_ascii_digit) {
+            // Up to 19 digits cannot overflow (a time claim has 10): read in one pass.
+            if (1..=19).contains(&digits.len()) {
+                let read = |n: u64, d: &u8| n.wrapping_mul(10).wrapping_add(u64::from(d & 0x0f));
+                return Some(digits.iter().fold(0, read));
+            }
             return self.0.parse().ok();
         }
         if !self.is_number() {
@@ -885,6 +893,7 @@ mod tests {
             r#"{"a":{"b":{"c":[1,2,{"d":"e"}]}},"r":{"roles":["x"]}}"#,
             r#"{"a":-0,"b":0,"c":-1,"d":1.5e3,"e":1E-2,"f":123456789012345678901234567890}"#,
             r#"{"a":18446744073709551615,"b":18446744073709551616,"c":9223372036854775808}"#,
+            r#"{"a":9999999999999999999,"b":1000000000000000000,"c":0,"d":1795943047}"#,
             r#"{"a":1e400}"#,
             r#"{"a":-1e400}"#,
             r#"{"a":1e-400}"#,
