@@ -205,8 +205,8 @@ pub struct Object {
     text: String,
     /// Each member, in document order (names are unique).
     members: Vec<Member>,
-    /// Where the registered claims are in `members` (by [`registered`]): `ABSENT`, or the
-    /// member's index. The claims rules ask for them by name a dozen times per token.
+    /// Where the registered claims are in `members` (by [`registered`]): the member's index,
+    /// or `ABSENT` (past any end). The claims rules ask for them by name a dozen times per token.
     registered: [usize; REGISTERED],
 }
 
@@ -216,6 +216,7 @@ const ABSENT: usize = usize::MAX;
 
 /// Byte patterns, not string ones: a decision on the length and then each byte, where string
 /// patterns compare whole names one after another.
+#[inline]
 fn registered(name: &[u8]) -> Option<usize> {
     Some(match *name {
         [b'i', b's', b's'] => 0,
@@ -304,19 +305,23 @@ impl Object {
         })
     }
 
-    /// The value of the member `name`.
+    /// The value of the member `name`. Inlined: the rules name claims as constants, and a
+    /// registered one's slot is then known where it is asked for.
+    #[inline]
     pub fn get(&self, name: &str) -> Option<Json<'_>> {
         let member = match registered(name.as_bytes()) {
-            Some(slot) => match self.registered.get(slot) {
-                Some(&ABSENT) | None => return None,
-                Some(&i) => self.members.get(i)?,
-            },
-            None => self
-                .members
-                .iter()
-                .find(|m| same(m.name(&self.text), name.as_bytes()))?,
+            // An absent claim's slot is past the end.
+            Some(slot) => self.members.get(*self.registered.get(slot)?)?,
+            None => self.member(name)?,
         };
         self.text.get(member.value.0..member.value.1).map(Json)
+    }
+
+    /// The member named `name`, searched for.
+    fn member(&self, name: &str) -> Option<&Member> {
+        self.members
+            .iter()
+            .find(|m| same(m.name(&self.text), name.as_bytes()))
     }
 
     /// The document as serde_json values (what the tests and the fuzz target compare with
