@@ -125,6 +125,29 @@ fn hs_rs_confusion_is_refused() {
 }
 
 #[test]
+fn the_header_memo_keeps_the_last_eight_headers() {
+    let payload = b64(claims().to_string().as_bytes());
+    let header = |i: usize| b64(format!(r#"{{"alg":"RS256","kid":"k{i}"}}"#).as_bytes());
+    let parse = |memo: &HeaderMemo, i: usize| {
+        ParsedToken::parse_with(&format!("{}.{payload}.AAAA", header(i)), 8, memo).unwrap()
+    };
+    let memo = HeaderMemo::default();
+    for i in 0..9 {
+        assert_eq!(
+            parse(&memo, i).kid.as_deref(),
+            Some(format!("k{i}").as_str())
+        );
+    }
+    // The ninth took the first one's place.
+    assert!(!memo.knows(&header(0)));
+    assert!((1..9).all(|i| memo.knows(&header(i))));
+    // A header read before reads as it did.
+    assert_eq!(parse(&memo, 3).kid.as_deref(), Some("k3"));
+    assert_eq!(parse(&memo, 0).kid.as_deref(), Some("k0"));
+    assert!(memo.knows(&header(0)) && !memo.knows(&header(1)));
+}
+
+#[test]
 fn segment_counts_other_than_three_are_refused() {
     let token = rs_token(&claims());
     let parts: Vec<&str> = token.split('.').collect();

@@ -2,11 +2,11 @@
 //! JSON object payload. Nothing here trusts the token; it only refuses what is malformed.
 
 use super::{Alg, TokenError};
-use crate::cache::Memo;
 use crate::json::{self, Object};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde_json::Value;
+use std::cell::RefCell;
 use std::rc::Rc;
 
 /// Longest `kid` accepted: it is only ever a map key, but an unbounded one is a free
@@ -38,20 +38,45 @@ struct JoseHeader {
 
 /// JOSE headers already read, by their base64url text. An issuer's tokens share one header
 /// (same `alg`, `typ` and `kid`), so a stream of new tokens decodes and checks it once, not
-/// per token. Only well-formed headers are kept; the memo is cleared when full.
-#[derive(Debug)]
-pub struct HeaderMemo(Memo<JoseHeader>);
+/// per token. A few are kept (an IdP signs with one key at a time, two while it rotates),
+/// looked through in turn: the one nearly every token has is found without hashing, and a
+/// token with a header not kept costs what it would with no memo. Only well-formed headers
+/// are kept; the oldest makes way.
+#[derive(Debug, Default)]
+pub struct HeaderMemo(RefCell<RecentHeaders>);
 
-impl Default for HeaderMemo {
-    fn default() -> HeaderMemo {
-        HeaderMemo(Memo::new(64))
-    }
+#[derive(Debug, Default)]
+struct RecentHeaders {
+    kept: Vec<(Box<str>, JoseHeader)>,
+    /// Where the next header goes once all are taken.
+    next: usize,
 }
 
+const HEADERS_KEPT: usize = 8;
+
 impl HeaderMemo {
+    fn get(&self, segment: &str) -> Option<JoseHeader> {
+        let recent = self.0.borrow();
+        let (_, header) = recent.kept.iter().find(|(s, _)| **s == *segment)?;
+        Some(header.clone())
+    }
+
+    fn remember(&self, segment: &str, header: JoseHeader) {
+        let mut recent = self.0.borrow_mut();
+        if recent.kept.len() < HEADERS_KEPT {
+            recent.kept.push((segment.into(), header));
+            return;
+        }
+        let at = recent.next % HEADERS_KEPT;
+        if let Some(slot) = recent.kept.get_mut(at) {
+            *slot = (segment.into(), header);
+        }
+        recent.next = at.saturating_add(1);
+    }
+
     #[cfg(test)]
     pub fn knows(&self, segment: &str) -> bool {
-        self.0.knows(segment)
+        self.get(segment).is_some()
     }
 }
 
@@ -85,7 +110,7 @@ impl ParsedToken {
         }
         // Refusals keep their order whether the header is known or not: the segments'
         // encoding first, then the header's content (a known header has none to refuse).
-        let known = memo.0.get(header);
+        let known = memo.get(header);
         let header_json = match known {
             Some(_) => None,
             None => Some(decode(header).map_err(shape)?),
@@ -97,7 +122,7 @@ impl ParsedToken {
             Some(known) => known,
             None => {
                 let read = read_header(header_json.as_deref().unwrap_or_default(), header.len())?;
-                memo.0.remember(header, read.clone());
+                memo.remember(header, read.clone());
                 read
             }
         };
