@@ -216,7 +216,6 @@ const ABSENT: usize = usize::MAX;
 
 /// Byte patterns, not string ones: a decision on the length and then each byte, where string
 /// patterns compare whole names one after another.
-#[inline(always)]
 fn registered(name: &[u8]) -> Option<usize> {
     Some(match *name {
         [b'i', b's', b's'] => 0,
@@ -305,10 +304,7 @@ impl Object {
         })
     }
 
-    /// The value of the member `name`. Always inlined (the Wasm build does not, by itself):
-    /// the rules name claims as constants, and a registered one's slot is then known where
-    /// it is asked for.
-    #[inline(always)]
+    /// The value of the member `name`.
     pub fn get(&self, name: &str) -> Option<Json<'_>> {
         let member = match registered(name.as_bytes()) {
             // An absent claim's slot is past the end.
