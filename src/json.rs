@@ -214,8 +214,7 @@ pub struct Object {
 const REGISTERED: usize = 10;
 const ABSENT: usize = usize::MAX;
 
-/// Byte patterns, not string ones: a decision on the length and then each byte, where string
-/// patterns compare whole names one after another.
+/// The slot of a registered claim's name.
 fn registered(name: &[u8]) -> Option<usize> {
     Some(match *name {
         [b'i', b's', b's'] => 0,
