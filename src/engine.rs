@@ -780,8 +780,9 @@ impl Engine {
         let Some(second) = candidates.next() else {
             return Some(first.0);
         };
-        let candidates: Vec<(usize, &OidcStrategy)> =
-            [first, second].into_iter().chain(candidates).collect();
+        let mut all: Vec<(usize, &OidcStrategy)> = vec![first, second];
+        all.extend(candidates);
+        let candidates = all;
         // Unless the application picks: one that introspects JWTs (it was configured to see
         // them), else the first.
         let fallback = candidates
