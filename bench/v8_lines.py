@@ -141,12 +141,14 @@ def run(job, case, requests, folder):
                         "node", "--no-liftoff", "--print-wasm-code", "--expose-gc",
                         os.path.join(BENCH, "v8_time.js"), path],
                        stdout=out, stderr=err, timeout=1800)
-    # The results are v8_time.js's last line, after V8's listing.
+    # v8_time.js's results are a line of their own among V8's listing (which goes on while
+    # V8 compiles, after the results too).
     with open(listing, errors="replace") as f:
-        last = f.read().rstrip("\n").rsplit("\n", 1)[-1]
-    if not last.startswith('{"node"'):
+        text = f.read()
+    at = text.rfind('\n{"node"')
+    if at < 0:
         sys.exit(f"v8_lines: v8_time.js under callgrind gave no results (see {errors})")
-    result = json.loads(last)["results"][case["name"]]
+    result = json.loads(text[at:].split("\n", 2)[1])["results"][case["name"]]
     if "error" in result:
         sys.exit(f"v8_lines: {case['name']}: {result['error']}")
     counts, lines = executed(profile, code_ranges(listing))
