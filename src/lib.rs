@@ -15,6 +15,7 @@
     )
 )]
 
+pub mod alloc;
 pub mod apps;
 pub mod bytes;
 pub mod cache;
