@@ -71,8 +71,9 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 PATH = "/orders/1"
 API_KEY = "bench-api-key-3c1f0e9a7d"
 # The filter's verified-token cache (limits.max_cache_entries, which the bench configuration
-# leaves at its default): first in, first out. A token sent again after more distinct tokens
-# than this cannot be a hit, so a token stream longer than this may wrap.
+# leaves at its default): first in, first out, and once full a new token is kept only at its
+# second use. A token sent again after more distinct tokens than this cannot be a hit, so a
+# token stream longer than this may wrap.
 FILTER_CACHE_ENTRIES = 10_000
 # New tokens the Wasm work of a distinct-token case is measured over (each verified in Wasm).
 DISTINCT_WORK_REQUESTS = 10

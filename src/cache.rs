@@ -477,6 +477,44 @@ pub struct TtlCache<V> {
     /// Whether the map and the queue have been given their full size (done once, when the
     /// cache first fills).
     full_size: bool,
+    /// Who may take a full cache's room ([`TtlCache::with_doorkeeper`]); `None`: any key.
+    doorkeeper: Option<Doorkeeper>,
+}
+
+/// The door of a full cache (TinyLFU's "doorkeeper", Einziger, Friedman and Manes, 2017):
+/// a new key takes the oldest key's place only at its second offer. A stream of keys each
+/// offered once (new tokens used for one request each) then costs no insert and evicts
+/// nothing, and the keys in use stay. The first offer is remembered as a 32-bit fingerprint
+/// of the key's hash (the cache's keyed one) in a slot picked by the rest of the hash; a later
+/// key landing there takes the slot. Two to four slots (four bytes each) for each entry the
+/// cache holds (twice its capacity, up to a power of two), taken when the cache first fills.
+#[derive(Debug, Default)]
+struct Doorkeeper {
+    slots: Vec<u32>,
+}
+
+impl Doorkeeper {
+    /// Whether the key of `hash` was offered before (its slot is then free again); if not,
+    /// it is remembered now.
+    fn second_offer(&mut self, hash: u64, capacity: usize) -> bool {
+        if self.slots.is_empty() {
+            let slots = capacity.saturating_mul(2).clamp(64, 1 << 20);
+            self.slots = vec![0; slots.next_power_of_two()];
+        }
+        let index = (hash >> 32) as usize & self.slots.len().wrapping_sub(1);
+        // Never 0, which is an empty slot's.
+        let fingerprint = hash as u32 | 1;
+        let Some(slot) = self.slots.get_mut(index) else {
+            return true;
+        };
+        if *slot == fingerprint {
+            *slot = 0;
+            true
+        } else {
+            *slot = fingerprint;
+            false
+        }
+    }
 }
 
 impl<V> TtlCache<V> {
@@ -487,6 +525,26 @@ impl<V> TtlCache<V> {
             serial: 0,
             capacity: capacity.max(1),
             full_size: false,
+            doorkeeper: None,
+        }
+    }
+
+    /// A cache that, once full, takes a new key only at its second offer ([`Doorkeeper`]):
+    /// for values that are cheap to work out again once, such as a signature verified
+    /// natively, and not for answers that cost a callout.
+    pub fn with_doorkeeper(capacity: usize) -> TtlCache<V> {
+        TtlCache {
+            doorkeeper: Some(Doorkeeper::default()),
+            ..TtlCache::new(capacity)
+        }
+    }
+
+    /// Whether a key not in the cache may take a full cache's room now.
+    fn admits(&mut self, key: &[u8]) -> bool {
+        use std::hash::BuildHasher as _;
+        match &mut self.doorkeeper {
+            None => true,
+            Some(door) => door.second_offer(self.entries.hasher().hash_one(key), self.capacity),
         }
     }
 
@@ -532,7 +590,8 @@ impl<V> TtlCache<V> {
     }
 
     /// Keeps `value` under `key` until `until_ms` (the key is copied once, into the one
-    /// allocation the map and the queue share).
+    /// allocation the map and the queue share); in a full cache with a doorkeeper, a new key
+    /// only at its second offer.
     pub fn insert(
         &mut self,
         key: &(impl AsRef<[u8]> + ?Sized),
@@ -544,11 +603,11 @@ impl<V> TtlCache<V> {
     }
 
     fn insert_bytes(&mut self, key: &[u8], value: V, until_ms: u64, now_ms: u64) {
-        self.serial = self.serial.wrapping_add(1);
-        let serial = self.serial;
-        let key: Rc<[u8]> = Rc::from(key);
-        if !self.entries.contains_key(&key) {
+        if !self.entries.contains_key(key) {
             if self.entries.len() >= self.capacity {
+                if !self.admits(key) {
+                    return;
+                }
                 self.size_for_eviction();
             }
             while self.entries.len() >= self.capacity {
@@ -563,6 +622,9 @@ impl<V> TtlCache<V> {
                 }
             }
         }
+        self.serial = self.serial.wrapping_add(1);
+        let serial = self.serial;
+        let key: Rc<[u8]> = Rc::from(key);
         self.order.push_back((Rc::clone(&key), serial));
         let entry = Entry {
             value,
@@ -752,6 +814,71 @@ mod ttl_tests {
             Some(&(capacity * 100 - 1))
         );
         assert_eq!(c.get(&key(0), 0), None);
+    }
+
+    #[test]
+    fn a_full_cache_with_a_doorkeeper_takes_a_new_key_at_its_second_offer() {
+        let mut c = TtlCache::with_doorkeeper(3);
+        for k in ["a", "b", "c"] {
+            c.insert(k, 1, 100, 0);
+        }
+        assert_eq!(c.len(), 3, "room: taken at once");
+        c.insert("d", 1, 100, 0);
+        assert_eq!(
+            (c.get("d", 0), c.get("a", 0)),
+            (None, Some(&1)),
+            "first offer"
+        );
+        c.insert("d", 2, 100, 0);
+        assert_eq!(
+            (c.get("d", 0), c.get("a", 0)),
+            (Some(&2), None),
+            "second offer"
+        );
+        c.insert("d", 3, 100, 0);
+        assert_eq!(
+            c.get("d", 0),
+            Some(&3),
+            "a key in the cache is overwritten at once"
+        );
+        // A stream of keys offered once each leaves the cache as it was.
+        for i in 0..10_000 {
+            c.insert(&format!("once-{i}"), 0, 100, 0);
+        }
+        assert_eq!(
+            (c.get("b", 0), c.get("c", 0), c.get("d", 0)),
+            (Some(&1), Some(&1), Some(&3))
+        );
+        // Without one, the stream takes every place.
+        let mut plain = TtlCache::new(3);
+        for k in ["b", "c", "d", "once-0", "once-1", "once-2"] {
+            plain.insert(k, 1, 100, 0);
+        }
+        assert_eq!((plain.get("b", 0), plain.get("d", 0)), (None, None));
+    }
+
+    /// What the doorkeeper remembers is one slot per hash; a key whose slot another key took
+    /// since is a first offer again, and a second offer frees its slot.
+    #[test]
+    fn the_doorkeeper_remembers_a_first_offer_in_a_slot_of_its_own() {
+        let mut door = Doorkeeper::default();
+        let (a, b) = (0x0000_0005_1234_5678_u64, 0x0000_0005_9999_0000_u64);
+        assert!(!door.second_offer(a, 3));
+        assert_eq!(door.slots.len(), 64, "at least 64 slots");
+        assert!(door.second_offer(a, 3));
+        assert!(
+            !door.second_offer(a, 3),
+            "its slot was freed by the second offer"
+        );
+        assert!(!door.second_offer(b, 3), "the same slot: b takes it");
+        assert!(!door.second_offer(a, 3), "a is new again");
+        assert!(
+            !door.second_offer(0, 3),
+            "a zero hash is not an empty slot's"
+        );
+        let mut big = Doorkeeper::default();
+        big.second_offer(a, 10_000);
+        assert_eq!(big.slots.len(), 32_768);
     }
 
     #[test]

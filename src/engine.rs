@@ -270,7 +270,8 @@ pub struct Engine {
     introspections: TtlCache<Introspected>,
     introspection_flights: Flights,
     /// Tokens that passed every check, by (policy, token): the next request with one skips
-    /// parsing and signature verification.
+    /// parsing and signature verification. Once full, a new token is kept at its second
+    /// use: tokens used once each (a stream of new ones) do not push out the ones in use.
     verified: TtlCache<Verified>,
     /// Shared data across VMs (the issuer's keys and fetch lease), and the three keys of
     /// each issuer in it.
@@ -370,7 +371,7 @@ impl Engine {
             token_flights: Flights::default(),
             introspections: TtlCache::new(capacity),
             introspection_flights: Flights::default(),
-            verified: TtlCache::new(capacity),
+            verified: TtlCache::with_doorkeeper(capacity),
             store,
             slots,
             counters,

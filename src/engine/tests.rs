@@ -2392,7 +2392,11 @@ mod shared_keys {
     use crate::shared::MemoryStore;
 
     fn vm(store: &Rc<MemoryStore>) -> (Engine, Rc<Recording>) {
-        let (config, _) = Config::parse(config_value().to_string().as_bytes()).unwrap();
+        vm_with(store, config_value())
+    }
+
+    fn vm_with(store: &Rc<MemoryStore>, config: Value) -> (Engine, Rc<Recording>) {
+        let (config, _) = Config::parse(config.to_string().as_bytes()).unwrap();
         let counters = Rc::new(Recording::default());
         let store: Rc<dyn crate::shared::SharedStore> = store.clone();
         (
@@ -2633,6 +2637,44 @@ mod shared_keys {
             allowed(&bearer(&mut e, 2, &t, T0 + 1));
         }
         assert!(e.verified.len() <= 100, "{}", e.verified.len());
+    }
+
+    /// Once the cache is full, tokens used once each do not push out a token in use: a new
+    /// token takes a place at its second use.
+    #[test]
+    fn a_full_cache_keeps_its_tokens_through_a_stream_of_new_ones() {
+        let mut c = config_value();
+        c["limits"] = json!({"max_cache_entries": 10});
+        let store = Rc::new(MemoryStore::default());
+        let (mut e, counters) = vm_with(&store, c);
+        let token =
+            |i: usize| hs_with_payload(&claims_with(json!({"jti": format!("t{i}")})).to_string());
+        let first = callout(&bearer(&mut e, 1, &token(0), T0));
+        serve_keys(&mut e, &first, &jwks(), T0);
+        for i in 0..10 {
+            allowed(&bearer(&mut e, 2, &token(i), T0 + 1));
+        }
+        assert_eq!(e.verified.len(), 10);
+        for i in 10..1_000 {
+            allowed(&bearer(&mut e, 2, &token(i), T0 + 1));
+        }
+        let hits = counters.get(metrics::CACHE_VERIFIED_HIT);
+        for i in 0..10 {
+            allowed(&bearer(&mut e, 2, &token(i), T0 + 2));
+        }
+        assert_eq!(
+            counters.get(metrics::CACHE_VERIFIED_HIT),
+            hits + 10,
+            "all ten kept"
+        );
+        // A new token, used again, is remembered from its second use.
+        let new = token(5_000);
+        allowed(&bearer(&mut e, 2, &new, T0 + 3));
+        allowed(&bearer(&mut e, 2, &new, T0 + 3));
+        let hits = counters.get(metrics::CACHE_VERIFIED_HIT);
+        allowed(&bearer(&mut e, 2, &new, T0 + 3));
+        assert_eq!(counters.get(metrics::CACHE_VERIFIED_HIT), hits + 1);
+        assert_eq!(e.verified.len(), 10);
     }
 }
 
