@@ -357,13 +357,7 @@ mod tests {
     #[test]
     fn blocks_in_use_never_overlap() {
         let r = Recycler::new(Counted::default());
-        let mut seed = 0x9E37_79B9_7F4A_7C15_u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = crate::testing::xorshift(0x9E37_79B9_7F4A_7C15_u64);
         let mut live: Vec<(*mut u8, Layout, u8)> = Vec::new();
         unsafe {
             for turn in 0..20_000u32 {

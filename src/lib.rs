@@ -33,6 +33,20 @@ pub mod shared;
 #[cfg(target_arch = "wasm32")]
 mod host;
 
+/// Helpers shared by the unit tests.
+#[cfg(test)]
+mod testing {
+    /// A xorshift64 stream from `seed` (not 0): the same inputs on every run.
+    pub fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
+        move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        }
+    }
+}
+
 #[cfg(target_arch = "wasm32")]
 proxy_wasm::main! {{
     host::start();

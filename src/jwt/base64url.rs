@@ -146,13 +146,7 @@ mod tests {
                 }
             }
         }
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = crate::testing::xorshift(0x9e37_79b9_7f4a_7c15u64);
         let (mut accepted, mut refused) = (0, 0);
         for _ in 0..200_000 {
             let len = (next() % 65) as usize;
