@@ -273,7 +273,7 @@ mod tests {
             // Another class: a new block from the system; the kept one stays.
             let b = r.alloc(layout(600, 1));
             assert_ne!(a, b);
-            // The same class (705..=768 and 641..=768 alike): the kept block.
+            // The same class (641 to 768 bytes): the kept block.
             let c = r.alloc(layout(760, 8));
             assert_eq!(a, c);
             assert_eq!(r.kept_bytes(), 0);
