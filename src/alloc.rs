@@ -121,10 +121,11 @@ impl<A> Recycler<A> {
     }
 }
 
-/// The layout a class's blocks are allocated with from the system allocator.
-fn class_layout(size: usize) -> Layout {
-    // Class sizes are multiples of 8, at most LARGEST: always a valid layout.
-    Layout::from_size_align(size, ALIGN).unwrap_or(Layout::new::<u64>())
+/// The layout a class's blocks are allocated with from the system allocator. Class sizes
+/// are multiples of 8 up to [`LARGEST`], always a valid layout: `None` cannot happen, and
+/// would fail the allocation (or leak the block) rather than stand in another size.
+fn class_layout(size: usize) -> Option<Layout> {
+    Layout::from_size_align(size, ALIGN).ok()
 }
 
 // SAFETY: blocks come from `system` with their class's layout and go back to it with the
@@ -136,8 +137,11 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Recycler<A> {
             // SAFETY: blocks in the lists come from `keep`.
             Some((class, size)) => match unsafe { self.take(class, size) } {
                 Some(block) => block,
-                // SAFETY: a layout of non-zero size.
-                None => unsafe { self.system.alloc(class_layout(size)) },
+                None => match class_layout(size) {
+                    // SAFETY: a layout of non-zero size.
+                    Some(class) => unsafe { self.system.alloc(class) },
+                    None => ptr::null_mut(),
+                },
             },
             // SAFETY: the caller's layout, as given.
             None => unsafe { self.system.alloc(layout) },
@@ -150,8 +154,10 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Recycler<A> {
                 // SAFETY: the caller frees a block it was given for this layout: one of
                 // this class.
                 if !unsafe { self.keep(block, class, size) } {
-                    // SAFETY: allocated by `system` with this class's layout.
-                    unsafe { self.system.dealloc(block, class_layout(size)) }
+                    if let Some(class) = class_layout(size) {
+                        // SAFETY: allocated by `system` with this class's layout.
+                        unsafe { self.system.dealloc(block, class) }
+                    }
                 }
             }
             // SAFETY: allocated by `system` with this very layout.
@@ -240,6 +246,7 @@ mod tests {
         let mut last = (0, 8);
         for size in 1..=LARGEST {
             let (class, block) = class_of(layout(size, 1)).unwrap();
+            assert_eq!(class_layout(block).map(|l| l.size()), Some(block));
             assert!(
                 class < CLASSES && block >= size && block % ALIGN == 0,
                 "{size}"
