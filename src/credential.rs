@@ -370,11 +370,14 @@ pub fn query_values(path: &str, name: &str) -> Result<Vec<String>, Malformed> {
         .collect()
 }
 
+/// The query string's `name=value` pairs as sent. A path without `?` (most) is not split.
 fn query_pairs(path: &str) -> impl Iterator<Item = (&str, &str)> {
-    let query = path.split_once('?').map_or("", |(_, q)| q);
-    let query = query.split_once('#').map_or(query, |(q, _)| q);
+    let query = path
+        .split_once('?')
+        .map(|(_, q)| q.split_once('#').map_or(q, |(q, _)| q));
     query
-        .split('&')
+        .into_iter()
+        .flat_map(|q| q.split('&'))
         .filter(|p| !p.is_empty())
         .map(|p| p.split_once('=').unwrap_or((p, "")))
 }

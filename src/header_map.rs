@@ -87,6 +87,42 @@ fn field(data: &[u8], len: usize) -> Option<(&[u8], &[u8])> {
     }
 }
 
+/// Whether a request header name is `name` with some `-` and `_` swapped (letters in any
+/// case), and not `name` itself: `x_application_id` for `x-application-id`, and `x-subject`
+/// for a claim forwarded as `x_subject`.
+pub fn is_alias(header: &[u8], name: &str) -> bool {
+    spells(header, name) && !header.eq_ignore_ascii_case(name.as_bytes())
+}
+
+/// Whether a request header name is `name` in some spelling: letters in any case, each `-`
+/// or `_` as either.
+pub fn spells(header: &[u8], name: &str) -> bool {
+    let dash = |b: u8| {
+        if b == b'_' {
+            b'-'
+        } else {
+            b.to_ascii_lowercase()
+        }
+    };
+    header.len() == name.len()
+        && header
+            .iter()
+            .zip(name.bytes())
+            .all(|(h, n)| dash(*h) == dash(n))
+}
+
+/// Whether the request carries none of `names` in any spelling ([`spells`]): then none is
+/// removed, and every one of them is absent. Most requests carry none; their header names are
+/// first told apart by length, against all of `names` at once (one bit per length, lengths
+/// of 63 and more sharing the last).
+pub fn carries_none(headers: &[Header<'_>], names: &[String]) -> bool {
+    let bit = |len: usize| 1u64 << len.min(63);
+    let lengths = names.iter().fold(0u64, |bits, name| bits | bit(name.len()));
+    headers.iter().all(|(header, _)| {
+        lengths & bit(header.len()) == 0 || !names.iter().any(|name| spells(header, name))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -255,5 +291,81 @@ mod tests {
             b[at] = b'x';
             assert_eq!(parse(&b), None, "NUL at {at}");
         }
+    }
+
+    #[test]
+    fn a_name_is_spelt_in_any_case_with_dashes_and_underscores_swapped() {
+        for header in [
+            "x-application-id",
+            "X-Application-ID",
+            "x_application_id",
+            "X_application-Id",
+        ] {
+            assert!(spells(header.as_bytes(), "x-application-id"), "{header}");
+        }
+        for header in [
+            "x-application-i",
+            "x-application-idd",
+            "x.application.id",
+            "y-application-id",
+            "",
+        ] {
+            assert!(!spells(header.as_bytes(), "x-application-id"), "{header}");
+        }
+        // An alias is another spelling, never the name itself in another case.
+        assert!(is_alias(b"x_application_id", "x-application-id"));
+        assert!(is_alias(b"X-Application_Id", "x-application-id"));
+        assert!(!is_alias(b"X-Application-Id", "x-application-id"));
+        assert!(!is_alias(b"x-application-id", "x-application-id"));
+    }
+
+    /// `carries_none` against `spells` name by name, over names of every length around the
+    /// 63 where lengths share their bit.
+    #[test]
+    fn carries_none_is_no_header_spelling_any_name() {
+        let names: Vec<String> = [
+            "x-application-id",
+            "x-credential-identifier",
+            "a",
+            &"n".repeat(63),
+            &"m".repeat(70),
+        ]
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+        let mut senders: Vec<Vec<u8>> = vec![
+            b"X_Application-Id".to_vec(),
+            b"x-credential_identifier".to_vec(),
+            b"A".to_vec(),
+        ];
+        senders.extend([62, 63, 64, 70, 71].map(|len| vec![b'n'; len]));
+        senders.extend([62, 63, 64, 70, 71].map(|len| vec![b'M'; len]));
+        senders.extend([
+            b"x-application-ix".to_vec(),
+            b"b".to_vec(),
+            b"authorization".to_vec(),
+        ]);
+        for sent in &senders {
+            let mut headers: Vec<Header<'_>> =
+                PAIRS.iter().map(|(n, v)| (n.as_bytes(), *v)).collect();
+            headers.push((sent.as_slice(), b"v"));
+            let expected = !names.iter().any(|n| spells(sent, n));
+            assert_eq!(
+                carries_none(&headers, &names),
+                expected,
+                "{}",
+                String::from_utf8_lossy(sent)
+            );
+        }
+        // The benchmark's kind of request, and no names at all.
+        assert!(carries_none(&headers(PAIRS), &names));
+        assert!(carries_none(
+            &headers(&[("x_application_id", b"spoof")]),
+            &[]
+        ));
+        assert!(!carries_none(
+            &headers(&[("x_application_id", b"spoof")]),
+            &names
+        ));
     }
 }
