@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""Writes the Envoy build of the filter: app_auth_filter.wasm without the callbacks it leaves
-to the SDK's defaults.
+"""Writes the Envoy build of the filter: app_auth_filter.wasm without the callbacks that only
+return the ABI's defaults.
 
 Envoy (proxy-wasm-cpp-host) enters the VM for a callback only when the module exports it.
-The Rust SDK exports every callback of the ABI, so each request would pay VM entries for
+The module exports every callback of the ABI (src/host/callbacks.rs, as the Rust SDK did),
+so each request would pay VM entries for
 `proxy_on_response_headers`, `proxy_on_log` and `proxy_on_done` (and a body's chunks for the
 body callbacks) that only return the defaults Envoy assumes for a callback that is absent:
 about 2 us of Envoy CPU per request (bench/README.md, "Where the time goes"). The code is
@@ -19,7 +20,7 @@ usage: envoy_module.py IN.wasm OUT.wasm
 import os
 import sys
 
-# Callbacks this filter leaves to the SDK, whose defaults are what Envoy does without them;
+# Callbacks that only return the ABI's defaults, which are what Envoy does without them;
 # and `proxy_on_response_headers`, which the filter implements for Kong only (a request Kong
 # forwarded while it still waited on a callout: Envoy never resumes a paused request itself).
 DROPPED = (

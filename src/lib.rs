@@ -46,8 +46,3 @@ mod testing {
         }
     }
 }
-
-#[cfg(target_arch = "wasm32")]
-proxy_wasm::main! {{
-    host::start();
-}}

@@ -24,9 +24,11 @@ const KONG_CALLS: [&str; 12] = [
     "proxy_on_configure",
 ];
 
-/// What Envoy must still call: a request's context and headers, its end (the engine forgets
-/// it when the context is dropped), configuration, the tick, callouts and native signatures.
-const ENVOY_CALLS: [&str; 9] = [
+/// What Envoy must still call: the module's start (its static constructors, its logger), a
+/// request's context and headers, its end (the engine forgets it when the context is
+/// deleted), configuration, the tick, callouts and native signatures.
+const ENVOY_CALLS: [&str; 10] = [
+    "_initialize",
     "proxy_on_context_create",
     "proxy_on_request_headers",
     "proxy_on_delete",

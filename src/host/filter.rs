@@ -1,23 +1,11 @@
 //! One request: read the headers (as bytes), ask the engine, act on its step.
 
-use super::{apply, dispatch_all, now_ms, on_callout_response, raw, settle, SharedRef};
+use super::callbacks::{CONTINUE, PAUSE};
+use super::raw::{self, MapType};
+use super::{apply, dispatch_all, now_ms, settle, SharedRef};
 use crate::engine::{Method, Progress, Request, Step};
 use crate::header_map;
 use crate::response::Denial;
-use proxy_wasm::hostcalls;
-use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::{Action, MapType};
-
-pub struct Filter {
-    id: u32,
-    shared: SharedRef,
-}
-
-impl Filter {
-    pub fn new(id: u32, shared: SharedRef) -> Filter {
-        Filter { id, shared }
-    }
-}
 
 /// The most pairs ngx_wasm_module marshals of a header map (`NGX_HTTP_WASM_MAX_REQ_HEADERS`,
 /// applied by `ngx_proxy_wasm_pairs_marshal` with a "marshalled map truncated" warning).
@@ -84,201 +72,187 @@ pub(crate) fn route_name() -> Option<String> {
     }
 }
 
-impl Filter {
-    /// Whether the host is ngx_wasm_module (probed at configure time: it resumes a request
-    /// only from that request's own callouts).
-    fn kong_like(&self) -> bool {
-        self.shared.borrow().own_callouts == Some(true)
-    }
-
-    /// Refuses the request as one with too many headers (431).
-    fn too_many_headers(&self, realm: &str) -> Action {
-        let outcome =
-            crate::engine::deny(crate::response::Denial::TooManyHeaders, realm, None, None);
-        apply(&self.shared, &outcome, Method::None, None);
-        Action::Pause
-    }
+/// Whether the host is ngx_wasm_module (probed at configure time: it resumes a request only
+/// from that request's own callouts).
+fn kong_like(shared: &SharedRef) -> bool {
+    shared.borrow().own_callouts == Some(true)
 }
 
-impl Context for Filter {
-    fn on_http_call_response(
-        &mut self,
-        token_id: u32,
-        _headers: usize,
-        body_size: usize,
-        _trailers: usize,
-    ) {
-        on_callout_response(&self.shared, token_id, body_size, Some(self.id));
-    }
+/// Refuses the request as one with too many headers (431).
+fn too_many_headers(shared: &SharedRef, realm: &str) -> u32 {
+    let outcome = crate::engine::deny(crate::response::Denial::TooManyHeaders, realm, None, None);
+    apply(shared, &outcome, Method::None, None);
+    PAUSE
 }
 
 /// A request's end, whenever it comes (answered, or the client gone while it waited): the
 /// engine forgets it, and the callouts its context sent that are still unanswered, which
 /// the host drops with it (other requests may wait on them: the engine re-runs those). Done
-/// when the SDK drops the context (`proxy_on_delete`), the one callback of a request's end
-/// that the Envoy build keeps (scripts/envoy_module.py).
-impl Drop for Filter {
-    fn drop(&mut self) {
-        if let Ok(mut s) = self.shared.try_borrow_mut() {
-            let s = &mut *s;
-            if !s.orphans.is_empty() {
-                s.orphans.remove(&self.id);
-            }
-            let Some(engine) = s.engine.as_mut() else {
-                return;
-            };
-            engine.forget(self.id);
-            if s.callouts.is_empty() {
-                return;
-            }
-            let mut dropped = Vec::new();
-            s.callouts.retain(|_, (id, _, owner)| {
-                let mine = *owner == Some(self.id);
-                if mine {
-                    dropped.push(*id);
-                }
-                !mine
-            });
-            for id in dropped {
-                // A copy of the same fetch still under way (sent by another request, where
-                // each sends its own) keeps it going.
-                if !s.callouts.values().any(|(other, _, _)| *other == id) {
-                    engine.abandon(id, now_ms());
-                }
-            }
+/// in `proxy_on_delete`, the one callback of a request's end that the Envoy build keeps
+/// (scripts/envoy_module.py).
+pub(crate) fn on_request_end(context_id: u32, shared: &SharedRef) {
+    let Ok(mut s) = shared.try_borrow_mut() else {
+        return;
+    };
+    let s = &mut *s;
+    if !s.orphans.is_empty() {
+        s.orphans.remove(&context_id);
+    }
+    let Some(engine) = s.engine.as_mut() else {
+        return;
+    };
+    engine.forget(context_id);
+    if s.callouts.is_empty() {
+        return;
+    }
+    let mut dropped = Vec::new();
+    s.callouts.retain(|_, (id, _, owner)| {
+        let mine = *owner == Some(context_id);
+        if mine {
+            dropped.push(*id);
+        }
+        !mine
+    });
+    for id in dropped {
+        // A copy of the same fetch still under way (sent by another request, where each
+        // sends its own) keeps it going.
+        if !s.callouts.values().any(|(other, _, _)| *other == id) {
+            engine.abandon(id, now_ms());
         }
     }
 }
 
-impl HttpContext for Filter {
-    /// A backstop: a response for a request still waiting on its callout means the host
-    /// forwarded it undecided. ngx_wasm_module before 0.6.0 (Kong 3.4 to 3.9) does so when a
-    /// callout fails (timeout, refused, resolver, TLS): it never calls
-    /// `on_http_call_response` for it, and resumes the request once no callout is left. The
-    /// upstream has seen the request by now; its answer at least does not reach the client.
-    /// (Envoy never resumes a paused request on its own; its build drops this callback.)
-    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        // Waiting in this configuration's engine, or in one since replaced.
-        let undecided = self.shared.try_borrow().is_ok_and(|s| {
-            s.engine.as_ref().is_some_and(|e| e.is_waiting(self.id)) || s.orphans.contains(&self.id)
-        });
-        if !undecided {
-            return Action::Continue;
-        }
-        log::error!(
-            "request {} reached the upstream before it was decided (a callout failed unreported); refusing its response",
-            self.id
-        );
-        apply(
-            &self.shared,
-            &super::unavailable("the host forwarded the request before its callout answered"),
-            Method::None,
-            None,
-        );
-        Action::Pause
+/// A backstop: a response for a request still waiting on its callout means the host
+/// forwarded it undecided. ngx_wasm_module before 0.6.0 (Kong 3.4 to 3.9) does so when a
+/// callout fails (timeout, refused, resolver, TLS): it never calls
+/// `on_http_call_response` for it, and resumes the request once no callout is left. The
+/// upstream has seen the request by now; its answer at least does not reach the client.
+/// (Envoy never resumes a paused request on its own; its build drops this callback.)
+pub(crate) fn on_response_headers(context_id: u32, shared: &SharedRef) -> u32 {
+    // Waiting in this configuration's engine, or in one since replaced.
+    let undecided = shared.try_borrow().is_ok_and(|s| {
+        s.engine.as_ref().is_some_and(|e| e.is_waiting(context_id))
+            || s.orphans.contains(&context_id)
+    });
+    if !undecided {
+        return CONTINUE;
     }
+    log::error!(
+        "request {context_id} reached the upstream before it was decided (a callout failed unreported); refusing its response"
+    );
+    apply(
+        shared,
+        &super::unavailable("the host forwarded the request before its callout answered"),
+        Method::None,
+        None,
+    );
+    PAUSE
+}
 
-    fn on_http_request_headers(&mut self, num_headers: usize, _end_of_stream: bool) -> Action {
-        // ngx_wasm_module hands a filter at most 100 pairs of a map, its pseudo-headers
-        // (up to 4) first, and silently drops the rest: a request with more may carry headers
-        // the filter never sees (a spoofed identity header it would neither find nor remove,
-        // a second API key). Worse, its size estimate for a truncated map can fall short of
-        // what it then writes into the module's memory. So a request whose map could be
-        // truncated (a map of exactly 100 pairs cannot be told from one that was) is refused
-        // before its map is read (`num_headers` is nginx's count of the request's header
-        // lines, pseudo-headers not included).
-        if num_headers.saturating_add(HOST_PSEUDO_HEADERS) >= HOST_MAX_PAIRS && self.kong_like() {
-            return self.too_many_headers("");
-        }
-        // The host's serialized map, read in place: names and values point into this one
-        // buffer (values stay bytes: one non-UTF-8 header value must not trap the VM).
-        let map = match raw::header_map(MapType::HttpRequestHeaders) {
-            Ok(map) => map,
-            Err(status) => {
-                log::error!("could not read request headers (host status {status}); denying");
-                super::reply(500, &[], b"");
-                return Action::Pause;
-            }
-        };
-        let Some(headers) = header_map::parse(&map) else {
-            log::error!(
-                "request headers from the host are malformed ({} bytes); denying",
-                map.len()
-            );
+/// A request's headers: the engine's decision applied (Continue), a local reply sent, or
+/// the request held while its callout is under way (Pause).
+pub(crate) fn on_request_headers(context_id: u32, shared: &SharedRef, num_headers: usize) -> u32 {
+    // ngx_wasm_module hands a filter at most 100 pairs of a map, its pseudo-headers
+    // (up to 4) first, and silently drops the rest: a request with more may carry headers
+    // the filter never sees (a spoofed identity header it would neither find nor remove,
+    // a second API key). Worse, its size estimate for a truncated map can fall short of
+    // what it then writes into the module's memory. So a request whose map could be
+    // truncated (a map of exactly 100 pairs cannot be told from one that was) is refused
+    // before its map is read (`num_headers` is nginx's count of the request's header
+    // lines, pseudo-headers not included).
+    if num_headers.saturating_add(HOST_PSEUDO_HEADERS) >= HOST_MAX_PAIRS && kong_like(shared) {
+        return too_many_headers(shared, "");
+    }
+    // The host's serialized map, read in place: names and values point into this one
+    // buffer (values stay bytes: one non-UTF-8 header value must not trap the VM).
+    let map = match raw::header_map(MapType::HttpRequestHeaders) {
+        Ok(map) => map,
+        Err(status) => {
+            log::error!("could not read request headers (host status {status}); denying");
             super::reply(500, &[], b"");
-            return Action::Pause;
-        };
-        let authority = header_map::pseudo(&headers, ":authority").unwrap_or_default();
-        // Backstop for the check above (a host whose count differs): a list that fills the
-        // pairs the host hands over may have lost some.
-        if headers.len() >= HOST_MAX_PAIRS && self.kong_like() {
-            return self.too_many_headers(authority);
+            return PAUSE;
         }
-        // A `:path` that is not UTF-8 (Envoy's HTTP/2 codec and nginx pass raw bytes such as
-        // 0xE9 through) is refused: read as empty, its query string (a second API key or
-        // `access_token`, a key hide_credentials must strip) would go unseen.
-        let Some(path) = header_map::pseudo(&headers, ":path") else {
-            let why = "the request path is not UTF-8";
-            let outcome = crate::engine::deny(Denial::InvalidRequest(why), authority, None, None);
-            apply(&self.shared, &outcome, Method::None, None);
-            return Action::Pause;
-        };
-        // The route name is a property lookup: only made when policies are chosen by it.
-        let needs_route = self
-            .shared
-            .borrow()
-            .engine
-            .as_ref()
-            .is_some_and(|e| e.config().chooses_by_route());
-        let route = if needs_route { route_name() } else { None };
-        let request = Request {
-            route: route.as_deref(),
-            authority,
-            path,
-            headers: &headers,
-        };
-        let step = {
-            let mut s = self.shared.borrow_mut();
-            match s.engine.as_mut() {
-                Some(engine) => engine.on_request(self.id, &request, now_ms()),
-                None => {
-                    drop(s);
-                    log::error!("request before configuration; denying");
-                    super::reply(503, &[], b"");
-                    return Action::Pause;
-                }
+    };
+    let Some(headers) = header_map::parse(&map) else {
+        log::error!(
+            "request headers from the host are malformed ({} bytes); denying",
+            map.len()
+        );
+        super::reply(500, &[], b"");
+        return PAUSE;
+    };
+    let authority = header_map::pseudo(&headers, ":authority").unwrap_or_default();
+    // Backstop for the check above (a host whose count differs): a list that fills the
+    // pairs the host hands over may have lost some.
+    if headers.len() >= HOST_MAX_PAIRS && kong_like(shared) {
+        return too_many_headers(shared, authority);
+    }
+    // A `:path` that is not UTF-8 (Envoy's HTTP/2 codec and nginx pass raw bytes such as
+    // 0xE9 through) is refused: read as empty, its query string (a second API key or
+    // `access_token`, a key hide_credentials must strip) would go unseen.
+    let Some(path) = header_map::pseudo(&headers, ":path") else {
+        let why = "the request path is not UTF-8";
+        let outcome = crate::engine::deny(Denial::InvalidRequest(why), authority, None, None);
+        apply(shared, &outcome, Method::None, None);
+        return PAUSE;
+    };
+    // The route name is a property lookup: only made when policies are chosen by it.
+    let needs_route = shared
+        .borrow()
+        .engine
+        .as_ref()
+        .is_some_and(|e| e.config().chooses_by_route());
+    let route = if needs_route { route_name() } else { None };
+    let request = Request {
+        route: route.as_deref(),
+        authority,
+        path,
+        headers: &headers,
+    };
+    let step = {
+        let mut s = shared.borrow_mut();
+        match s.engine.as_mut() {
+            Some(engine) => engine.on_request(context_id, &request, now_ms()),
+            None => {
+                drop(s);
+                log::error!("request before configuration; denying");
+                super::reply(503, &[], b"");
+                return PAUSE;
             }
-        };
-        match step {
-            Step::Done(method, outcome) => {
-                if apply(&self.shared, &outcome, method, Some(&headers)) {
-                    Action::Continue
+        }
+    };
+    match step {
+        Step::Done(method, outcome) => {
+            if apply(shared, &outcome, method, Some(&headers)) {
+                CONTINUE
+            } else {
+                PAUSE
+            }
+        }
+        Step::Wait(callout) => {
+            let progress = Progress {
+                callouts: callout.into_iter().collect(),
+                ..Progress::default()
+            };
+            // A callout that failed to send may settle this very request (and others).
+            let settled = dispatch_all(shared, progress, Some(context_id));
+            if let Some(pos) = settled
+                .iter()
+                .position(|(settled_id, _, _)| *settled_id == context_id)
+            {
+                let mut settled = settled;
+                let (_, method, outcome) = settled.remove(pos);
+                settle(shared, settled);
+                let _ = raw::set_effective_context(context_id);
+                return if apply(shared, &outcome, method, Some(&headers)) {
+                    CONTINUE
                 } else {
-                    Action::Pause
-                }
-            }
-            Step::Wait(callout) => {
-                let progress = Progress {
-                    callouts: callout.into_iter().collect(),
-                    ..Progress::default()
+                    PAUSE
                 };
-                // A callout that failed to send may settle this very request (and others).
-                let settled = dispatch_all(&self.shared, progress, Some(self.id));
-                if let Some(pos) = settled.iter().position(|(id, _, _)| *id == self.id) {
-                    let mut settled = settled;
-                    let (_, method, outcome) = settled.remove(pos);
-                    settle(&self.shared, settled);
-                    let _ = hostcalls::set_effective_context(self.id);
-                    return if apply(&self.shared, &outcome, method, Some(&headers)) {
-                        Action::Continue
-                    } else {
-                        Action::Pause
-                    };
-                }
-                settle(&self.shared, settled);
-                let _ = hostcalls::set_effective_context(self.id);
-                Action::Pause
             }
+            settle(shared, settled);
+            let _ = raw::set_effective_context(context_id);
+            PAUSE
         }
     }
 }

@@ -2,7 +2,9 @@
 //! needs, performs the callouts the engine asks for, and applies the engine's decisions.
 //! Every host call's error is handled; none is unwrapped.
 
+mod callbacks;
 mod filter;
+mod logger;
 mod memory;
 mod native;
 mod raw;
@@ -10,22 +12,24 @@ mod root;
 
 use crate::credential::Header;
 use crate::engine::{CalloutResponse, Engine, FetchId, Method, Outcome, Progress};
+use crate::header_map;
 use crate::metrics::{self, Counter, Counters};
 use crate::response::Denial;
 use crate::shared::SharedStore;
-use proxy_wasm::hostcalls;
-use proxy_wasm::types::{BufferType, LogLevel, MapType, MetricType, Status};
+use raw::{BufferType, MapType, MetricType};
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
-use std::time::{Duration, UNIX_EPOCH};
 
-pub fn start() {
+/// The module's start (`_initialize`).
+fn start() {
     // No host calls here: Envoy refuses them while the module initialises. The real level
     // is read at configure time.
-    proxy_wasm::set_log_level(LogLevel::Info);
-    proxy_wasm::set_root_context(|context_id| Box::new(root::Root::new(context_id)));
+    logger::set_level(LOG_INFO);
 }
+
+/// The ABI's `Info` log level.
+const LOG_INFO: u32 = 2;
 
 /// Per-VM state shared by the root context and every request context of this worker.
 #[derive(Default)]
@@ -56,7 +60,7 @@ pub(crate) struct Shared {
 /// does); ngx_wasm_module's accepts every id and switches nothing, so there a request can
 /// only be resumed from its own callouts' answers.
 pub(crate) fn resumes_only_own_requests() -> bool {
-    hostcalls::set_effective_context(u32::MAX).is_ok()
+    raw::set_effective_context(u32::MAX).is_ok()
 }
 
 /// A refusal for a request the filter cannot decide on any more (503, never an allow).
@@ -71,19 +75,15 @@ pub(crate) struct HostStore;
 
 impl SharedStore for HostStore {
     fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
-        match hostcalls::get_shared_data(key) {
-            Ok((Some(value), Some(cas))) => Some((value, cas)),
-            Ok((Some(value), None)) => Some((value, 0)),
-            _ => None,
-        }
+        raw::shared_data(key).ok().flatten()
     }
 
     fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
-        match hostcalls::set_shared_data(key, Some(value), cas) {
+        match raw::set_shared_data(key, value, cas.unwrap_or(0)) {
             Ok(()) => true,
-            Err(Status::CasMismatch) => false,
+            Err(raw::CAS_MISMATCH) => false,
             Err(status) => {
-                log::warn!("shared data {key} not written ({status:?})");
+                log::warn!("shared data {key} not written (host status {status})");
                 false
             }
         }
@@ -108,13 +108,12 @@ impl HostCounters {
         let slots = metrics::ALL
             .iter()
             .map(|counter| {
-                let id = hostcalls::define_metric(MetricType::Counter, counter.name()).ok();
+                let id = raw::define_metric(MetricType::Counter, counter.name()).ok();
                 (id, std::cell::Cell::new(0))
             })
             .collect();
-        let latency =
-            hostcalls::define_metric(MetricType::Histogram, metrics::CALLOUT_LATENCY_MS).ok();
-        let memory = hostcalls::define_metric(MetricType::Gauge, metrics::VM_MEMORY_BYTES)
+        let latency = raw::define_metric(MetricType::Histogram, metrics::CALLOUT_LATENCY_MS).ok();
+        let memory = raw::define_metric(MetricType::Gauge, metrics::VM_MEMORY_BYTES)
             .ok()
             .map(|id| (id, std::cell::Cell::new(0)));
         HostCounters {
@@ -130,7 +129,7 @@ impl HostCounters {
 
     pub fn record_latency(&self, ms: u64) {
         if let Some(id) = self.latency {
-            let _ = hostcalls::record_metric(id, ms);
+            let _ = raw::record_metric(id, ms);
         }
     }
 
@@ -140,13 +139,13 @@ impl HostCounters {
         for (id, pending) in &self.slots {
             let n = pending.replace(0);
             if let (Some(id), true) = (id, n > 0) {
-                let _ = hostcalls::increment_metric(*id, i64::try_from(n).unwrap_or(i64::MAX));
+                let _ = raw::increment_metric(*id, i64::try_from(n).unwrap_or(i64::MAX));
             }
         }
         if let Some((id, reported)) = &self.memory {
             let pages = u64::try_from(core::arch::wasm32::memory_size(0)).unwrap_or(u64::MAX);
             let bytes = pages.saturating_mul(65_536);
-            if bytes != reported.get() && hostcalls::record_metric(*id, bytes).is_ok() {
+            if bytes != reported.get() && raw::record_metric(*id, bytes).is_ok() {
                 reported.set(bytes);
             }
         }
@@ -171,15 +170,13 @@ pub(crate) fn follow_host_log_level(kong: bool) {
     if kong {
         return;
     }
-    let level = hostcalls::get_log_level().unwrap_or(LogLevel::Info);
-    proxy_wasm::set_log_level(level);
+    logger::set_level(raw::log_level().unwrap_or(LOG_INFO));
 }
 
 pub(crate) fn now_ms() -> u64 {
-    hostcalls::get_current_time()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    // A host that cannot tell the time makes every token look expired (fail closed), never
+    // valid forever.
+    raw::current_time_ns().map_or(u64::MAX, |ns| ns / 1_000_000)
 }
 
 /// The root context, where a host that resumes any request (Envoy) sends callouts from and
@@ -196,16 +193,14 @@ fn envoy_root(shared: &SharedRef) -> Option<u32> {
 /// once as a failed one.
 ///
 /// On Envoy every callout goes out from the root context (the effective context at the
-/// time of the call is the one Envoy gives it to). Envoy cancels a request context's
-/// callouts, unanswered, when the request ends; the SDK keeps the token of each callout it
-/// sent (proxy-wasm 0.2.5's dispatcher `callouts` map) until its answer comes, so every
-/// request that ended while it waited would leave an entry there for good (memory that
-/// grows with clients that hang up, and a "duplicate token_id" panic once Envoy's tokens
-/// come round again). Sent from the root, a callout is answered even when its request is
-/// gone: the SDK then drops the answer, and its entry. Its answer still comes in the
-/// callback of the request whose callback sent it (the SDK routes by its own map), which
-/// reads it from the root context ([`callout_settles`]). Kong resumes a request only from
-/// its own callouts' answers: there, a callout goes out from the request.
+/// time of the call is the one Envoy gives it to), so that Envoy does not cancel it when
+/// the request that needed it ends. Its token is kept with that request, its owner, and the
+/// answer goes to the owner's callback ([`callbacks::proxy_on_http_call_response`]), which
+/// reads it from the root context ([`callout_settles`]). A request that ends takes its
+/// callouts' tokens with it ([`filter::on_request_end`]): an answer that comes after is
+/// dropped, and the requests that waited on it send it again at the next tick. Kong resumes
+/// a request only from its own callouts' answers: there, a callout goes out from the
+/// request.
 pub(crate) fn dispatch_all(
     shared: &SharedRef,
     mut progress: Progress,
@@ -222,8 +217,8 @@ pub(crate) fn dispatch_all(
         envoy_root(shared)
     };
     if let Some(root) = from_root {
-        if let Err(status) = hostcalls::set_effective_context(root) {
-            log::warn!("could not send callouts from the root context: {status:?}");
+        if let Err(status) = raw::set_effective_context(root) {
+            log::warn!("could not send callouts from the root context (host status {status})");
         }
     }
     // Bounded: each failed dispatch can only settle waiters or start one fetch per issuer.
@@ -241,13 +236,12 @@ pub(crate) fn dispatch_all(
         for (n, v) in &callout.headers {
             headers.push((n.as_str(), v.as_str()));
         }
-        let timeout = Duration::from_millis(callout.timeout_ms.max(1));
-        match hostcalls::dispatch_http_call(
+        let timeout_ms = u32::try_from(callout.timeout_ms.max(1)).unwrap_or(u32::MAX);
+        match raw::http_call(
             &callout.upstream,
-            headers,
+            &header_map::serialize(&headers),
             callout.body.as_deref(),
-            vec![],
-            timeout,
+            timeout_ms,
         ) {
             Ok(token) => {
                 shared
@@ -257,12 +251,12 @@ pub(crate) fn dispatch_all(
             }
             Err(status) => {
                 log::warn!(
-                    "callout to {} failed to start: {status:?}",
+                    "callout to {} failed to start (host status {status})",
                     callout.upstream
                 );
                 let response = CalloutResponse {
                     failure: Some(format!(
-                        "callout could not be sent to {:?} ({status:?})",
+                        "callout could not be sent to {:?} (host status {status})",
                         callout.upstream
                     )),
                     ..CalloutResponse::default()
@@ -282,7 +276,7 @@ pub(crate) fn dispatch_all(
         }
     }
     if let (Some(_), Some(owner)) = (from_root, owner) {
-        let _ = hostcalls::set_effective_context(owner);
+        let _ = raw::set_effective_context(owner);
     }
     settled
 }
@@ -355,14 +349,14 @@ fn callout_settles(
         .map_or(0, |e| e.config().limits.max_response_bytes);
     let mut response = CalloutResponse::default();
     // On Envoy the answer is the root context's, which sent the callout ([`dispatch_all`]),
-    // whichever callback the SDK hands it to.
+    // whichever context's callback it is handed to.
     if let Some(root) = owner.and(envoy_root(shared)) {
-        let _ = hostcalls::set_effective_context(root);
+        let _ = raw::set_effective_context(root);
     }
     // Read in place, as the request's headers; a map the host cannot give or that is
     // malformed is a response without headers (no `:status`: a failed callout).
     let map = raw::header_map(MapType::HttpCallResponseHeaders).unwrap_or_default();
-    if let Some(headers) = crate::header_map::parse(&map) {
+    if let Some(headers) = header_map::parse(&map) {
         for (name, value) in headers {
             match name {
                 b":status" => {
@@ -389,11 +383,10 @@ fn callout_settles(
             "response body of {body_size} bytes exceeds the limit of {max}"
         ));
     } else if body_size > 0 {
-        match hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size) {
-            Ok(Some(body)) => response.body = body,
-            Ok(None) => {}
+        match raw::buffer(BufferType::HttpCallResponseBody, 0, body_size) {
+            Ok(body) => response.body = body,
             Err(status) => {
-                response.failure = Some(format!("response body unreadable ({status:?})"))
+                response.failure = Some(format!("response body unreadable (host status {status})"))
             }
         }
     }
@@ -428,22 +421,20 @@ fn max_age(value: &[u8]) -> Option<u64> {
 /// the least of the host; if that is refused too, the request stays held: never forwarded.
 pub(crate) fn reply(status: u16, headers: &[(&str, &str)], body: &[u8]) {
     let bare = headers.is_empty() && body.is_empty();
-    let sent = raw::send_local_response(
-        u32::from(status),
-        &crate::header_map::serialize(headers),
-        body,
-    )
-    .or_else(|refused| {
-        if bare {
-            return Err(refused);
-        }
-        log::warn!("the host refused the {status} reply (host status {refused}); sending it bare");
-        raw::send_local_response(
-            u32::from(status),
-            &crate::header_map::serialize::<&str, &str>(&[]),
-            &[],
-        )
-    });
+    let sent = raw::send_local_response(u32::from(status), &header_map::serialize(headers), body)
+        .or_else(|refused| {
+            if bare {
+                return Err(refused);
+            }
+            log::warn!(
+                "the host refused the {status} reply (host status {refused}); sending it bare"
+            );
+            raw::send_local_response(
+                u32::from(status),
+                &header_map::serialize::<&str, &str>(&[]),
+                &[],
+            )
+        });
     if let Err(refused) = sent {
         log::error!("the host refused the bare {status} reply (host status {refused}); the request is held, never forwarded");
     }
@@ -452,35 +443,16 @@ pub(crate) fn reply(status: u16, headers: &[(&str, &str)], body: &[u8]) {
 /// Applies outcomes to requests that were waiting (each in its own context).
 pub(crate) fn settle(shared: &SharedRef, settled: Vec<(u32, Method, Outcome)>) {
     for (context_id, method, outcome) in settled {
-        if hostcalls::set_effective_context(context_id).is_err() {
+        if raw::set_effective_context(context_id).is_err() {
             // The request is gone (client hung up); nothing to answer.
             continue;
         }
         if apply(shared, &outcome, method, None) {
-            if let Err(status) = hostcalls::resume_http_request() {
-                log::warn!("could not resume request {context_id}: {status:?}");
+            if let Err(status) = raw::resume_http_request() {
+                log::warn!("could not resume request {context_id} (host status {status})");
             }
         }
     }
-}
-
-/// Whether a request header name is `name` with some `-` and `_` swapped (letters in any
-/// case), and not `name` itself: `x_application_id` for `x-application-id`, and `x-subject`
-/// for a claim forwarded as `x_subject`.
-fn is_alias(header: &[u8], name: &str) -> bool {
-    let dash = |b: u8| {
-        if b == b'_' {
-            b'-'
-        } else {
-            b.to_ascii_lowercase()
-        }
-    };
-    header.len() == name.len()
-        && header
-            .iter()
-            .zip(name.bytes())
-            .all(|(h, n)| dash(*h) == dash(n))
-        && !header.eq_ignore_ascii_case(name.as_bytes())
 }
 
 /// Applies an outcome to the effective context. Returns true when the request should go on
@@ -504,7 +476,7 @@ pub(crate) fn apply(
                 Some(h) => Some(h),
                 None => {
                     read_map = raw::header_map(MapType::HttpRequestHeaders).ok();
-                    read_list = read_map.as_deref().and_then(crate::header_map::parse);
+                    read_list = read_map.as_deref().and_then(header_map::parse);
                     // Without the list, a client's `_` spelling of an identity header could
                     // not be found and removed: fail closed below.
                     ok = read_list.is_some();
@@ -517,9 +489,13 @@ pub(crate) fn apply(
                 h.iter()
                     .any(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
             };
-            for name in &allow.remove_headers {
-                // With the request's header list at hand, only what is there is removed:
-                // each removal is a call into the proxy.
+            // With the request's header list at hand, only what is there is removed: each
+            // removal is a call into the proxy (and most requests carry none of them).
+            let remove: &[String] = match present {
+                Some(h) if header_map::carries_none(h, &allow.remove_headers) => &[],
+                _ => &allow.remove_headers,
+            };
+            for name in remove {
                 if present.is_none_or(|h| carries(h, name)) {
                     ok &= raw::remove_header(MapType::HttpRequestHeaders, name).is_ok();
                 }
@@ -527,7 +503,7 @@ pub(crate) fn apply(
                 // (CGI, WSGI, Rack; nginx drops the `_` spelling): a client's
                 // `x_application_id` goes too.
                 for (alias, _) in present.unwrap_or_default() {
-                    if is_alias(alias, name) {
+                    if header_map::is_alias(alias, name) {
                         let alias = String::from_utf8_lossy(alias);
                         ok &= raw::remove_header(MapType::HttpRequestHeaders, &alias).is_ok();
                     }
@@ -537,7 +513,7 @@ pub(crate) fn apply(
                 // A header known to be absent now (never sent, or just removed) is added,
                 // which is cheaper for the proxy than a replace.
                 let absent = present.is_some_and(|h| {
-                    !carries(h, name) || allow.remove_headers.iter().any(|r| r == name)
+                    allow.remove_headers.iter().any(|r| r == name) || !carries(h, name)
                 });
                 let result = if absent {
                     raw::add_header(MapType::HttpRequestHeaders, name, value)

@@ -4,7 +4,6 @@
 
 use crate::jwt::native::{verify_arguments, verify_result, SignatureBackend};
 use crate::metrics::{self, Counters};
-use proxy_wasm::hostcalls;
 use std::rc::Rc;
 
 const FUNCTION: &str = "verify_signature";
@@ -21,12 +20,9 @@ pub struct HostSignatures {
 
 fn call(hash: &str, spki: &[u8], signed: &[u8], signature: &[u8]) -> Option<bool> {
     let args = verify_arguments(hash, spki, signature, signed);
-    match hostcalls::call_foreign_function(FUNCTION, Some(&args)) {
-        Ok(Some(result)) => verify_result(&result),
-        // An empty result is a serialized VerifySignatureResult with default fields.
-        Ok(None) => Some(false),
-        Err(_) => None,
-    }
+    // An empty result is a serialized VerifySignatureResult with default fields (false).
+    let result = super::raw::call_foreign_function(FUNCTION, &args).ok()?;
+    verify_result(&result)
 }
 
 fn hex(s: &str) -> Vec<u8> {
