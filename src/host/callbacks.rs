@@ -129,23 +129,36 @@ pub extern "C" fn proxy_on_memory_allocate(size: usize) -> *mut u8 {
 
 #[no_mangle]
 pub extern "C" fn proxy_on_context_create(context_id: u32, root_context_id: u32) {
+    if root_context_id == 0 {
+        return create_root(context_id);
+    }
+    let known = CONTEXTS.with(|c| {
+        let mut c = c.borrow_mut();
+        let known = c.roots.iter().any(|(id, _)| *id == root_context_id);
+        if known {
+            c.requests.insert(context_id, root_context_id);
+        }
+        known
+    });
+    if !known {
+        // Its requests are refused (`proxy_on_request_headers` finds no state).
+        log::error!("context {context_id} created under an unknown root context {root_context_id}");
+    }
+}
+
+/// A root context (a plugin configuration) and its state, empty until configured. Out of
+/// line, as every rare path of a request's callbacks: what a request runs stays together.
+#[cold]
+#[inline(never)]
+fn create_root(context_id: u32) {
+    let shared = Rc::new(RefCell::new(Shared {
+        root_id: context_id,
+        ..Shared::default()
+    }));
     CONTEXTS.with(|c| {
         let mut c = c.borrow_mut();
-        if root_context_id == 0 {
-            let shared = Rc::new(RefCell::new(Shared {
-                root_id: context_id,
-                ..Shared::default()
-            }));
-            c.roots.retain(|(id, _)| *id != context_id);
-            c.roots.push((context_id, shared));
-        } else if c.roots.iter().any(|(id, _)| *id == root_context_id) {
-            c.requests.insert(context_id, root_context_id);
-        } else {
-            // Its requests are refused (`proxy_on_request_headers` finds no state).
-            log::error!(
-                "context {context_id} created under an unknown root context {root_context_id}"
-            );
-        }
+        c.roots.retain(|(id, _)| *id != context_id);
+        c.roots.push((context_id, shared));
     });
 }
 
@@ -226,17 +239,20 @@ pub extern "C" fn proxy_on_http_call_response(
 pub extern "C" fn proxy_on_delete(context_id: u32) {
     let ended = CONTEXTS.with(|c| {
         let mut c = c.borrow_mut();
-        match c.requests.remove(&context_id) {
-            Some(root_id) => c.root(root_id),
-            None => {
-                c.roots.retain(|(id, _)| *id != context_id);
-                None
-            }
-        }
+        let root_id = c.requests.remove(&context_id)?;
+        c.root(root_id)
     });
-    if let Some(shared) = ended {
-        filter::on_request_end(context_id, &shared);
+    match ended {
+        Some(shared) => filter::on_request_end(context_id, &shared),
+        None => delete_root(context_id),
     }
+}
+
+/// A root context's end (or an id never created): its state goes.
+#[cold]
+#[inline(never)]
+fn delete_root(context_id: u32) {
+    CONTEXTS.with(|c| c.borrow_mut().roots.retain(|(id, _)| *id != context_id));
 }
 
 // The SDK's defaults, for callbacks the filter has no use for.

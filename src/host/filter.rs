@@ -3,7 +3,7 @@
 use super::callbacks::{CONTINUE, PAUSE};
 use super::raw::{self, MapType};
 use super::{apply, dispatch_all, now_ms, settle, SharedRef};
-use crate::engine::{Method, Progress, Request, Step};
+use crate::engine::{Callout, Method, Progress, Request, Step};
 use crate::header_map;
 use crate::response::Denial;
 
@@ -102,9 +102,19 @@ pub(crate) fn on_request_end(context_id: u32, shared: &SharedRef) {
         return;
     };
     engine.forget(context_id);
-    if s.callouts.is_empty() {
-        return;
+    if !s.callouts.is_empty() {
+        forget_callouts(context_id, s);
     }
+}
+
+/// The callouts a request that ended had sent: its fetches abandoned, unless another
+/// request's copy of the same is still under way.
+#[cold]
+#[inline(never)]
+fn forget_callouts(context_id: u32, s: &mut super::Shared) {
+    let Some(engine) = s.engine.as_mut() else {
+        return;
+    };
     let mut dropped = Vec::new();
     s.callouts.retain(|_, (id, _, owner)| {
         let mine = *owner == Some(context_id);
@@ -229,30 +239,39 @@ pub(crate) fn on_request_headers(context_id: u32, shared: &SharedRef, num_header
                 PAUSE
             }
         }
-        Step::Wait(callout) => {
-            let progress = Progress {
-                callouts: callout.into_iter().collect(),
-                ..Progress::default()
-            };
-            // A callout that failed to send may settle this very request (and others).
-            let settled = dispatch_all(shared, progress, Some(context_id));
-            if let Some(pos) = settled
-                .iter()
-                .position(|(settled_id, _, _)| *settled_id == context_id)
-            {
-                let mut settled = settled;
-                let (_, method, outcome) = settled.remove(pos);
-                settle(shared, settled);
-                let _ = raw::set_effective_context(context_id);
-                return if apply(shared, &outcome, method, Some(&headers)) {
-                    CONTINUE
-                } else {
-                    PAUSE
-                };
-            }
-            settle(shared, settled);
-            let _ = raw::set_effective_context(context_id);
-            PAUSE
-        }
+        Step::Wait(callout) => wait(context_id, shared, callout, &headers),
     }
+}
+
+/// A request that waits on `callout` (sent now, or already under way: `None`).
+#[cold]
+#[inline(never)]
+fn wait(
+    context_id: u32,
+    shared: &SharedRef,
+    callout: Option<Callout>,
+    headers: &[crate::credential::Header<'_>],
+) -> u32 {
+    let progress = Progress {
+        callouts: callout.into_iter().collect(),
+        ..Progress::default()
+    };
+    // A callout that failed to send may settle this very request (and others).
+    let mut settled = dispatch_all(shared, progress, Some(context_id));
+    if let Some(pos) = settled
+        .iter()
+        .position(|(settled_id, _, _)| *settled_id == context_id)
+    {
+        let (_, method, outcome) = settled.remove(pos);
+        settle(shared, settled);
+        let _ = raw::set_effective_context(context_id);
+        return if apply(shared, &outcome, method, Some(headers)) {
+            CONTINUE
+        } else {
+            PAUSE
+        };
+    }
+    settle(shared, settled);
+    let _ = raw::set_effective_context(context_id);
+    PAUSE
 }
