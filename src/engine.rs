@@ -628,26 +628,7 @@ impl Engine {
                         }
                         _ => None,
                     },
-                    None => {
-                        // A JWT the filter refuses to parse still names its issuer: it is not
-                        // an opaque token that the first introspection endpoint may be shown.
-                        let iss = match &parsed {
-                            Ok(t) => Some(t.claims.get("iss").and_then(Json::as_str)),
-                            Err(_) => jwt::token::claimed_issuer(&token, limits.max_json_depth)
-                                .map(|iss| iss.map(Cow::Owned)),
-                        };
-                        policy.strategies.iter().position(|s| match s {
-                            Strategy::OpenIdConnect(o) if o.auth_methods.introspection => {
-                                match &iss {
-                                    None => true,
-                                    Some(iss) => iss.as_ref().is_some_and(|iss| {
-                                        o.issuers_allowed.iter().any(|a| a == iss.as_ref())
-                                    }),
-                                }
-                            }
-                            _ => false,
-                        })
-                    }
+                    None => introspecting_by_issuer(policy, &parsed, &token, limits.max_json_depth),
                 };
                 // RFC 9068 §4: a strategy that requires JWT access tokens refuses any other
                 // JWT it introspects, as it does on the bearer path: the IdP's `active` says
@@ -1737,6 +1718,14 @@ impl Engine {
                 return allow;
             }
         }
+        self.build_identity(app, policy)
+    }
+
+    /// The identity [`Engine::identity`] did not have: built once per application (and
+    /// policy) in a while, out of line.
+    #[cold]
+    #[inline(never)]
+    fn build_identity(&self, app: &Application, policy: &Policy) -> Rc<Allow> {
         let allow = Rc::new(allow_for(
             Some(app),
             &app.client_id,
@@ -2270,6 +2259,33 @@ fn lookup(config: &Config, policy: usize, strategy: usize) -> Option<(&Policy, &
         Strategy::OpenIdConnect(s) => Some((p, s)),
         Strategy::KeyAuth(_) => None,
     }
+}
+
+/// The strategy that introspects a token no bearer strategy takes by issuer: the first that
+/// introspects, and for a JWT only one that accepts its `iss`. A JWT the filter refuses to
+/// parse still names its issuer: it is not an opaque token that the first introspection
+/// endpoint may be shown. Out of line: a JWT of a known issuer never comes here.
+#[cold]
+#[inline(never)]
+fn introspecting_by_issuer(
+    policy: &Policy,
+    parsed: &Result<ParsedToken, TokenError>,
+    token: &str,
+    max_json_depth: usize,
+) -> Option<usize> {
+    let iss = match parsed {
+        Ok(t) => Some(t.claims.get("iss").and_then(Json::as_str)),
+        Err(_) => jwt::token::claimed_issuer(token, max_json_depth).map(|iss| iss.map(Cow::Owned)),
+    };
+    policy.strategies.iter().position(|s| match s {
+        Strategy::OpenIdConnect(o) if o.auth_methods.introspection => match &iss {
+            None => true,
+            Some(iss) => iss
+                .as_ref()
+                .is_some_and(|iss| o.issuers_allowed.iter().any(|a| a == iss.as_ref())),
+        },
+        _ => false,
+    })
 }
 
 fn rules(strategy: &OidcStrategy) -> ClaimRules<'_> {

@@ -120,11 +120,7 @@ impl ParsedToken {
         let signature = decode(signature).map_err(shape)?;
         let JoseHeader { alg, kid, at_jwt } = match known {
             Some(known) => known,
-            None => {
-                let read = read_header(header_json.as_deref().unwrap_or_default(), header.len())?;
-                memo.remember(header, read.clone());
-                read
-            }
+            None => read_new_header(header, header_json.as_deref().unwrap_or_default(), memo)?,
         };
         let claims = Object::parse(payload, max_json_depth).map_err(|_| TokenError::BadPayload)?;
         Ok(ParsedToken {
@@ -237,6 +233,20 @@ fn is_at_jwt(typ: &str) -> bool {
 
 /// Canonical unpadded base64url only: no `=`, no `+` or `/`, no whitespace, no stray
 /// trailing bits (so one token has exactly one spelling).
+/// A JOSE header not seen lately, read and remembered: out of line, as an issuer's tokens
+/// share a few headers.
+#[cold]
+#[inline(never)]
+fn read_new_header(
+    segment: &str,
+    json: &[u8],
+    memo: &HeaderMemo,
+) -> Result<JoseHeader, TokenError> {
+    let read = read_header(json, segment.len())?;
+    memo.remember(segment, read.clone());
+    Ok(read)
+}
+
 fn decode(segment: &str) -> Result<Vec<u8>, TokenError> {
     super::base64url::decode(segment.as_bytes()).ok_or(TokenError::BadEncoding)
 }
