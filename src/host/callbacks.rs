@@ -227,9 +227,10 @@ pub extern "C" fn proxy_on_http_call_response(
     let Some((root_id, shared, owner)) = callout_owner(context_id, token) else {
         return;
     };
+    // Read all the same (on Envoy from the root context, which sent it): those waiting on it
+    // are each answered in their own context, or dropped when it is gone.
     if super::raw::set_effective_context(owner.unwrap_or(root_id)).is_err() {
         log::warn!("the answer to callout {token} came for a context the host no longer has");
-        return;
     }
     super::on_callout_response(&shared, token, body_size, owner);
 }
