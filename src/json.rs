@@ -612,11 +612,7 @@ impl<'t> Scanner<'t> {
         let mut escaped = false;
         loop {
             let rest = bytes.get(self.pos..).unwrap_or_default();
-            self.pos = self.pos.saturating_add(
-                rest.iter()
-                    .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
-                    .unwrap_or(rest.len()),
-            );
+            self.pos = self.pos.saturating_add(string_stop(rest));
             match bytes.get(self.pos) {
                 None => return Err(self.error("unterminated string")),
                 Some(b'"') => break,
@@ -696,6 +692,31 @@ impl<'t> Scanner<'t> {
     }
 }
 
+/// Where a string's plain run ends in `rest`: the first `"`, `\\` or control character
+/// (below 0x20), or `rest.len()`. Eight bytes a turn: a word holds one of them when a byte
+/// of it XOR `"` or XOR `\\` is zero, or a byte is below 0x20 (the usual bit tests, exact
+/// for "some byte of the word"); that word is then read byte by byte.
+fn string_stop(rest: &[u8]) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let below = |x: u64, n: u64| x.wrapping_sub(ONES.wrapping_mul(n)) & !x & HIGHS;
+    let stops = |b: &u8| matches!(*b, b'"' | b'\\') || *b < 0x20;
+    let mut words = rest.chunks_exact(8);
+    let mut at = 0usize;
+    for word in words.by_ref() {
+        let x = u64::from_le_bytes(word.try_into().unwrap_or([0; 8]));
+        let found = below(x ^ ONES.wrapping_mul(u64::from(b'"')), 1)
+            | below(x ^ ONES.wrapping_mul(u64::from(b'\\')), 1)
+            | below(x, 0x20);
+        if let Some(i) = word.iter().position(stops).filter(|_| found != 0) {
+            return at.saturating_add(i);
+        }
+        at = at.saturating_add(8);
+    }
+    let tail = words.remainder();
+    at.saturating_add(tail.iter().position(stops).unwrap_or(tail.len()))
+}
+
 /// Two names' order, as a call: a sort with the slices' comparison inlined into it is 6 KB
 /// more of module for a path (more than 16 members) that a token seldom takes.
 #[inline(never)]
@@ -735,6 +756,56 @@ fn unique(text: &str, members: &[Member]) -> Result<(), JsonError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `string_stop` is the first `"`, `\\` or control byte, wherever it falls in or
+    /// between its words, whatever the bytes around it (non-ASCII ones too).
+    #[test]
+    fn a_strings_plain_run_ends_where_byte_by_byte_it_would() {
+        let naive = |rest: &[u8]| {
+            rest.iter()
+                .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+                .unwrap_or(rest.len())
+        };
+        for len in 0..40 {
+            for at in 0..len {
+                for stop in (0u8..0x20).chain([b'"', b'\\']) {
+                    for filler in [
+                        b'a',
+                        0x7f,
+                        0x80,
+                        0xff,
+                        b'!',
+                        b'#',
+                        b'[',
+                        b']',
+                        0x21,
+                        0x1f + 0x40,
+                    ] {
+                        let mut text = vec![filler; len];
+                        text[at] = stop;
+                        assert_eq!(string_stop(&text), at, "{text:?}");
+                    }
+                }
+            }
+            assert_eq!(string_stop(&vec![b'x'; len]), len);
+        }
+        let mut next = crate::testing::xorshift(0x2545_f491_4f6c_dd1d);
+        for _ in 0..20_000 {
+            let len = (next() % 50) as usize;
+            let text: Vec<u8> = (0..len)
+                .map(|_| {
+                    let r = next();
+                    // Mostly ordinary bytes, some of every kind.
+                    if r % 16 == 0 {
+                        (r >> 8) as u8
+                    } else {
+                        0x20 + ((r >> 8) % 0x60) as u8
+                    }
+                })
+                .collect();
+            assert_eq!(string_stop(&text), naive(&text), "{text:?}");
+        }
+    }
 
     #[test]
     fn accepts_ordinary_documents() {
