@@ -1631,6 +1631,8 @@ def main():
         noop_wasm = os.path.join(workdir, "noop_filter.wasm")
         with open(WASM, "rb") as f:
             module = f.read()
+        # Its size as built, read now: the tree may be rebuilt before the report is written.
+        wasm_bytes = len(module)
         if not envoy_module.is_envoy_build(module):
             module = envoy_module.without_exports(module, envoy_module.DROPPED)
         with open(wasm, "wb") as f:
@@ -1671,8 +1673,8 @@ def main():
         forged = forged_token(tokens["rs256-repeat"])
 
         if args.callgrind:
-            status = instructions_run(args, cases, fx, tokens, forged, idp_port, wasm, variant_wasm, noop_wasm,
-                                      workdir, procs, envoy_bin, wasm_log_level, out_dir, started)
+            status = instructions_run(args, cases, fx, tokens, forged, idp_port, wasm, wasm_bytes, variant_wasm,
+                                      noop_wasm, workdir, procs, envoy_bin, wasm_log_level, out_dir, started)
             ok = status == 0
             return status
 
@@ -1742,7 +1744,7 @@ def main():
             "wrk_cpu": args.wrk_cpu, "wasm_log_level": wasm_log_level,
             "envoy_version": envoy_version(envoy_bin), "cpu_model": cpu_model(), "kernel": platform.release(),
             "loadavg_start": os.getloadavg()[0], "clk_tck": CLK_TCK,
-            "wasm_bytes": os.path.getsize(WASM), "envoy_wasm_bytes": os.path.getsize(wasm),
+            "wasm_bytes": wasm_bytes, "envoy_wasm_bytes": os.path.getsize(wasm),
             "noop_wasm_bytes": os.path.getsize(noop_wasm),
             "wasm_sha256": sha256_file(wasm), "wasm_source": WASM,
             "git": f"BENCH_WASM={os.environ['BENCH_WASM']}" if os.environ.get("BENCH_WASM") else git_describe(),
@@ -1883,8 +1885,8 @@ def main():
             log(f"(logs kept in {workdir})")
 
 
-def instructions_run(args, cases, fx, tokens, forged, idp_port, wasm, variant_wasm, noop_wasm, workdir, procs,
-                     envoy_bin, wasm_log_level, out_dir, started):
+def instructions_run(args, cases, fx, tokens, forged, idp_port, wasm, wasm_bytes, variant_wasm, noop_wasm,
+                     workdir, procs, envoy_bin, wasm_log_level, out_dir, started):
     """The --callgrind run: every case's instructions per request, one case after another."""
     for tool in ("valgrind", "callgrind_control"):
         if not shutil.which(tool):
@@ -1915,7 +1917,7 @@ def instructions_run(args, cases, fx, tokens, forged, idp_port, wasm, variant_wa
         "envoy_version": envoy_version(envoy_bin), "valgrind": version, "cpu_model": cpu_model(),
         "requests": args.callgrind, "warmups": callgrind_warmups(args.smoke),
         "cache_sim": cache_levels() if args.cache_sim else None,
-        "wasm_bytes": os.path.getsize(WASM), "wasm_sha256": sha256_file(wasm),
+        "wasm_bytes": wasm_bytes, "wasm_sha256": sha256_file(wasm),
         "noop_wasm_bytes": os.path.getsize(noop_wasm),
         "git": f"BENCH_WASM={os.environ['BENCH_WASM']}" if os.environ.get("BENCH_WASM") else git_describe(),
         "duration_s": round(time.time() - started, 1),
