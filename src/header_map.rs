@@ -3,8 +3,9 @@
 //! `proxy_get_header_map_pairs` hands the module one buffer: a little-endian `u32` count,
 //! then per pair its name and value lengths (two `u32`), then each name and each value
 //! followed by a NUL byte (Envoy's proxy-wasm host and ngx_wasm_module both write it so).
-//! The SDK copies every name and value into its own `String`/`Vec`; [`parse`] only points
-//! into the buffer, so a request's header list costs one allocation (the list itself).
+//! The proxy-wasm Rust SDK copied every name and value into a `String`/`Vec` of their own;
+//! [`parse`] only points into the buffer, so a request's header list costs one allocation
+//! (the list itself).
 
 use crate::credential::Header;
 

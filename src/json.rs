@@ -792,17 +792,8 @@ mod tests {
         let mut next = crate::testing::xorshift(0x2545_f491_4f6c_dd1d);
         for _ in 0..20_000 {
             let len = (next() % 50) as usize;
-            let text: Vec<u8> = (0..len)
-                .map(|_| {
-                    let r = next();
-                    // Mostly ordinary bytes, some of every kind.
-                    if r % 16 == 0 {
-                        (r >> 8) as u8
-                    } else {
-                        0x20 + ((r >> 8) % 0x60) as u8
-                    }
-                })
-                .collect();
+            // Mostly ordinary bytes, some of every kind.
+            let text = crate::testing::mostly(&mut next, len, 16, |r| 0x20 + (r % 0x60) as u8);
             assert_eq!(string_stop(&text), naive(&text), "{text:?}");
         }
     }

@@ -45,4 +45,24 @@ mod testing {
             seed
         }
     }
+
+    /// `len` bytes from `next`: one draw in `one_in` any byte at all, the others `common` of
+    /// the draw's upper bits (an alphabet, a range).
+    pub fn mostly(
+        next: &mut impl FnMut() -> u64,
+        len: usize,
+        one_in: u64,
+        common: impl Fn(u64) -> u8,
+    ) -> Vec<u8> {
+        (0..len)
+            .map(|_| {
+                let r = next();
+                if r % one_in == 0 {
+                    (r >> 8) as u8
+                } else {
+                    common(r >> 8)
+                }
+            })
+            .collect()
+    }
 }

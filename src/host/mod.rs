@@ -31,7 +31,7 @@ fn start() {
 /// The ABI's `Info` log level.
 const LOG_INFO: u32 = 2;
 
-/// Per-VM state shared by the root context and every request context of this worker.
+/// A root context's state (one plugin configuration), shared by its request contexts.
 #[derive(Default)]
 pub(crate) struct Shared {
     pub engine: Option<Engine>,

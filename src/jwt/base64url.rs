@@ -150,16 +150,7 @@ mod tests {
         let (mut accepted, mut refused) = (0, 0);
         for _ in 0..200_000 {
             let len = (next() % 65) as usize;
-            let text: Vec<u8> = (0..len)
-                .map(|_| {
-                    let r = next();
-                    if r % 50 == 0 {
-                        (r >> 8) as u8
-                    } else {
-                        alphabet[(r >> 8) as usize % 64]
-                    }
-                })
-                .collect();
+            let text = crate::testing::mostly(&mut next, len, 50, |r| alphabet[r as usize % 64]);
             let ours = decode(&text);
             assert_eq!(ours, reference(&text), "{text:?}");
             if ours.is_some() {
