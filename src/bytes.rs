@@ -1,8 +1,9 @@
-//! Byte comparison many bytes at a time: what the Wasm build links as `memcmp` and `bcmp`
+//! Bytes many at a time. Comparison: what the Wasm build links as `memcmp` and `bcmp`
 //! (`host::memory`). wasi-libc's `memcmp` compares one byte per loop turn, and every slice or
 //! string comparison in the module is a call to it: the verified-token cache compares the
 //! whole token (a kilobyte) on every hit, which made it the largest part of a cached
-//! request's Wasm work.
+//! request's Wasm work. Search: the first of some bytes, eight a turn ([`find_by_words`]), for
+//! the scans a new token's text takes (its dots, its claims' strings).
 
 use std::cmp::Ordering;
 
@@ -56,6 +57,50 @@ fn first_difference(a: &[u8], b: &[u8]) -> Ordering {
     Ordering::Equal
 }
 
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// `byte` in each of the eight bytes of a word.
+pub const fn splat(byte: u8) -> u64 {
+    ONES.wrapping_mul(byte as u64)
+}
+
+/// The bytes of the word `x` below `n` (at most 0x80), each marked by its high bit. Exact for
+/// the lowest marked byte: a subtraction borrows only out of a byte below `n`, so a byte
+/// marked wrongly always sits above one marked rightly.
+#[inline(always)]
+pub fn below(x: u64, n: u8) -> u64 {
+    x.wrapping_sub(splat(n)) & !x & HIGHS
+}
+
+/// The bytes of the word `x` equal to `byte`, marked as by [`below`].
+#[inline(always)]
+pub fn equal(x: u64, byte: u8) -> u64 {
+    below(x ^ splat(byte), 1)
+}
+
+/// Where the first byte of `bytes` that `is` takes stands. `marks` marks, in a word of eight
+/// bytes (the first one lowest), the bytes `is` takes, exactly for the lowest one, as
+/// [`below`] and [`equal`] do: eight bytes a turn, then the last few one by one.
+#[inline(always)]
+pub fn find_by_words(
+    bytes: &[u8],
+    marks: impl Fn(u64) -> u64,
+    is: impl Fn(&u8) -> bool,
+) -> Option<usize> {
+    let mut words = bytes.chunks_exact(8);
+    let mut at = 0usize;
+    for chunk in words.by_ref() {
+        let marked = marks(word(chunk));
+        if marked != 0 {
+            // The lowest marked bit is the high bit of the first byte found.
+            return at.checked_add(usize::try_from(marked.trailing_zeros() / 8).ok()?);
+        }
+        at = at.checked_add(8)?;
+    }
+    at.checked_add(words.remainder().iter().position(is)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::compare;
@@ -73,6 +118,54 @@ mod tests {
                     // Unsigned, as memcmp: 0xff sorts after 0x01.
                     assert_eq!(compare(a, &b), a.cmp(&b[..]), "len {len} at {at} +{delta}");
                     assert_eq!(compare(&b, a), b[..].cmp(a), "len {len} at {at} +{delta}");
+                }
+            }
+        }
+    }
+
+    /// The first byte found, wherever it falls in or across the words, among bytes that are
+    /// it but for one bit (the high bit among them) or just below it: as a byte-by-byte
+    /// search finds it.
+    #[test]
+    fn finds_the_first_byte_as_a_byte_search_does() {
+        use super::{below, equal, find_by_words};
+        let mut next = crate::testing::xorshift(0x9e37_79b9_7f4a_7c15u64);
+        for target in [b'.', b'"', 0x00, 0x7f] {
+            let near = [
+                target,
+                target ^ 0x80,
+                target ^ 0x01,
+                target ^ 0x10,
+                target.wrapping_sub(1),
+                target.wrapping_add(1),
+                0,
+                0xff,
+                b'a',
+            ];
+            for len in 0..40usize {
+                for at in 0..=len {
+                    for _ in 0..8 {
+                        let mut text =
+                            crate::testing::mostly(&mut next, len, 3, |r| near[r as usize % 8 + 1]);
+                        if let Some(b) = text.get_mut(at) {
+                            *b = target;
+                        }
+                        let naive = text.iter().position(|b| *b == target);
+                        let found = find_by_words(&text, |x| equal(x, target), |b| *b == target);
+                        assert_eq!(found, naive, "{target} {text:?}");
+                    }
+                }
+            }
+        }
+        // Below a bound, every bound: bytes just above it, and high ones, around it.
+        for n in 1..=0x80u8 {
+            for len in 0..20usize {
+                for _ in 0..20 {
+                    let text = crate::testing::mostly(&mut next, len, 4, |r| {
+                        [n, n.wrapping_add(1), n | 0x80, 0xff][r as usize % 4]
+                    });
+                    let naive = text.iter().position(|b| *b < n);
+                    assert_eq!(find_by_words(&text, |x| below(x, n), |b| *b < n), naive);
                 }
             }
         }

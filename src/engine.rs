@@ -189,6 +189,17 @@ enum Pending {
     Introspection(String),
 }
 
+/// A bearer token on its way to a strategy (`Engine::new_bearer`).
+struct NewBearer<'t> {
+    /// As sent: text (from `extract`), or a JWT that parsed (ASCII).
+    token: &'t [u8],
+    source: Source,
+    /// The verified-token cache was already asked about it.
+    looked_up: bool,
+    /// Parsed already (a JWT the fast path read).
+    parsed: Option<ParsedToken>,
+}
+
 /// A request being decided (possibly across waits).
 #[derive(Debug)]
 struct Job {
@@ -206,6 +217,26 @@ struct Job {
 }
 
 impl Job {
+    /// A job of the policy and strategy `(policy, strategy)` for this request.
+    fn new(
+        (policy, strategy): (usize, usize),
+        pending: Pending,
+        source: Source,
+        req: &Request<'_>,
+        now_ms: u64,
+    ) -> Job {
+        Job {
+            policy,
+            strategy,
+            pending,
+            source,
+            realm: req.authority.to_owned(),
+            path: req.path.to_owned(),
+            since_ms: now_ms,
+            lease_wait_counted: false,
+        }
+    }
+
     fn method(&self) -> Method {
         match self.pending {
             Pending::Bearer(_) => Method::Bearer,
@@ -561,6 +592,27 @@ impl Engine {
             }
             None => {}
         }
+        // A new JWT in the one Authorization header, parsed at once: it is what `extract`
+        // would read (the candidate is the bearer parameter of the request's only such header,
+        // with no query string; within the length limit, three canonical base64url segments
+        // joined by dots are a token68, and ASCII), without `extract`'s byte-by-byte token68
+        // and UTF-8 checks before the parse makes its own. Anything else, a malformed token
+        // among them, is read by `extract`'s rules, for their reasons.
+        if let Some(Candidate::Bearer(token)) = candidate {
+            if token.len() <= limits.max_token_bytes {
+                if let Ok(parsed) =
+                    ParsedToken::parse_with(token, limits.max_json_depth, &self.jose_headers)
+                {
+                    let new = NewBearer {
+                        token,
+                        source: Source::Header,
+                        looked_up: true,
+                        parsed: Some(parsed),
+                    };
+                    return self.new_bearer(context_id, (policy_index, policy), req, new, now_ms);
+                }
+            }
+        }
         let credential = match credential::extract(req.headers, req.path, limits.max_token_bytes) {
             Ok(Some(c)) => c,
             Ok(None) => {
@@ -571,110 +623,18 @@ impl Engine {
             }
             Err(m) => return done(Method::None, malformed(m, realm, None)),
         };
-        let job = |strategy: usize, pending: Pending, source: Source| Job {
-            policy: policy_index,
-            strategy,
-            pending,
-            source,
-            realm: realm.to_owned(),
-            path: req.path.to_owned(),
-            since_ms: now_ms,
-            lease_wait_counted: false,
+        let job = |strategy: usize, pending: Pending, source: Source| {
+            Job::new((policy_index, strategy), pending, source, req, now_ms)
         };
         match credential {
             Credential::Bearer { token, source } => {
-                // A scheme no strategy of the route takes (client_credentials only), as a
-                // Basic header where none exchanges: no token error, nothing parsed.
-                let takes_bearer = policy.strategies.iter().any(|s| {
-                    matches!(s, Strategy::OpenIdConnect(o)
-                        if o.auth_methods.bearer || o.auth_methods.introspection)
-                });
-                if !takes_bearer {
-                    return done(
-                        Method::None,
-                        deny(Denial::UnsupportedCredential, realm, None, None),
-                    );
-                }
-                // A token the fast path above did not look up (from the query string).
-                if !matches!(candidate, Some(Candidate::Bearer(_))) {
-                    if let Some(hit) = self.remembered(
-                        token.as_bytes(),
-                        policy_index,
-                        req.path,
-                        source,
-                        BEARER,
-                        None,
-                        now_ms,
-                    ) {
-                        return self.remembered_bearer(hit);
-                    }
-                }
-                self.counters.add(metrics::CACHE_VERIFIED_MISS);
-                let parsed =
-                    ParsedToken::parse_with(&token, limits.max_json_depth, &self.jose_headers);
-                // A JWT goes to the bearer strategy that accepts its issuer; anything else
-                // (or any token, with introspect_jwt_tokens) to introspection if enabled.
-                let jwt_strategy = parsed
-                    .as_ref()
-                    .ok()
-                    .and_then(|t| self.bearer_strategy(policy, t));
-                // The JWT's own strategy introspects it if it introspects JWTs; a token no
-                // strategy takes by issuer goes to the first that introspects, and a JWT
-                // only to one that accepts its `iss`: another IdP's endpoint never sees it.
-                let introspecting = match jwt_strategy {
-                    Some(i) => match policy.strategies.get(i) {
-                        Some(Strategy::OpenIdConnect(o)) if takes_jwt_by_introspection(o) => {
-                            Some(i)
-                        }
-                        _ => None,
-                    },
-                    None => introspecting_by_issuer(policy, &parsed, &token, limits.max_json_depth),
+                let new = NewBearer {
+                    token: token.as_bytes(),
+                    source,
+                    looked_up: matches!(candidate, Some(Candidate::Bearer(_))),
+                    parsed: None,
                 };
-                // RFC 9068 §4: a strategy that requires JWT access tokens refuses any other
-                // JWT it introspects, as it does on the bearer path: the IdP's `active` says
-                // the token is live, not that it is an access token (an ID token may be).
-                // A JWT the filter could not parse is read for its `typ` all the same.
-                if let Some(Strategy::OpenIdConnect(o)) =
-                    introspecting.and_then(|i| policy.strategies.get(i))
-                {
-                    let at_jwt = match &parsed {
-                        Ok(t) => Some(t.at_jwt),
-                        Err(_) => jwt::token::claimed_at_jwt(&token),
-                    };
-                    if o.require_at_jwt && at_jwt == Some(false) {
-                        let d = Denial::InvalidToken(TokenError::NotAtJwt);
-                        return done(
-                            Method::Introspection,
-                            deny(d, realm, Some(&o.id), Some(short_hash(&token))),
-                        );
-                    }
-                }
-                match (parsed, jwt_strategy, introspecting) {
-                    (_, _, Some(i)) => self.run(
-                        context_id,
-                        job(i, Pending::Introspection(token), source),
-                        now_ms,
-                    ),
-                    (Ok(t), Some(i), None) => {
-                        self.run(context_id, job(i, Pending::Bearer(t), source), now_ms)
-                    }
-                    (Ok(_), None, None) => {
-                        let d = Denial::InvalidToken(TokenError::WrongIssuer);
-                        done(
-                            Method::Bearer,
-                            deny(d, realm, None, Some(short_hash(&token))),
-                        )
-                    }
-                    (Err(e), _, None) => done(
-                        Method::Bearer,
-                        deny(
-                            Denial::InvalidToken(e),
-                            realm,
-                            None,
-                            Some(short_hash(&token)),
-                        ),
-                    ),
-                }
+                self.new_bearer(context_id, (policy_index, policy), req, new, now_ms)
             }
             Credential::Basic {
                 client_id,
@@ -731,6 +691,117 @@ impl Engine {
             Credential::OtherScheme => done(
                 Method::None,
                 deny(Denial::UnsupportedCredential, realm, None, None),
+            ),
+        }
+    }
+
+    /// A bearer token no cache knew: handed to the strategy that takes it (by its issuer, or
+    /// by introspection), or refused.
+    fn new_bearer(
+        &mut self,
+        context_id: u32,
+        (policy_index, policy): (usize, &Policy),
+        req: &Request<'_>,
+        new: NewBearer<'_>,
+        now_ms: u64,
+    ) -> Step {
+        let NewBearer {
+            token,
+            source,
+            looked_up,
+            parsed,
+        } = new;
+        let realm = req.authority;
+        let max_json_depth = self.config.limits.max_json_depth;
+        let job = |strategy: usize, pending: Pending| {
+            Job::new((policy_index, strategy), pending, source, req, now_ms)
+        };
+        // A scheme no strategy of the route takes (client_credentials only), as a Basic
+        // header where none exchanges: no token error, nothing parsed.
+        let takes_bearer = policy.strategies.iter().any(|s| {
+            matches!(s, Strategy::OpenIdConnect(o)
+                if o.auth_methods.bearer || o.auth_methods.introspection)
+        });
+        if !takes_bearer {
+            return done(
+                Method::None,
+                deny(Denial::UnsupportedCredential, realm, None, None),
+            );
+        }
+        // A token the fast path did not look up (from the query string).
+        if !looked_up {
+            if let Some(hit) =
+                self.remembered(token, policy_index, req.path, source, BEARER, None, now_ms)
+            {
+                return self.remembered_bearer(hit);
+            }
+        }
+        self.counters.add(metrics::CACHE_VERIFIED_MISS);
+        let parsed = match parsed {
+            Some(parsed) => Ok(parsed),
+            None => ParsedToken::parse_with(token, max_json_depth, &self.jose_headers),
+        };
+        // A JWT goes to the bearer strategy that accepts its issuer; anything else (or any
+        // token, with introspect_jwt_tokens) to introspection if enabled.
+        let jwt_strategy = parsed
+            .as_ref()
+            .ok()
+            .and_then(|t| self.bearer_strategy(policy, t));
+        // The JWT's own strategy introspects it if it introspects JWTs; a token no strategy
+        // takes by issuer goes to the first that introspects, and a JWT only to one that
+        // accepts its `iss`: another IdP's endpoint never sees it.
+        let introspecting = match jwt_strategy {
+            Some(i) => match policy.strategies.get(i) {
+                Some(Strategy::OpenIdConnect(o)) if takes_jwt_by_introspection(o) => Some(i),
+                _ => None,
+            },
+            None => introspecting_by_issuer(policy, &parsed, token, max_json_depth),
+        };
+        // RFC 9068 §4: a strategy that requires JWT access tokens refuses any other JWT it
+        // introspects, as it does on the bearer path: the IdP's `active` says the token is
+        // live, not that it is an access token (an ID token may be). A JWT the filter could
+        // not parse is read for its `typ` all the same.
+        if let Some(Strategy::OpenIdConnect(o)) =
+            introspecting.and_then(|i| policy.strategies.get(i))
+        {
+            let at_jwt = match &parsed {
+                Ok(t) => Some(t.at_jwt),
+                Err(_) => jwt::token::claimed_at_jwt(token),
+            };
+            if o.require_at_jwt && at_jwt == Some(false) {
+                let d = Denial::InvalidToken(TokenError::NotAtJwt);
+                return done(
+                    Method::Introspection,
+                    deny(d, realm, Some(&o.id), Some(short_hash(token))),
+                );
+            }
+        }
+        match (parsed, jwt_strategy, introspecting) {
+            (_, _, Some(i)) => {
+                // Text: it came from `extract` as text, or parsed as a JWT (ASCII).
+                let Ok(text) = std::str::from_utf8(token) else {
+                    let why = Malformed::InvalidRequest("bearer token is not a token68 string");
+                    return done(Method::Introspection, malformed(why, realm, None));
+                };
+                let pending = Pending::Introspection(text.to_owned());
+                self.run(context_id, job(i, pending), now_ms)
+            }
+            (Ok(t), Some(i), None) => self.run(context_id, job(i, Pending::Bearer(t)), now_ms),
+            (Ok(_), None, None) => {
+                let d = Denial::InvalidToken(TokenError::WrongIssuer);
+                done(
+                    Method::Bearer,
+                    deny(d, realm, None, Some(short_hash(token))),
+                )
+            }
+            (Err(e), _, None) => done(
+                Method::Bearer,
+                deny(
+                    Denial::InvalidToken(e),
+                    realm,
+                    None,
+                    Some(short_hash(token)),
+                ),
             ),
         }
     }
@@ -1051,7 +1122,7 @@ impl Engine {
     #[allow(clippy::too_many_arguments)]
     fn remember(
         &mut self,
-        token: &str,
+        token: &[u8],
         job: &Job,
         policy: &Policy,
         strategy: &OidcStrategy,
@@ -1352,7 +1423,15 @@ impl Engine {
                 Ok(Checked::Verified(v)) => {
                     let outcome = self.authorize(&job, policy, strategy, &v, Some(&token));
                     let until_ms = v.exp().saturating_mul(1000);
-                    self.remember(&token, &job, policy, strategy, until_ms, &outcome, now_ms);
+                    self.remember(
+                        token.as_bytes(),
+                        &job,
+                        policy,
+                        strategy,
+                        until_ms,
+                        &outcome,
+                        now_ms,
+                    );
                     return done(job.method(), outcome);
                 }
                 Ok(Checked::Denied(Denial::InvalidToken(_))) if !*retried => {
@@ -1484,7 +1563,13 @@ impl Engine {
                             // the next request with this token skips the hash and the checks.
                             let until_ms = answered_until_ms.min(v.exp().saturating_mul(1000));
                             self.remember(
-                                token, &job, policy, strategy, until_ms, &outcome, now_ms,
+                                token.as_bytes(),
+                                &job,
+                                policy,
+                                strategy,
+                                until_ms,
+                                &outcome,
+                                now_ms,
                             );
                             done(job.method(), outcome)
                         }
@@ -2270,7 +2355,7 @@ fn lookup(config: &Config, policy: usize, strategy: usize) -> Option<(&Policy, &
 fn introspecting_by_issuer(
     policy: &Policy,
     parsed: &Result<ParsedToken, TokenError>,
-    token: &str,
+    token: &[u8],
     max_json_depth: usize,
 ) -> Option<usize> {
     let iss = match parsed {
@@ -2394,8 +2479,8 @@ pub fn sha256_hex_of(parts: &[&[u8]]) -> String {
 }
 
 /// Eight hex digits of SHA-256: enough to correlate log lines, useless to an attacker.
-pub fn short_hash(secret: &str) -> String {
-    let mut h = sha256_hex(secret.as_bytes());
+pub fn short_hash(secret: impl AsRef<[u8]>) -> String {
+    let mut h = sha256_hex(secret.as_ref());
     h.truncate(8);
     h
 }

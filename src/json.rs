@@ -693,28 +693,12 @@ impl<'t> Scanner<'t> {
 }
 
 /// Where a string's plain run ends in `rest`: the first `"`, `\\` or control character
-/// (below 0x20), or `rest.len()`. Eight bytes a turn: a word holds one of them when a byte
-/// of it XOR `"` or XOR `\\` is zero, or a byte is below 0x20 (the usual bit tests, exact
-/// for "some byte of the word"); that word is then read byte by byte.
+/// (below 0x20), or `rest.len()`. Eight bytes a turn (`bytes::find_by_words`).
 fn string_stop(rest: &[u8]) -> usize {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
-    let below = |x: u64, n: u64| x.wrapping_sub(ONES.wrapping_mul(n)) & !x & HIGHS;
+    use crate::bytes::{below, equal, find_by_words};
+    let marks = |x: u64| equal(x, b'"') | equal(x, b'\\') | below(x, 0x20);
     let stops = |b: &u8| matches!(*b, b'"' | b'\\') || *b < 0x20;
-    let mut words = rest.chunks_exact(8);
-    let mut at = 0usize;
-    for word in words.by_ref() {
-        let x = u64::from_le_bytes(word.try_into().unwrap_or([0; 8]));
-        let found = below(x ^ ONES.wrapping_mul(u64::from(b'"')), 1)
-            | below(x ^ ONES.wrapping_mul(u64::from(b'\\')), 1)
-            | below(x, 0x20);
-        if let Some(i) = word.iter().position(stops).filter(|_| found != 0) {
-            return at.saturating_add(i);
-        }
-        at = at.saturating_add(8);
-    }
-    let tail = words.remainder();
-    at.saturating_add(tail.iter().position(stops).unwrap_or(tail.len()))
+    find_by_words(rest, marks, stops).unwrap_or(rest.len())
 }
 
 /// Two names' order, as a call: a sort with the slices' comparison inlined into it is 6 KB

@@ -4371,3 +4371,70 @@ fn profile_new_tokens_loop(e: &mut Engine, authorizations: &[String]) -> usize {
     }
     allowed
 }
+
+/// The fast path of `Engine::on_request` takes a bearer token that `cache_candidate` offers
+/// and that parses as a JWT without `credential::extract`: it must be exactly what `extract`
+/// reads from the same request, for any Authorization value (schemes in any case, spaces,
+/// padding, stray bytes anywhere, lengths around the limit).
+#[test]
+fn a_jwt_the_fast_path_parses_is_the_bearer_token_extract_reads() {
+    use crate::credential::{self, Candidate, Credential, Source};
+    let model = rs_token(&claims());
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.=+/~ ,\t";
+    let mut next = crate::testing::xorshift(0x2545_f491_4f6c_dd1d);
+    let (mut parsed, mut not) = (0, 0);
+    for round in 0..20_000u64 {
+        let mut token = model.clone().into_bytes();
+        // Up to three bytes changed, mostly to base64url characters (the changed token
+        // often still parses: a signature's bytes are not checked here).
+        for _ in 0..next() % 4 {
+            let at = (next() % token.len() as u64) as usize;
+            let by =
+                crate::testing::mostly(&mut next, 1, 8, |r| alphabet[r as usize % alphabet.len()]);
+            token[at] = by[0];
+        }
+        let scheme: &[u8] = [
+            &b"Bearer "[..],
+            b"bearer  ",
+            b"BEARER ",
+            b"Bearer\t",
+            b"Basic ",
+        ][(round % 5) as usize];
+        let mut value = scheme.to_vec();
+        value.extend_from_slice(&token);
+        if round % 7 == 0 {
+            value.extend_from_slice(b" ");
+        }
+        if round % 11 == 0 {
+            value.extend_from_slice(b"==");
+        }
+        // The limit falls below, at and above the token's length.
+        let max = model.len() - 2 + (round % 5) as usize;
+        let headers = [(&b"authorization"[..], value.as_slice())];
+        let fast = match credential::cache_candidate(&headers, "/orders/1", max) {
+            Some(Candidate::Bearer(t)) if t.len() <= max && ParsedToken::parse(t, 32).is_ok() => {
+                Some(t)
+            }
+            _ => None,
+        };
+        let extracted = credential::extract(&headers, "/orders/1", max);
+        match fast {
+            Some(t) => {
+                parsed += 1;
+                let token = String::from_utf8(t.to_vec()).expect("a JWT that parses is ASCII");
+                assert_eq!(
+                    extracted,
+                    Ok(Some(Credential::Bearer {
+                        token,
+                        source: Source::Header
+                    })),
+                    "{:?}",
+                    String::from_utf8_lossy(&value)
+                );
+            }
+            None => not += 1,
+        }
+    }
+    // Both sides were exercised, many times.
+    assert!(parsed > 1_000 && not > 10_000, "{parsed} {not}");
+}

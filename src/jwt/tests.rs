@@ -69,7 +69,7 @@ fn the_signed_part_is_the_first_two_segments_as_received() {
         let parsed = ParsedToken::parse(&token, 16).unwrap();
         let (signed, _) = token.rsplit_once('.').unwrap();
         assert_eq!(parsed.signed(), signed.as_bytes());
-        assert_eq!(parsed.raw(), token);
+        assert_eq!(parsed.raw(), token.as_bytes());
     }
 }
 

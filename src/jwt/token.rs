@@ -16,7 +16,8 @@ const MAX_KID_LEN: usize = 256;
 /// A token that is well-formed. Its claims are not yet trusted.
 #[derive(Debug, Clone)]
 pub struct ParsedToken {
-    raw: String,
+    /// The token as received: ASCII (three base64url segments and two dots).
+    raw: Box<[u8]>,
     /// Where the signature's segment starts, less its dot: the signed part is `raw[..this]`.
     signed_len: usize,
     pub alg: Alg,
@@ -47,7 +48,7 @@ pub struct HeaderMemo(RefCell<RecentHeaders>);
 
 #[derive(Debug, Default)]
 struct RecentHeaders {
-    kept: Vec<(Box<str>, JoseHeader)>,
+    kept: Vec<(Box<[u8]>, JoseHeader)>,
     /// Where the next header goes once all are taken.
     next: usize,
 }
@@ -55,13 +56,13 @@ struct RecentHeaders {
 const HEADERS_KEPT: usize = 8;
 
 impl HeaderMemo {
-    fn get(&self, segment: &str) -> Option<JoseHeader> {
+    fn get(&self, segment: &[u8]) -> Option<JoseHeader> {
         let recent = self.0.borrow();
         let (_, header) = recent.kept.iter().find(|(s, _)| **s == *segment)?;
         Some(header.clone())
     }
 
-    fn remember(&self, segment: &str, header: JoseHeader) {
+    fn remember(&self, segment: &[u8], header: JoseHeader) {
         let mut recent = self.0.borrow_mut();
         if recent.kept.len() < HEADERS_KEPT {
             recent.kept.push((segment.into(), header));
@@ -76,31 +77,36 @@ impl HeaderMemo {
 
     #[cfg(test)]
     pub fn knows(&self, segment: &str) -> bool {
-        self.get(segment).is_some()
+        self.get(segment.as_bytes()).is_some()
     }
 }
 
 impl ParsedToken {
-    pub fn parse(token: &str, max_json_depth: usize) -> Result<ParsedToken, TokenError> {
+    pub fn parse(
+        token: &(impl AsRef<[u8]> + ?Sized),
+        max_json_depth: usize,
+    ) -> Result<ParsedToken, TokenError> {
         ParsedToken::parse_with(token, max_json_depth, &HeaderMemo::default())
     }
 
-    /// As `parse`, with headers read before remembered in `memo`.
+    /// As `parse`, with headers read before remembered in `memo`. Bytes: a token that
+    /// parses is ASCII, whatever it was read as.
     pub fn parse_with(
-        token: &str,
+        token: &(impl AsRef<[u8]> + ?Sized),
         max_json_depth: usize,
         memo: &HeaderMemo,
     ) -> Result<ParsedToken, TokenError> {
-        let Some((header, rest)) = token.split_once('.') else {
+        let token = token.as_ref();
+        let Some((header, rest)) = split_at_dot(token) else {
             return Err(TokenError::NotCompactJws);
         };
-        let Some((payload, signature)) = rest.split_once('.') else {
+        let Some((payload, signature)) = split_at_dot(rest) else {
             return Err(TokenError::NotCompactJws);
         };
         // More segments than three show as dots in `signature`. No base64url text has one,
         // so they are counted only for a refusal (not for every valid token): the number of
         // segments is said before anything else (five: an encrypted token).
-        let shape = |refusal: TokenError| match signature.bytes().filter(|b| *b == b'.').count() {
+        let shape = |refusal: TokenError| match signature.iter().filter(|b| **b == b'.').count() {
             0 => refusal,
             2 => TokenError::Encrypted,
             _ => TokenError::NotCompactJws,
@@ -124,7 +130,7 @@ impl ParsedToken {
         };
         let claims = Object::parse(payload, max_json_depth).map_err(|_| TokenError::BadPayload)?;
         Ok(ParsedToken {
-            raw: token.to_owned(),
+            raw: token.into(),
             signed_len: token.len().saturating_sub(signature_len).saturating_sub(1),
             alg,
             kid,
@@ -134,18 +140,24 @@ impl ParsedToken {
         })
     }
 
-    /// The token as received, for the signature check.
-    pub fn raw(&self) -> &str {
+    /// The token as received.
+    pub fn raw(&self) -> &[u8] {
         &self.raw
     }
 
     /// The signed part: the first two segments, as received.
     pub fn signed(&self) -> &[u8] {
-        self.raw
-            .as_bytes()
-            .get(..self.signed_len)
-            .unwrap_or_default()
+        self.raw.get(..self.signed_len).unwrap_or_default()
     }
+}
+
+/// The text before the first `.` and the text after it: eight bytes a turn
+/// (`bytes::find_by_words`), as the dot that ends a payload is a few hundred bytes in, on
+/// every new token.
+fn split_at_dot(text: &[u8]) -> Option<(&[u8], &[u8])> {
+    use crate::bytes::{equal, find_by_words};
+    let dot = find_by_words(text, |x| equal(x, b'.'), |b| *b == b'.')?;
+    Some((text.get(..dot)?, text.get(dot.checked_add(1)?..)?))
 }
 
 /// The `iss` a token's payload names, read without any of [`ParsedToken::parse`]'s checks:
@@ -153,10 +165,10 @@ impl ParsedToken {
 /// take), to tell a JWT of some issuer, which no other issuer's endpoint may be shown, from
 /// an opaque token. `None` when its second dot-separated segment is not a base64url JSON
 /// object (an opaque token); `Some(None)` when that object names no `iss` string.
-pub fn claimed_issuer(token: &str, max_json_depth: usize) -> Option<Option<String>> {
-    let payload = token.split('.').nth(1)?;
+pub fn claimed_issuer(token: &[u8], max_json_depth: usize) -> Option<Option<String>> {
+    let payload = token.split(|b| *b == b'.').nth(1)?;
     // Padding or not: what matters here is where the token must not go.
-    let payload = URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
+    let payload = URL_SAFE_NO_PAD.decode(trim_padding(payload)).ok()?;
     let Ok(Value::Object(claims)) = json::parse_strict(&payload, max_json_depth) else {
         return None;
     };
@@ -168,11 +180,11 @@ pub fn claimed_issuer(token: &str, max_json_depth: usize) -> Option<Option<Strin
 /// strategy requiring RFC 9068 access tokens must not take from introspection either when
 /// its header names another type. `None` when the token has no second segment or its first
 /// is not a base64url JSON object (an opaque token).
-pub fn claimed_at_jwt(token: &str) -> Option<bool> {
-    let mut segments = token.split('.');
+pub fn claimed_at_jwt(token: &[u8]) -> Option<bool> {
+    let mut segments = token.split(|b| *b == b'.');
     let header = segments.next()?;
     segments.next()?;
-    let header = URL_SAFE_NO_PAD.decode(header.trim_end_matches('=')).ok()?;
+    let header = URL_SAFE_NO_PAD.decode(trim_padding(header)).ok()?;
     let Ok(Value::Object(header)) = json::parse_strict(&header, 4) else {
         return None;
     };
@@ -182,6 +194,15 @@ pub fn claimed_at_jwt(token: &str) -> Option<bool> {
             .and_then(Value::as_str)
             .is_some_and(is_at_jwt),
     )
+}
+
+/// A segment without the `=` padding it may end with.
+fn trim_padding(segment: &[u8]) -> &[u8] {
+    let end = segment
+        .iter()
+        .rposition(|b| *b != b'=')
+        .map_or(0, |i| i.saturating_add(1));
+    segment.get(..end).unwrap_or_default()
 }
 
 /// Checks a decoded JOSE header (`b64_len`: the length of its base64url segment).
@@ -231,14 +252,12 @@ fn is_at_jwt(typ: &str) -> bool {
     typ.eq_ignore_ascii_case("at+jwt") || typ.eq_ignore_ascii_case("application/at+jwt")
 }
 
-/// Canonical unpadded base64url only: no `=`, no `+` or `/`, no whitespace, no stray
-/// trailing bits (so one token has exactly one spelling).
 /// A JOSE header not seen lately, read and remembered: out of line, as an issuer's tokens
 /// share a few headers.
 #[cold]
 #[inline(never)]
 fn read_new_header(
-    segment: &str,
+    segment: &[u8],
     json: &[u8],
     memo: &HeaderMemo,
 ) -> Result<JoseHeader, TokenError> {
@@ -247,6 +266,8 @@ fn read_new_header(
     Ok(read)
 }
 
-fn decode(segment: &str) -> Result<Vec<u8>, TokenError> {
-    super::base64url::decode(segment.as_bytes()).ok_or(TokenError::BadEncoding)
+/// Canonical unpadded base64url only: no `=`, no `+` or `/`, no whitespace, no stray
+/// trailing bits (so one token has exactly one spelling).
+fn decode(segment: &[u8]) -> Result<Vec<u8>, TokenError> {
+    super::base64url::decode(segment).ok_or(TokenError::BadEncoding)
 }
