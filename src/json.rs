@@ -358,12 +358,11 @@ impl<'a> Json<'a> {
 
     /// A string's content: borrowed unless it has escapes.
     pub fn as_str(self) -> Option<Cow<'a, str>> {
+        use crate::bytes::{equal, find_by_words};
         let inner = unquoted(self.0)?;
         // Claims' strings are short: a search of its own, not a call to `memchr`.
-        let bytes = inner.as_bytes();
-        if crate::bytes::find_by_words(bytes, |x| crate::bytes::equal(x, b'\\'), |b| *b == b'\\')
-            .is_some()
-        {
+        let escape = find_by_words(inner.as_bytes(), |x| equal(x, b'\\'), |b| *b == b'\\');
+        if escape.is_some() {
             match read_value(self.0)? {
                 Value::String(s) => Some(Cow::Owned(s)),
                 _ => None,

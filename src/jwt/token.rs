@@ -91,12 +91,21 @@ impl ParsedToken {
 
     /// As `parse`, with headers read before remembered in `memo`. Bytes: a token that
     /// parses is ASCII, whatever it was read as.
+    #[inline]
     pub fn parse_with(
         token: &(impl AsRef<[u8]> + ?Sized),
         max_json_depth: usize,
         memo: &HeaderMemo,
     ) -> Result<ParsedToken, TokenError> {
-        let token = token.as_ref();
+        ParsedToken::parse_bytes(token.as_ref(), max_json_depth, memo)
+    }
+
+    /// `parse_with`, once in the module whatever the token was read as.
+    fn parse_bytes(
+        token: &[u8],
+        max_json_depth: usize,
+        memo: &HeaderMemo,
+    ) -> Result<ParsedToken, TokenError> {
         let Some((header, rest)) = split_at_dot(token) else {
             return Err(TokenError::NotCompactJws);
         };
