@@ -529,9 +529,9 @@ impl<V> TtlCache<V> {
         }
     }
 
-    /// A cache that, once full, takes a new key only at its second offer ([`Doorkeeper`]):
-    /// for values that are cheap to work out again once, such as a signature verified
-    /// natively, and not for answers that cost a callout.
+    /// A cache that, once full, takes a new key only at its second offer (TinyLFU's
+    /// doorkeeper, `Doorkeeper` below): for values that are cheap to work out again once, such
+    /// as a signature verified natively, and not for answers that cost a callout.
     pub fn with_doorkeeper(capacity: usize) -> TtlCache<V> {
         TtlCache {
             doorkeeper: Some(Doorkeeper::default()),

@@ -136,7 +136,9 @@ pub enum Candidate<'a> {
 /// repeated credential is not validated byte by byte on every request. `None` whenever
 /// [`extract`] could read the request any other way: no or several `Authorization` headers,
 /// another scheme, a query string (which may carry `access_token`), or a value past the
-/// length limit. Bytes, not checked to be text either: a cache lookup compares bytes.
+/// length limit. Bytes, not checked to be text either: a cache lookup compares bytes. A new
+/// bearer token that parses as a JWT (and is within the token limit) is also what [`extract`]
+/// would read (`Engine::on_request` takes it so; a test there holds the two side by side).
 pub fn cache_candidate<'a>(
     headers: &[Header<'a>],
     path: &str,

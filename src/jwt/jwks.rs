@@ -204,7 +204,7 @@ impl KeySet {
     }
 
     /// Takes over what the set it replaces worked out for keys both hold (see
-    /// [`super::ecdsa::Key::inherit`]); nothing else of `older` is kept.
+    /// `ecdsa::Key::inherit`); nothing else of `older` is kept.
     pub fn inherit(&self, older: &KeySet) {
         for verifier in self.keys.iter().flat_map(|k| &k.verifiers) {
             for old in older.keys.iter().flat_map(|k| &k.verifiers) {
