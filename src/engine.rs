@@ -1122,7 +1122,7 @@ impl Engine {
     #[allow(clippy::too_many_arguments)]
     fn remember(
         &mut self,
-        token: &[u8],
+        token: &(impl AsRef<[u8]> + ?Sized),
         job: &Job,
         policy: &Policy,
         strategy: &OidcStrategy,
@@ -1423,15 +1423,7 @@ impl Engine {
                 Ok(Checked::Verified(v)) => {
                     let outcome = self.authorize(&job, policy, strategy, &v, Some(&token));
                     let until_ms = v.exp().saturating_mul(1000);
-                    self.remember(
-                        token.as_bytes(),
-                        &job,
-                        policy,
-                        strategy,
-                        until_ms,
-                        &outcome,
-                        now_ms,
-                    );
+                    self.remember(&token, &job, policy, strategy, until_ms, &outcome, now_ms);
                     return done(job.method(), outcome);
                 }
                 Ok(Checked::Denied(Denial::InvalidToken(_))) if !*retried => {
@@ -1563,13 +1555,7 @@ impl Engine {
                             // the next request with this token skips the hash and the checks.
                             let until_ms = answered_until_ms.min(v.exp().saturating_mul(1000));
                             self.remember(
-                                token.as_bytes(),
-                                &job,
-                                policy,
-                                strategy,
-                                until_ms,
-                                &outcome,
-                                now_ms,
+                                token, &job, policy, strategy, until_ms, &outcome, now_ms,
                             );
                             done(job.method(), outcome)
                         }
