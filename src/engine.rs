@@ -4,7 +4,7 @@
 
 use crate::apps::Application;
 use crate::cache::{Flights, IssuerKeys, Memo, Stage, TtlCache};
-use crate::config::{Config, KeyAuthStrategy, OidcStrategy, Policy, Strategy};
+use crate::config::{Config, KeyAuthStrategy, Limits, OidcStrategy, Policy, Strategy};
 use crate::credential::{self, Candidate, Credential, Header, Malformed, Source};
 use crate::json::Json;
 use crate::jwt::native::{self, SignatureBackend};
@@ -592,26 +592,14 @@ impl Engine {
             }
             None => {}
         }
-        // A new JWT in the one Authorization header, parsed at once: it is what `extract`
-        // would read (the candidate is the bearer parameter of the request's only such header,
-        // with no query string; within the length limit, three canonical base64url segments
-        // joined by dots are a token68, and ASCII), without `extract`'s byte-by-byte token68
-        // and UTF-8 checks before the parse makes its own. Anything else, a malformed token
-        // among them, is read by `extract`'s rules, for their reasons.
-        if let Some(Candidate::Bearer(token)) = candidate {
-            if token.len() <= limits.max_token_bytes {
-                if let Ok(parsed) =
-                    ParsedToken::parse_with(token, limits.max_json_depth, &self.jose_headers)
-                {
-                    let new = NewBearer {
-                        token,
-                        source: Source::Header,
-                        looked_up: true,
-                        parsed: Some(parsed),
-                    };
-                    return self.new_bearer(context_id, (policy_index, policy), req, new, now_ms);
-                }
-            }
+        if let Some((token, parsed)) = parsed_bearer(candidate, limits, &self.jose_headers) {
+            let new = NewBearer {
+                token,
+                source: Source::Header,
+                looked_up: true,
+                parsed: Some(parsed),
+            };
+            return self.new_bearer(context_id, (policy_index, policy), req, new, now_ms);
         }
         let credential = match credential::extract(req.headers, req.path, limits.max_token_bytes) {
             Ok(Some(c)) => c,
@@ -2330,6 +2318,27 @@ fn lookup(config: &Config, policy: usize, strategy: usize) -> Option<(&Policy, &
         Strategy::OpenIdConnect(s) => Some((p, s)),
         Strategy::KeyAuth(_) => None,
     }
+}
+
+/// A new JWT in the one Authorization header, parsed at once: it is what `extract` would
+/// read (`candidate` is the bearer parameter of the request's only such header, with no query
+/// string; within the length limit, three canonical base64url segments joined by dots are a
+/// token68, and ASCII), without `extract`'s byte-by-byte token68 and UTF-8 checks before the
+/// parse makes its own. `None` for anything else, a malformed token among them: `extract`'s
+/// rules read it, for their reasons.
+fn parsed_bearer<'a>(
+    candidate: Option<Candidate<'a>>,
+    limits: &Limits,
+    memo: &HeaderMemo,
+) -> Option<(&'a [u8], ParsedToken)> {
+    let Some(Candidate::Bearer(token)) = candidate else {
+        return None;
+    };
+    if token.len() > limits.max_token_bytes {
+        return None;
+    }
+    let parsed = ParsedToken::parse_with(token, limits.max_json_depth, memo).ok()?;
+    Some((token, parsed))
 }
 
 /// The strategy that introspects a token no bearer strategy takes by issuer: the first that
