@@ -196,8 +196,8 @@ struct NewBearer<'t> {
     source: Source,
     /// The verified-token cache was already asked about it.
     looked_up: bool,
-    /// Parsed already (a JWT the fast path read).
-    parsed: Option<ParsedToken>,
+    /// Parsed already (by `parsed_bearer`), or `None`.
+    parsed: Option<Result<ParsedToken, TokenError>>,
 }
 
 /// A request being decided (possibly across waits).
@@ -592,15 +592,19 @@ impl Engine {
             }
             None => {}
         }
-        if let Some((token, parsed)) = parsed_bearer(candidate, limits, &self.jose_headers) {
-            let new = NewBearer {
-                token,
-                source: Source::Header,
-                looked_up: true,
-                parsed: Some(parsed),
-            };
-            return self.new_bearer(context_id, (policy_index, policy), req, new, now_ms);
-        }
+        let refused = match parsed_bearer(candidate, limits, &self.jose_headers) {
+            Some((token, Ok(parsed))) => {
+                let new = NewBearer {
+                    token,
+                    source: Source::Header,
+                    looked_up: true,
+                    parsed: Some(Ok(parsed)),
+                };
+                return self.new_bearer(context_id, (policy_index, policy), req, new, now_ms);
+            }
+            Some((token, Err(e))) => Some((token, e)),
+            None => None,
+        };
         let credential = match credential::extract(req.headers, req.path, limits.max_token_bytes) {
             Ok(Some(c)) => c,
             Ok(None) => {
@@ -616,11 +620,16 @@ impl Engine {
         };
         match credential {
             Credential::Bearer { token, source } => {
+                // The same token the parse above refused is not parsed again.
+                let parsed = match refused {
+                    Some((t, e)) if t == token.as_bytes() => Some(Err(e)),
+                    _ => None,
+                };
                 let new = NewBearer {
                     token: token.as_bytes(),
                     source,
                     looked_up: matches!(candidate, Some(Candidate::Bearer(_))),
-                    parsed: None,
+                    parsed,
                 };
                 self.new_bearer(context_id, (policy_index, policy), req, new, now_ms)
             }
@@ -726,7 +735,7 @@ impl Engine {
         }
         self.counters.add(metrics::CACHE_VERIFIED_MISS);
         let parsed = match parsed {
-            Some(parsed) => Ok(parsed),
+            Some(parsed) => parsed,
             None => ParsedToken::parse_with(token, max_json_depth, &self.jose_headers),
         };
         // A JWT goes to the bearer strategy that accepts its issuer; anything else (or any
@@ -2320,25 +2329,28 @@ fn lookup(config: &Config, policy: usize, strategy: usize) -> Option<(&Policy, &
     }
 }
 
-/// A new JWT in the one Authorization header, parsed at once: it is what `extract` would
-/// read (`candidate` is the bearer parameter of the request's only such header, with no query
-/// string; within the length limit, three canonical base64url segments joined by dots are a
-/// token68, and ASCII), without `extract`'s byte-by-byte token68 and UTF-8 checks before the
-/// parse makes its own. `None` for anything else, a malformed token among them: `extract`'s
-/// rules read it, for their reasons.
+/// A new bearer token in the one Authorization header, parsed at once. A JWT that parses is
+/// what `extract` would read (`candidate` is the bearer parameter of the request's only such
+/// header, with no query string; within the length limit, three canonical base64url segments
+/// joined by dots are a token68, and ASCII): it is taken without `extract`'s byte-by-byte
+/// token68 and UTF-8 checks before the parse makes its own. A token the parse refuses, a
+/// malformed one among them, is read by `extract`'s rules, for their reasons, and its refusal
+/// kept for it. `None`: no such candidate within the limit.
 fn parsed_bearer<'a>(
     candidate: Option<Candidate<'a>>,
     limits: &Limits,
     memo: &HeaderMemo,
-) -> Option<(&'a [u8], ParsedToken)> {
+) -> Option<(&'a [u8], Result<ParsedToken, TokenError>)> {
     let Some(Candidate::Bearer(token)) = candidate else {
         return None;
     };
     if token.len() > limits.max_token_bytes {
         return None;
     }
-    let parsed = ParsedToken::parse_with(token, limits.max_json_depth, memo).ok()?;
-    Some((token, parsed))
+    Some((
+        token,
+        ParsedToken::parse_with(token, limits.max_json_depth, memo),
+    ))
 }
 
 /// The strategy that introspects a token no bearer strategy takes by issuer: the first that
