@@ -421,7 +421,7 @@ impl<'a> Json<'a> {
             if scan.eat(b']') {
                 return Some(items);
             }
-            scan.expect(b',').ok()?;
+            scan.require(b',').ok()?;
         }
     }
 
@@ -440,7 +440,7 @@ impl<'a> Json<'a> {
             let (start, end, escaped) = scan.string().ok()?;
             let key = Json(self.0.get(start..end)?);
             scan.whitespace();
-            scan.expect(b':').ok()?;
+            scan.require(b':').ok()?;
             scan.whitespace();
             let value_start = scan.pos;
             scan.value(0).ok()?;
@@ -456,7 +456,7 @@ impl<'a> Json<'a> {
             if scan.eat(b'}') {
                 return None;
             }
-            scan.expect(b',').ok()?;
+            scan.require(b',').ok()?;
         }
     }
 }
@@ -519,8 +519,9 @@ impl<'t> Scanner<'t> {
         here
     }
 
+    /// `byte` next, or an error that says it was missing (never a panic: not `expect`).
     #[inline]
-    fn expect(&mut self, byte: u8) -> Result<(), JsonError> {
+    fn require(&mut self, byte: u8) -> Result<(), JsonError> {
         if self.eat(byte) {
             Ok(())
         } else {
@@ -610,7 +611,7 @@ impl<'t> Scanner<'t> {
     /// A string; returns its span (quotes included) and whether it has escapes.
     fn string(&mut self) -> Result<(usize, usize, bool), JsonError> {
         let start = self.pos;
-        self.expect(b'"')?;
+        self.require(b'"')?;
         let bytes = self.text.as_bytes();
         let mut escaped = false;
         loop {
@@ -637,7 +638,7 @@ impl<'t> Scanner<'t> {
 
     fn array(&mut self, depth: usize) -> Result<(), JsonError> {
         self.enter(depth)?;
-        self.expect(b'[')?;
+        self.require(b'[')?;
         self.whitespace();
         if self.eat(b']') {
             return Ok(());
@@ -649,14 +650,14 @@ impl<'t> Scanner<'t> {
             if self.eat(b']') {
                 return Ok(());
             }
-            self.expect(b',')?;
+            self.require(b',')?;
         }
     }
 
     /// An object; with `members`, each member's span goes there (the document's own).
     fn object(&mut self, depth: usize, members: Option<&mut Vec<Member>>) -> Result<(), JsonError> {
         self.enter(depth)?;
-        self.expect(b'{')?;
+        self.require(b'{')?;
         // A nested object's members are only kept to see that their names are unique.
         let mut nested = Vec::new();
         let members = members.unwrap_or(&mut nested);
@@ -676,7 +677,7 @@ impl<'t> Scanner<'t> {
                     Name::At(start.saturating_add(1), end.saturating_sub(1))
                 };
                 self.whitespace();
-                self.expect(b':')?;
+                self.require(b':')?;
                 self.whitespace();
                 let value_start = self.pos;
                 self.value(depth.saturating_add(1))?;
@@ -688,7 +689,7 @@ impl<'t> Scanner<'t> {
                 if self.eat(b'}') {
                     break;
                 }
-                self.expect(b',')?;
+                self.require(b',')?;
             }
         }
         unique(self.text, members.get(first..).unwrap_or_default())
